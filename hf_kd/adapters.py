@@ -1,0 +1,177 @@
+"""How hf_kd talks to a model family: the one place that knows architectures.
+
+A family adapter runs a sequence classifier on token ids or on input embeddings and returns its
+logits and its layer outputs grouped by stack (`encoder`, and `decoder` for encoder-decoders), and
+says where each example's sentence representation is read. The trainers never test the model type;
+adding a family (ELECTRA, DeBERTa-v2, ...) is one adapter registered in `ADAPTERS`.
+
+Every call goes through `model(...)`, so that DDP / DeepSpeed / accelerate wrappers see the forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import Seq2SeqSequenceClassifierOutput
+
+
+@dataclass
+class ForwardResult:
+    logits: torch.Tensor
+    # layer outputs per stack, embedding output dropped: {"encoder": (h_1, ..., h_L), ...}
+    hidden: dict[str, tuple[torch.Tensor, ...]]
+
+
+def _repeat(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """Tile a batch tensor along the batch axis (clean and perturbed inputs share one forward pass)."""
+    if tensor.size(0) == size:
+        return tensor
+    return tensor.repeat(size // tensor.size(0), *([1] * (tensor.dim() - 1)))
+
+
+class EncoderAdapter:
+    """BERT, RoBERTa, DistilBERT, DistilRoBERTa, ELECTRA, ...: the sentence is read at the first token."""
+
+    stacks: tuple[str, ...] = ("encoder",)
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.config: PretrainedConfig = model.config
+        self.accepted = set(inspect.signature(model.forward).parameters)
+
+    def forward(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> ForwardResult:
+        """Run `model` on `input_ids` (default: the batch's) or `inputs_embeds`, with the batch's masks.
+
+        The batch may be a multiple of the batch's size (clean and perturbed stacked); its masks are tiled.
+        """
+        if inputs_embeds is None and input_ids is None:
+            input_ids = batch["input_ids"]
+        size = (input_ids if inputs_embeds is None else inputs_embeds).size(0)
+        outputs = model(
+            input_ids=input_ids if inputs_embeds is None else None,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            **self._extra_inputs(batch, size),
+        )
+        return ForwardResult(outputs.logits, self._hidden(outputs) if output_hidden_states else {})
+
+    def _extra_inputs(self, batch: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+        names = ("attention_mask", "token_type_ids")
+        return {name: _repeat(batch[name], size) for name in names if name in batch and name in self.accepted}
+
+    def _hidden(self, outputs) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {"encoder": tuple(outputs.hidden_states[1:])}
+
+    def sentence_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Where the contrastive loss reads each example: the first token ([CLS] / <s>)."""
+        input_ids = batch["input_ids"]
+        return torch.zeros(input_ids.size(0), dtype=torch.long, device=input_ids.device)
+
+    def num_layers(self) -> dict[str, int]:
+        return {"encoder": getattr(self.config, "num_hidden_layers", None) or self.config.n_layers}
+
+    def hidden_sizes(self) -> dict[str, int]:
+        return {"encoder": getattr(self.config, "hidden_size", None) or self.config.dim}
+
+
+class BartAdapter(EncoderAdapter):
+    """BART: classification reads the final decoder state at the last end-of-sequence token.
+
+    Stock `BartForSequenceClassification` refuses `inputs_embeds` because it finds that token in
+    `input_ids`. The adapter gives the model a forward that also takes `sentence_positions` (taken
+    from the clean ids: end-of-sequence tokens are special and never masked) and feeds the decoder
+    the (perturbed) sequence shifted right, decoder start token first, as BART does for ids.
+    """
+
+    stacks = ("encoder", "decoder")
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__(model)
+        if not hasattr(model, "_hf_kd_stock_forward"):
+            model._hf_kd_stock_forward = model.forward
+            model.forward = types.MethodType(_bart_forward, model)
+
+    def _extra_inputs(self, batch: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+        extra = {"sentence_positions": _repeat(self.sentence_positions(batch), size)}
+        if "attention_mask" in batch:
+            extra["attention_mask"] = _repeat(batch["attention_mask"], size)
+        return extra
+
+    def _hidden(self, outputs) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {
+            "encoder": tuple(outputs.encoder_hidden_states[1:]),
+            "decoder": tuple(outputs.decoder_hidden_states[1:]),
+        }
+
+    def sentence_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last end-of-sequence token of each example."""
+        input_ids = batch["input_ids"]
+        is_eos = input_ids.eq(self.config.eos_token_id)
+        if not bool(is_eos.any(dim=1).all()):
+            raise ValueError("Every BART example needs an end-of-sequence token: check the tokenizer.")
+        positions = torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
+        return torch.where(is_eos, positions, -1).max(dim=1).values
+
+    def num_layers(self) -> dict[str, int]:
+        return {"encoder": self.config.encoder_layers, "decoder": self.config.decoder_layers}
+
+    def hidden_sizes(self) -> dict[str, int]:
+        return {"encoder": self.config.d_model, "decoder": self.config.d_model}
+
+
+def _bart_forward(
+    self: PreTrainedModel,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    sentence_positions: torch.Tensor | None = None,
+    output_hidden_states: bool | None = None,
+    **kwargs,
+):
+    """`BartForSequenceClassification.forward` that also accepts embeddings with `sentence_positions`."""
+    if sentence_positions is None:
+        return self._hf_kd_stock_forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+    embed = self.get_input_embeddings()
+    if inputs_embeds is None:
+        inputs_embeds = embed(input_ids)
+    start_ids = torch.full((inputs_embeds.size(0), 1), self.config.decoder_start_token_id, device=inputs_embeds.device)
+    decoder_inputs_embeds = torch.cat([embed(start_ids).to(inputs_embeds.dtype), inputs_embeds[:, :-1]], dim=1)
+    outputs = self.model(
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        decoder_inputs_embeds=decoder_inputs_embeds,
+        output_hidden_states=output_hidden_states,
+        use_cache=False,
+    )
+    rows = torch.arange(inputs_embeds.size(0), device=inputs_embeds.device)
+    logits = self.classification_head(outputs.last_hidden_state[rows, sentence_positions])
+    return Seq2SeqSequenceClassifierOutput(
+        logits=logits,
+        decoder_hidden_states=outputs.decoder_hidden_states,
+        encoder_hidden_states=outputs.encoder_hidden_states,
+    )
+
+
+ADAPTERS: dict[str, type[EncoderAdapter]] = {"bart": BartAdapter}
+
+
+def adapter_for(model: PreTrainedModel) -> EncoderAdapter:
+    """The adapter of a model's family; encoder-only classifiers all use `EncoderAdapter`."""
+    return ADAPTERS.get(model.config.model_type, EncoderAdapter)(model)

@@ -1,0 +1,300 @@
+"""Data: GLUE tasks from the Hub, or local csv / tsv / json / jsonl files with GLUE's column names.
+
+The official GLUE TSV files (e.g. `SST-2/train.tsv`, MRPC's `#1 String`, QQP's `is_duplicate`,
+MNLI's `gold_label`, CoLA's header-less layout) are read as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset, DatasetDict, Value, load_dataset
+from torch.nn.utils.rnn import pad_sequence
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from hf_kd.arguments import ArgumentError, DataTrainingArguments
+from hf_kd.generator import draw_mask, maskable_positions
+
+logger = logging.getLogger(__name__)
+
+TASK_TO_KEYS: dict[str, tuple[str, str | None]] = {
+    "cola": ("sentence", None),
+    "mnli": ("premise", "hypothesis"),
+    "mrpc": ("sentence1", "sentence2"),
+    "qnli": ("question", "sentence"),
+    "qqp": ("question1", "question2"),
+    "rte": ("sentence1", "sentence2"),
+    "sst2": ("sentence", None),
+    "stsb": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
+}
+# label order of the Hub's GLUE data sets, so that ids agree with fine-tuned Hub teachers
+GLUE_LABELS: dict[str, list[str] | None] = {
+    "cola": ["unacceptable", "acceptable"],
+    "mnli": ["entailment", "neutral", "contradiction"],
+    "mrpc": ["not_equivalent", "equivalent"],
+    "qnli": ["entailment", "not_entailment"],
+    "qqp": ["not_duplicate", "duplicate"],
+    "rte": ["entailment", "not_entailment"],
+    "sst2": ["negative", "positive"],
+    "stsb": None,
+    "wnli": ["not_entailment", "entailment"],
+}
+# column names of the official GLUE TSV files -> the Hub's names
+GLUE_TSV_COLUMNS = {
+    "#1 String": "sentence1",
+    "#2 String": "sentence2",
+    "Quality": "label",
+    "is_duplicate": "label",
+    "gold_label": "label",
+    "score": "label",
+}
+COLA_TSV_COLUMNS = ["source", "label", "original_label", "sentence"]
+TEXT_PAIRS = [
+    ("sentence1", "sentence2"),
+    ("premise", "hypothesis"),
+    ("question1", "question2"),
+    ("question", "sentence"),
+    ("sentence", None),
+    ("text", None),
+]
+STATIC_MASK_COLUMN = "static_mlm_mask"
+
+
+@dataclass
+class TaskData:
+    train: Dataset | None
+    validation: Dataset | None
+    label_list: list[str] | None  # None for regression
+    task_name: str | None
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_list is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.label_list is None else len(self.label_list)
+
+
+def normalise_task_name(task_name: str | None) -> str | None:
+    if task_name is None:
+        return None
+    key = task_name.lower().replace("-", "")
+    key = {"sst": "sst2", "sts": "stsb"}.get(key, key)
+    if key not in TASK_TO_KEYS:
+        return task_name  # a custom name for local files
+    return key
+
+
+def load_raw(data_args: DataTrainingArguments, cache_dir: str | None = None) -> DatasetDict:
+    """Local files when given, else the GLUE task from the Hub."""
+    task = normalise_task_name(data_args.task_name)
+    files = {"train": data_args.train_file, "validation": data_args.validation_file}
+    files = {split: path for split, path in files.items() if path}
+    if not files:
+        if task not in TASK_TO_KEYS:
+            raise ArgumentError(
+                f"--task_name {data_args.task_name!r} is not a GLUE task ({', '.join(TASK_TO_KEYS)}); "
+                "for other data pass --train_file and --validation_file."
+            )
+        raw = load_dataset("nyu-mll/glue", task, cache_dir=cache_dir)
+        if task == "mnli":
+            raw["validation"] = raw["validation_matched"]
+        return DatasetDict({split: raw[split] for split in ("train", "validation")})
+    raw = DatasetDict()
+    for split, path in files.items():
+        raw[split] = _load_file(path, task, cache_dir)
+    return raw
+
+
+def _load_file(path: str, task: str | None, cache_dir: str | None) -> Dataset:
+    if not os.path.isfile(path):
+        raise ArgumentError(f"Data file {path} does not exist: check --train_file / --validation_file.")
+    extension = path.rsplit(".", 1)[-1].lower()
+    if extension in ("json", "jsonl"):
+        dataset = load_dataset("json", data_files=path, split="train", cache_dir=cache_dir)
+    elif extension in ("csv", "tsv"):
+        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if extension == "tsv" else {}
+        with open(path, encoding="utf-8") as f:
+            first_line = f.readline()
+        if task == "cola" and "sentence" not in first_line.split(options.get("delimiter", ",")):
+            options["column_names"] = COLA_TSV_COLUMNS
+        dataset = load_dataset(
+            "csv", data_files=path, split="train", cache_dir=cache_dir, keep_default_na=False, **options
+        )
+    else:
+        raise ArgumentError(f"Data file {path}: use a .csv, .tsv, .json or .jsonl file.")
+    if len(dataset) == 0:
+        raise ArgumentError(f"Data file {path} has no rows.")
+    renames = {
+        old: new
+        for old, new in GLUE_TSV_COLUMNS.items()
+        if old in dataset.column_names and new not in dataset.column_names
+    }
+    if task == "mnli":
+        renames.update(
+            {k: v for k, v in {"sentence1": "premise", "sentence2": "hypothesis"}.items() if k in dataset.column_names}
+        )
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def text_columns(dataset: Dataset, task: str | None, source: str) -> tuple[str, str | None]:
+    """The task's text column(s), or the first GLUE-named pair present."""
+    if task in TASK_TO_KEYS:
+        keys = TASK_TO_KEYS[task]
+        missing = [key for key in keys if key is not None and key not in dataset.column_names]
+        if missing:
+            raise ArgumentError(
+                f"{source} lacks the column(s) {missing} of task {task!r} (it has {dataset.column_names}): "
+                "rename the columns to GLUE's names."
+            )
+        return keys
+    for first, second in TEXT_PAIRS:
+        if first in dataset.column_names and (second is None or second in dataset.column_names):
+            return first, second
+    raise ArgumentError(
+        f"{source} has no text column with a GLUE name (sentence, sentence1/sentence2, question/sentence, "
+        f"premise/hypothesis, question1/question2): it has {dataset.column_names}."
+    )
+
+
+def label_list_for(task: str | None, train: Dataset, source: str) -> list[str] | None:
+    """GLUE's label names for GLUE tasks; otherwise the sorted labels of the training data (None: regression)."""
+    if "label" not in train.column_names:
+        raise ArgumentError(f"{source} has no 'label' column: name the gold labels 'label'.")
+    if task in GLUE_LABELS:
+        return GLUE_LABELS[task]
+    feature = train.features["label"]
+    if hasattr(feature, "names"):
+        return list(feature.names)
+    if feature.dtype.startswith("float"):
+        return None
+    return sorted({str(label) for label in train["label"]})
+
+
+def _label_ids(dataset: Dataset, label_list: list[str] | None, source: str) -> Dataset:
+    """Map label names or numbers to ids 0..K-1 and refuse any label outside the set."""
+    if label_list is None:
+        return dataset.cast_column("label", Value("float32"))
+    index = {name: i for i, name in enumerate(label_list)}
+    values = dataset["label"]
+    ids, bad = [], set()
+    for value in values:
+        key = str(value)
+        if key in index:
+            ids.append(index[key])
+        elif isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit()):
+            number = int(value)
+            ids.append(number)
+            if not 0 <= number < len(label_list):
+                bad.add(key)
+        else:
+            bad.add(key)
+    if bad:
+        raise ArgumentError(
+            f"{source} has labels {sorted(bad)[:10]} outside the label set {label_list}: fix the data or the --task_name."
+        )
+    return dataset.remove_columns("label").add_column("label", ids)
+
+
+def prepare_data(
+    data_args: DataTrainingArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = 42,
+    static_mask_probability: float | None = None,
+    fixed_count_mask: bool = False,
+    cache_dir: str | None = None,
+) -> TaskData:
+    """Load, subsample, label and tokenise the training and validation splits."""
+    if not 0 < data_args.data_ratio <= 1:
+        raise ArgumentError(f"--data_ratio must lie in (0, 1], got {data_args.data_ratio}.")
+    task = normalise_task_name(data_args.task_name)
+    raw = load_raw(data_args, cache_dir)
+    if "train" not in raw:
+        raise ArgumentError("No training data: pass --train_file (or a GLUE --task_name).")
+    source = {
+        "train": data_args.train_file or f"GLUE {task} train",
+        "validation": data_args.validation_file or f"GLUE {task} validation",
+    }
+    label_list = label_list_for(task, raw["train"], source["train"])
+    first, second = text_columns(raw["train"], task, source["train"])
+    padding = "max_length" if data_args.pad_to_max_length else False
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
+
+    def tokenize(batch: dict) -> dict:
+        texts = (batch[first],) if second is None else (batch[first], batch[second])
+        texts = tuple([text if text is not None else "" for text in column] for column in texts)
+        return tokenizer(*texts, padding=padding, max_length=data_args.max_seq_length, truncation=True)
+
+    splits: dict[str, Dataset] = {}
+    for split, dataset in raw.items():
+        keep = int(len(dataset) * data_args.data_ratio)
+        if limits[split] is not None:
+            keep = min(keep, limits[split])
+        if keep == 0:
+            raise ArgumentError(
+                f"The {split} split ({source[split]}) is empty after --data_ratio / --max_{'train' if split == 'train' else 'eval'}_samples."
+            )
+        dataset = dataset.select(range(keep))
+        text_columns(dataset, task, source[split])
+        _report_empty_texts(dataset, (first, second), source[split])
+        dataset = _label_ids(dataset, label_list, source[split])
+        dataset = dataset.map(
+            tokenize,
+            batched=True,
+            num_proc=data_args.preprocessing_num_workers,
+            desc=f"Tokenising {split}",
+            remove_columns=[c for c in dataset.column_names if c != "label"],
+        )
+        if split == "train" and static_mask_probability is not None:
+            dataset = add_static_mask(dataset, tokenizer, static_mask_probability, fixed_count_mask, seed)
+        splits[split] = dataset
+    return TaskData(splits.get("train"), splits.get("validation"), label_list, task)
+
+
+def _report_empty_texts(dataset: Dataset, columns: tuple[str, str | None], source: str) -> None:
+    for column in columns:
+        if column is None:
+            continue
+        empty = sum(1 for text in dataset[column] if text is None or not str(text).strip())
+        if empty:
+            logger.warning("%s: %d of %d rows have an empty '%s'.", source, empty, len(dataset), column)
+
+
+def add_static_mask(
+    dataset: Dataset, tokenizer: PreTrainedTokenizerBase, probability: float, fixed_count: bool, seed: int
+) -> Dataset:
+    """The original's once-per-example mask, drawn while preprocessing (reproducible from the seed)."""
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+
+    def mask_row(example: dict, index: int) -> dict:
+        ids = torch.tensor([example["input_ids"]])
+        attention = torch.tensor([example["attention_mask"]]) if "attention_mask" in example else None
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        mask = draw_mask(maskable_positions(ids, attention, special), probability, fixed_count, generator)
+        return {STATIC_MASK_COLUMN: mask[0].to(torch.int8).tolist()}
+
+    return dataset.map(mask_row, with_indices=True, desc="Drawing static masks")
+
+
+class DistillationCollator(DataCollatorWithPadding):
+    """Dynamic padding that also pads the static mask column (with 0: never masked)."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        static = (
+            [feature.pop(STATIC_MASK_COLUMN) for feature in features] if STATIC_MASK_COLUMN in features[0] else None
+        )
+        batch = super().__call__(features)
+        if static is not None:
+            left = self.tokenizer.padding_side == "left"
+            rows = [torch.as_tensor(values, dtype=torch.bool) for values in static]
+            padded = pad_sequence(rows, batch_first=True, padding_side="left" if left else "right")
+            width = batch["input_ids"].size(1)  # pad_to_multiple_of / max_length padding may be wider
+            extra = torch.zeros(len(rows), width - padded.size(1), dtype=torch.bool)
+            batch[STATIC_MASK_COLUMN] = torch.cat([extra, padded] if left else [padded, extra], dim=1)
+        return batch

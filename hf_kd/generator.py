@@ -1,0 +1,78 @@
+"""Masking and the generator's Gumbel perturbation for MATE-KD, CILDA and CILDA+minILD.
+
+The perturbed input of model M is `e_M = m * (P @ E_M) + (1 - m) * E_M[x]` (METHODS.md). `P` is a
+straight-through one-hot: its value is a token, so the forward value equals an embedding lookup of
+the sampled token. We use that twice: the max step multiplies `P` with `E_M` only at the masked
+positions (where the generator needs a gradient), and the min step, where nothing flows back to the
+generator, feeds the sampled token ids directly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def maskable_positions(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, special_token_ids: torch.Tensor
+) -> torch.Tensor:
+    """Positions that may be masked: real tokens that are not special tokens (bool, B x L)."""
+    maskable = ~torch.isin(input_ids, special_token_ids.to(input_ids.device))
+    if attention_mask is not None:
+        maskable &= attention_mask.bool()
+    return maskable
+
+
+def draw_mask(
+    maskable: torch.Tensor,
+    probability: float,
+    fixed_count: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose masked positions among `maskable` (bool, B x L).
+
+    Bernoulli form: every maskable position independently with `probability`.
+    `fixed_count` (the original's `mask_fix`): exactly floor(probability * n_maskable) per example,
+    drawn uniformly without replacement.
+    """
+    scores = torch.rand(maskable.shape, device=maskable.device, generator=generator)
+    if not fixed_count:
+        return (scores < probability) & maskable
+    counts = torch.floor(maskable.sum(dim=1) * probability).long()
+    scores = scores.masked_fill(~maskable, 2.0)  # never chosen before a maskable position
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return ranks < counts.unsqueeze(1)
+
+
+def gumbel_one_hot(logits: torch.Tensor) -> torch.Tensor:
+    """Straight-through Gumbel-softmax sample (hard one-hot, temperature 1) that keeps gradients."""
+    return F.gumbel_softmax(logits.float(), tau=1.0, hard=True, dim=-1)
+
+
+@torch.no_grad()
+def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """Token ids distributed exactly like `gumbel_one_hot(logits).argmax(-1)`, without a graph."""
+    gumbels = -torch.empty_like(logits, dtype=torch.float).exponential_().log()
+    return (logits.float() + gumbels).argmax(dim=-1)
+
+
+def embedding_scale(embedding: nn.Module) -> float:
+    """Scale that the embedding module applies to its rows (BART's `embed_scale`, 1 elsewhere)."""
+    scale = getattr(embedding, "embed_scale", None)
+    return 1.0 if scale is None else float(scale)
+
+
+def perturbed_embeddings(
+    embedding: nn.Embedding, input_ids: torch.Tensor, mask: torch.Tensor, one_hot: torch.Tensor
+) -> torch.Tensor:
+    """`m * (P @ E) + (1 - m) * E[x]`, with `P` given only at the masked positions (N x V).
+
+    The clean rows carry no gradient (models are not trained in the max step); the masked rows carry
+    the generator's gradient through `one_hot`.
+    """
+    with torch.no_grad():
+        clean = embedding(input_ids)
+    weight = embedding.weight.detach()
+    replaced = (one_hot.to(weight.dtype) @ weight) * embedding_scale(embedding)
+    return clean.masked_scatter(mask.unsqueeze(-1), replaced.to(clean.dtype))

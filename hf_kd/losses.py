@@ -1,0 +1,73 @@
+"""Loss terms of every method, as pure functions on tensors (see docs/METHODS.md).
+
+All terms are computed in float32, whatever precision the models ran in, so that bf16/fp16 training
+does not lose the small differences that distillation signals are made of.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The model's own loss: cross-entropy, or MSE for one-output regression (STS-B)."""
+    logits = logits.float()
+    if logits.size(-1) == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    return F.cross_entropy(logits, labels.long())
+
+
+def kd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(z_t / tau) || softmax(z_s / tau)) * tau^2, summed over classes, mean over the batch.
+
+    With one output (regression) it is the MSE between the two predictions; the temperature is unused.
+    """
+    teacher_logits, student_logits = teacher_logits.float(), student_logits.float()
+    if student_logits.size(-1) == 1:
+        return F.mse_loss(student_logits, teacher_logits)
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Average a (B, L, H) hidden state over the sequence; over real tokens only when a mask is given.
+
+    Passing `attention_mask=None` reproduces the original code's plain mean, padding included.
+    """
+    hidden = hidden.float()
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def rail_loss(teacher_projected: torch.Tensor, student_projected: torch.Tensor) -> torch.Tensor:
+    """RAIL-KD: batch mean of the Euclidean distance between the L2-normalised projections."""
+    teacher_unit = F.normalize(teacher_projected.float(), dim=-1)
+    student_unit = F.normalize(student_projected.float(), dim=-1)
+    return (teacher_unit - student_unit).norm(dim=-1).mean()
+
+
+def crd_loss(
+    teacher_projected: torch.Tensor, student_projected: torch.Tensor, temperature: float = 2.0
+) -> torch.Tensor:
+    """Contrastive (InfoNCE) loss: teacher rows are anchors, the student batch the candidates.
+
+    `mean_i -log(exp(cos(u_i, v_i)/tau) / sum_j exp(cos(u_i, v_j)/tau))`, computed on the B x B cosine
+    similarity matrix at once instead of the original's Python loop over the batch.
+    """
+    teacher_unit = F.normalize(teacher_projected.float(), dim=-1)
+    student_unit = F.normalize(student_projected.float(), dim=-1)
+    similarities = teacher_unit @ student_unit.T / temperature
+    targets = torch.arange(similarities.size(0), device=similarities.device)
+    return F.cross_entropy(similarities, targets)
+
+
+def log_batch_size_scale(batch_size: int) -> float:
+    """The `alpha2` normalisation: CRD weights are divided by ln(B) (1 for a batch of one)."""
+    return math.log(batch_size) if batch_size > 1 else 1.0

@@ -1,0 +1,152 @@
+"""The main job: arguments -> data -> models -> trainer -> results (`scripts/run_glue_kd.py`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import datasets
+import transformers
+from transformers import set_seed
+
+from hf_kd.arguments import ArgumentError, parse_args
+from hf_kd.data import DistillationCollator, prepare_data
+from hf_kd.metrics import build_compute_metrics
+from hf_kd.models import check_compatible, load_generator, load_student, load_teacher, load_tokenizer
+from hf_kd.trainers import AdversarialTrainer, trainer_class
+
+logger = logging.getLogger("hf_kd")
+RESULTS_FILE = "all_results.json"
+
+
+def write_json_atomic(path: str, values: dict) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    folder = os.path.dirname(path) or "."
+    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+        json.dump(values, f, indent=4, sort_keys=True)
+    os.replace(f.name, path)
+
+
+def save_results(output_dir: str, split: str, metrics: dict) -> None:
+    """`{split}_results.json` and the combined `all_results.json`, as `run_glue.py` writes them."""
+    write_json_atomic(os.path.join(output_dir, f"{split}_results.json"), metrics)
+    combined_path = os.path.join(output_dir, RESULTS_FILE)
+    combined = {}
+    if os.path.isfile(combined_path):
+        with open(combined_path) as f:
+            combined = json.load(f)
+    write_json_atomic(combined_path, {**combined, **metrics})
+
+
+def check_output_dir(training_args) -> None:
+    """Refuse to write over a finished run unless asked; resuming from a checkpoint is always fine."""
+    results = os.path.join(training_args.output_dir, RESULTS_FILE)
+    if os.path.isfile(results) and not training_args.overwrite_output_dir and not training_args.resume_from_checkpoint:
+        raise ArgumentError(
+            f"{training_args.output_dir} already holds a finished run ({RESULTS_FILE}). Pick another --output_dir, "
+            "or pass --overwrite_output_dir to replace it."
+        )
+
+
+def setup_logging(training_args) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    check_output_dir(training_args)
+    method = trainer_class(training_args.method)
+    adversarial = issubclass(method, AdversarialTrainer)
+    needs_teacher = method.method != "normal" and any(w > 0 for t, w in training_args.loss_weights.items() if t != "ce")
+    if needs_teacher and not model_args.teacher_name_or_path:
+        raise ArgumentError(f"Method '{method.method}' needs a teacher: pass --teacher_name_or_path.")
+    if adversarial and not model_args.generator_name_or_path:
+        raise ArgumentError(f"Method '{method.method}' needs a masked-LM generator: pass --generator_name_or_path.")
+    if not (training_args.do_train or training_args.do_eval):
+        training_args.do_train = training_args.do_eval = True
+    set_seed(training_args.seed)
+
+    tokenizer = load_tokenizer(model_args)
+    if adversarial and tokenizer.mask_token_id is None:
+        raise ArgumentError(
+            f"Method '{method.method}' masks tokens but the tokenizer has no mask token: use --tokenizer_name with one."
+        )
+    data = prepare_data(
+        data_args,
+        tokenizer,
+        seed=training_args.seed,
+        static_mask_probability=training_args.mlm_probability if adversarial and training_args.static_mask else None,
+        fixed_count_mask=training_args.mask_mode == "fixed_count",
+        cache_dir=model_args.cache_dir,
+    )
+    student = load_student(model_args, data)
+    models, sources = {"student": student}, {"student": model_args.model_name_or_path}
+    teacher = generator = None
+    if needs_teacher:
+        teacher = load_teacher(model_args, data)
+        models["teacher"], sources["teacher"] = teacher, model_args.teacher_name_or_path
+    if adversarial:
+        generator = load_generator(model_args)
+        models["generator"], sources["generator"] = generator, model_args.generator_name_or_path
+    check_compatible(tokenizer, models, sources, model_args)
+
+    extra = {"generator": generator} if adversarial else {}
+    trainer = method(
+        model=student,
+        teacher=teacher,
+        args=training_args,
+        train_dataset=data.train if training_args.do_train else None,
+        eval_dataset=data.validation if training_args.do_eval else None,
+        processing_class=tokenizer,
+        data_collator=DistillationCollator(
+            tokenizer, pad_to_multiple_of=8 if training_args.bf16 or training_args.fp16 else None
+        ),
+        compute_metrics=build_compute_metrics(data.task_name, data.is_regression),
+        **extra,
+    )
+    results: dict = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.save_extras()
+        trainer.save_state()
+        metrics = {**train_result.metrics, "train_samples": len(data.train)}
+        trainer.log_metrics("train", metrics)
+        results.update(metrics)
+    if training_args.do_eval and data.validation is not None:
+        metrics = {**trainer.evaluate(), "eval_samples": len(data.validation)}
+        trainer.log_metrics("eval", metrics)
+        results.update(metrics)
+    if trainer.is_world_process_zero():
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        for split in ("train", "eval"):
+            split_metrics = {k: v for k, v in results.items() if k.startswith(split)}
+            if split_metrics:
+                save_results(training_args.output_dir, split, split_metrics)
+    if training_args.push_to_hub and training_args.do_train:
+        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
+    return results
+
+
+def cli() -> None:
+    try:
+        main()
+    except ArgumentError as error:
+        print(f"hf_kd: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

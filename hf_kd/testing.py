@@ -1,0 +1,141 @@
+"""Tiny models and tokenizers built offline from configs, for tests, benchmarks and examples.
+
+`build_family(kind, folder, texts)` trains a small tokenizer on `texts` and saves a teacher, a student
+(fewer and narrower layers) and a masked-LM generator of that family, all sharing the tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BartConfig,
+    BartTokenizerFast,
+    BertConfig,
+    BertTokenizerFast,
+    DistilBertConfig,
+    PreTrainedTokenizerBase,
+    RobertaConfig,
+    RobertaTokenizerFast,
+)
+
+FAMILIES = ("bert", "roberta", "distilbert", "bart")
+
+
+@dataclass
+class TinyFamily:
+    tokenizer: str
+    teacher: str
+    student: str
+    generator: str
+
+
+def train_tokenizer(kind: str, texts: list[str], folder: str, vocab_size: int = 600) -> PreTrainedTokenizerBase:
+    """A WordPiece (BERT / DistilBERT) or byte-level BPE (RoBERTa / BART) tokenizer trained on `texts`."""
+    os.makedirs(folder, exist_ok=True)
+    if kind in ("bert", "distilbert"):
+        trainer = BertWordPieceTokenizer(lowercase=True)
+        trainer.train_from_iterator(
+            texts, vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        )
+        trainer.save_model(folder)
+        tokenizer = BertTokenizerFast(vocab_file=os.path.join(folder, "vocab.txt"), model_max_length=64)
+    else:
+        trainer = ByteLevelBPETokenizer()
+        trainer.train_from_iterator(
+            texts, vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        )
+        trainer.save_model(folder)
+        cls = BartTokenizerFast if kind == "bart" else RobertaTokenizerFast
+        tokenizer = cls(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), model_max_length=64)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tiny_config(
+    kind: str, vocab_size: int, layers: int, hidden: int, tokenizer: PreTrainedTokenizerBase, num_labels: int = 2
+):
+    common = {"vocab_size": vocab_size, "num_labels": num_labels}
+    if kind == "bert":
+        return BertConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=72,
+            pad_token_id=tokenizer.pad_token_id,
+            **common,
+        )
+    if kind == "roberta":
+        return RobertaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=72,
+            type_vocab_size=1,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **common,
+        )
+    if kind == "distilbert":
+        return DistilBertConfig(
+            dim=hidden,
+            n_layers=layers,
+            n_heads=2,
+            hidden_dim=2 * hidden,
+            max_position_embeddings=72,
+            pad_token_id=tokenizer.pad_token_id,
+            **common,
+        )
+    if kind == "bart":
+        return BartConfig(
+            d_model=hidden,
+            encoder_layers=layers,
+            decoder_layers=max(1, layers - 1),
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=2 * hidden,
+            decoder_ffn_dim=2 * hidden,
+            max_position_embeddings=72,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id,
+            forced_eos_token_id=None,
+            **common,
+        )
+    raise ValueError(f"Unknown tiny model family {kind!r}; choose from {FAMILIES}.")
+
+
+def build_family(
+    kind: str,
+    folder: str,
+    texts: list[str],
+    student_kind: str | None = None,
+    num_labels: int = 2,
+    teacher_layers: int = 4,
+    teacher_hidden: int = 48,
+    student_layers: int = 2,
+    student_hidden: int = 32,
+) -> TinyFamily:
+    """Save a tokenizer, teacher, student and generator of one family under `folder`; return their paths."""
+    student_kind = student_kind or kind
+    paths = TinyFamily(*(os.path.join(folder, name) for name in ("tokenizer", "teacher", "student", "generator")))
+    tokenizer = train_tokenizer(kind, texts, paths.tokenizer)
+    vocab = len(tokenizer)
+    specs = [
+        (paths.teacher, kind, teacher_layers, teacher_hidden, AutoModelForSequenceClassification),
+        (paths.student, student_kind, student_layers, student_hidden, AutoModelForSequenceClassification),
+        (paths.generator, student_kind, 1, student_hidden, AutoModelForMaskedLM),
+    ]
+    for path, family, layers, hidden, auto in specs:
+        model = auto.from_config(tiny_config(family, vocab, layers, hidden, tokenizer, num_labels))
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return paths

@@ -1,0 +1,303 @@
+"""Adversarial distillation (MATE-KD, CILDA, CILDA+minILD): alternating generator and student steps.
+
+Batches are counted across epochs; in every cycle of `n_generator_iter + n_student_iter` batches the
+first `n_generator_iter` are max steps and the rest min steps, each batch feeding exactly one step.
+
+- Max step: the generator (and, for CILDA / CILDA+minILD, the projections) *maximise* the generator
+  terms with their own AdamW (`maximize=True`) and scheduler. Teacher and student run with frozen
+  weights: gradients reach the generator through their inputs only, and only the masked positions
+  carry the straight-through product.
+- Min step: the Trainer's ordinary step on the student terms; the generator (eval mode, no graph)
+  supplies sampled tokens that enter by embedding lookup. The student's scheduler only advances
+  after optimizer steps that contained a min step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import PreTrainedModel, get_scheduler
+
+from hf_kd.generator import draw_mask, gumbel_one_hot, maskable_positions, perturbed_embeddings, sample_tokens
+from hf_kd.losses import kd_loss
+from hf_kd.trainers.base import DistillationTrainer, average_gradients
+
+GENERATOR_DIR = "hf_kd_generator"
+GENERATOR_OPTIMIZER_FILE = "hf_kd_generator_optimizer.pt"
+GENERATOR_SCHEDULER_FILE = "hf_kd_generator_scheduler.pt"
+STATE_FILE = "hf_kd_state.json"
+
+
+class AlternationSchedule:
+    """Which batches are generator (max) steps: the first `n_generator` of every `n_generator + n_student`."""
+
+    def __init__(self, n_generator: int, n_student: int) -> None:
+        self.n_generator, self.n_student = n_generator, n_student
+
+    def is_generator_step(self, batch_index: int) -> bool:
+        return batch_index % (self.n_generator + self.n_student) < self.n_generator
+
+    def student_updates(self, optimizer_steps: int, accumulation: int = 1) -> int:
+        """Optimizer steps (of `accumulation` batches each) that contain at least one min step."""
+        return sum(
+            any(not self.is_generator_step(step * accumulation + i) for i in range(accumulation))
+            for step in range(optimizer_steps)
+        )
+
+
+class _StudentStepScheduler:
+    """Wraps the student's scheduler so that it advances only after windows that held a min step."""
+
+    def __init__(self, scheduler, trainer: AdversarialTrainer) -> None:
+        self.scheduler, self.trainer = scheduler, trainer
+
+    def step(self, *args, **kwargs) -> None:
+        if self.trainer._min_steps_since_update:
+            self.scheduler.step(*args, **kwargs)
+        self.trainer._min_steps_since_update = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scheduler, name)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Temporarily stop autograd from computing weight gradients of `module` (inputs still get them)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
+class AdversarialTrainer(DistillationTrainer):
+    # whether the generator's optimizer also (maximising) trains the projections
+    projections_in_generator_step: bool = False
+
+    def __init__(
+        self, model: PreTrainedModel, teacher: PreTrainedModel, generator: PreTrainedModel, **kwargs: Any
+    ) -> None:
+        super().__init__(model=model, teacher=teacher, **kwargs)
+        tokenizer = self.processing_class
+        if tokenizer is None or tokenizer.mask_token_id is None:
+            raise ValueError(
+                f"Method '{self.method}' masks tokens, but the tokenizer has no mask token: "
+                "use a tokenizer with one (--tokenizer_name)."
+            )
+        self.mask_token_id: int = tokenizer.mask_token_id
+        self.special_token_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.args.device)
+        self.generator = generator.to(self.args.device)
+        self.generator_accepts_token_types = "token_type_ids" in self.generator.forward.__code__.co_varnames
+        self.generator_weights: dict[str, float] = dict(self.args.generator_loss_weights)
+        self.schedule = AlternationSchedule(self.args.n_generator_iter, self.args.n_student_iter)
+        self.batches_seen = 0
+        self._min_steps_since_update = 0
+        self.generator_optimizer = torch.optim.AdamW(
+            self._generator_parameter_groups(),
+            lr=self.args.generator_learning_rate,
+            betas=(self.args.adam_beta1, self.args.adam_beta2),
+            eps=self.args.adam_epsilon,
+            maximize=True,
+        )
+        self.generator_scheduler = None  # made once the number of steps is known
+
+    def _generator_parameter_groups(self) -> list[dict]:
+        modules: list[nn.Module] = [self.generator]
+        if self.projections is not None and self.projections_in_generator_step:
+            modules.append(self.projections)
+        decay, no_decay = [], []
+        for module in modules:
+            for name, parameter in module.named_parameters():
+                no_decay_name = (
+                    name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or "layernorm" in name
+                )
+                (no_decay if no_decay_name else decay).append(parameter)
+        return [{"params": decay, "weight_decay": self.args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    # ------------------------------------------------------------------------------------ schedule
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            updates = self.schedule.student_updates(num_training_steps, self.args.gradient_accumulation_steps)
+            super().create_scheduler(max(updates, 1), optimizer)
+            self.lr_scheduler = _StudentStepScheduler(self.lr_scheduler, self)
+        if self.generator_scheduler is None:
+            self.generator_scheduler = get_scheduler(
+                self.args.generator_lr_scheduler_type,
+                optimizer=self.generator_optimizer,
+                num_warmup_steps=0,
+                num_training_steps=max(num_training_steps * self.args.gradient_accumulation_steps, 1),
+            )
+        return self.lr_scheduler
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        is_generator_step = self.schedule.is_generator_step(self.batches_seen)
+        self.batches_seen += 1
+        if is_generator_step:
+            return self.generator_step(model, inputs)
+        self._min_steps_since_update += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    # ------------------------------------------------------------------------------------- masking
+    def draw_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.args.static_mask:
+            return inputs["static_mlm_mask"].bool()
+        maskable = maskable_positions(inputs["input_ids"], inputs.get("attention_mask"), self.special_token_ids)
+        return draw_mask(maskable, self.args.mlm_probability, fixed_count=self.args.mask_mode == "fixed_count")
+
+    def generator_logits(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """The generator's vocabulary logits at the masked positions (N x V)."""
+        masked_ids = inputs["input_ids"].masked_fill(mask, self.mask_token_id)
+        extra = {"attention_mask": inputs.get("attention_mask")}
+        if self.generator_accepts_token_types and "token_type_ids" in inputs:
+            extra["token_type_ids"] = inputs["token_type_ids"]
+        return self.generator(input_ids=masked_ids, **extra).logits[mask]
+
+    @torch.no_grad()
+    def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Min step: the generator's sampled tokens at the masked positions, as ids (no graph)."""
+        self.generator.eval()
+        mask = self.draw_mask(inputs)
+        return inputs["input_ids"].masked_scatter(mask, sample_tokens(self.generator_logits(inputs, mask)))
+
+    # ------------------------------------------------------------------------------------ max step
+    def generator_step(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = self._prepare_inputs(inputs)
+        student = self.accelerator.unwrap_model(model)
+        self.generator.train()
+        student.train()
+        with frozen(student), self.accelerator.autocast():
+            terms = self.generator_terms(student, inputs)
+            loss = self.weighted_sum(
+                terms, self.generator_weights, prefix="generator_loss_", batch_size=len(inputs["input_ids"])
+            )
+        projection_grads = self._stash_projection_grads()
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parameters = [p for group in self.generator_optimizer.param_groups for p in group["params"]]
+        average_gradients(parameters, self.accelerator)
+        if self.args.generator_max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, self.args.generator_max_grad_norm)
+        self.generator_optimizer.step()
+        self.generator_scheduler.step()
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        self._restore_projection_grads(projection_grads)
+        self._record("generator_learning_rate", torch.tensor(self.generator_scheduler.get_last_lr()[0]))
+        return torch.zeros((), device=self.args.device)  # the Trainer's `loss` log is replaced by the student's
+
+    def generator_terms(self, student: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Max-step terms on the perturbed input, through the straight-through one-hot at masked positions."""
+        input_ids = inputs["input_ids"]
+        mask = self.draw_mask(inputs)
+        one_hot = gumbel_one_hot(self.generator_logits(inputs, mask))
+        use_crd = self.generator_weights.get("crd_perturbed", 0) > 0
+        teacher_embeds = perturbed_embeddings(self.teacher.get_input_embeddings(), input_ids, mask, one_hot)
+        student_embeds = perturbed_embeddings(student.get_input_embeddings(), input_ids, mask, one_hot)
+        teacher = self.teacher_adapter.forward(
+            self.teacher, inputs, inputs_embeds=teacher_embeds, output_hidden_states=use_crd
+        )
+        student_out = self.student_adapter.forward(
+            student, inputs, inputs_embeds=student_embeds, output_hidden_states=use_crd
+        )
+        terms = {}
+        if self.generator_weights.get("kd_perturbed", 0) > 0:
+            terms["kd_perturbed"] = kd_loss(teacher.logits, student_out.logits, self.args.kd_temperature)
+        if use_crd:
+            terms["crd_perturbed"] = self.crd(teacher, student_out, inputs)
+        return terms
+
+    def _stash_projection_grads(self) -> list[torch.Tensor | None]:
+        if self.projections is None:
+            return []
+        grads = [p.grad for p in self.projections.parameters()]
+        for parameter in self.projections.parameters():
+            parameter.grad = None
+        return grads
+
+    def _restore_projection_grads(self, grads: list[torch.Tensor | None]) -> None:
+        if self.projections is not None:
+            for parameter, grad in zip(self.projections.parameters(), grads, strict=True):
+                parameter.grad = grad
+
+    # ---------------------------------------------------------------------------- checkpoint extras
+    def extra_state_modules(self) -> dict[str, nn.Module]:
+        return {**super().extra_state_modules(), "generator": self.generator}
+
+    def save_training_extras(self, output_dir: str) -> None:
+        super().save_training_extras(output_dir)
+        self.generator.save_pretrained(os.path.join(output_dir, GENERATOR_DIR))
+        torch.save(self.generator_optimizer.state_dict(), os.path.join(output_dir, GENERATOR_OPTIMIZER_FILE))
+        if self.generator_scheduler is not None:
+            torch.save(self.generator_scheduler.state_dict(), os.path.join(output_dir, GENERATOR_SCHEDULER_FILE))
+        with open(os.path.join(output_dir, STATE_FILE), "w") as f:
+            json.dump({"batches_seen": self.batches_seen, "method": self.method}, f)
+
+    def load_training_extras(self, checkpoint: str) -> None:
+        super().load_training_extras(checkpoint)
+        state_path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.isfile(state_path):
+            raise FileNotFoundError(
+                f"{checkpoint} has no {STATE_FILE}: it was not written by an adversarial hf_kd run, so the generator "
+                "cannot be restored. Resume from a checkpoint of the same method."
+            )
+        with open(state_path) as f:
+            self.batches_seen = json.load(f)["batches_seen"]
+        weights = load_file(os.path.join(checkpoint, GENERATOR_DIR, "model.safetensors"), device=str(self.args.device))
+        result = self.generator.load_state_dict(weights, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(
+                f"Generator checkpoint in {checkpoint} does not match the generator: {result.unexpected_keys[:5]}"
+            )
+        map_location = self.args.device
+        self.generator_optimizer.load_state_dict(
+            torch.load(os.path.join(checkpoint, GENERATOR_OPTIMIZER_FILE), map_location=map_location, weights_only=True)
+        )
+        scheduler_path = os.path.join(checkpoint, GENERATOR_SCHEDULER_FILE)
+        if self.generator_scheduler is not None and os.path.isfile(scheduler_path):
+            self.generator_scheduler.load_state_dict(torch.load(scheduler_path, weights_only=True))
+
+
+class MateKDTrainer(AdversarialTrainer):
+    """MATE-KD. Max: `l2*KD(T(e_T), S(e_S))`. Min: `l0*CE + l1*KD(T(x),S(x)) + l2*KD(T(e_T),S(e_S))`."""
+
+    method = "mate_kd"
+    aliases = ("mate", "matekd")
+    default_weights = {"ce": 1 / 3, "kd": 1 / 3, "kd_perturbed": 1 / 3}
+    default_generator_weights = {"kd_perturbed": 1 / 3}
+
+
+class CildaTrainer(AdversarialTrainer):
+    """CILDA. Max: `a0*KD(T(e_T),S(e_S)) + a1*CRD(T(e_T),S(e_S))`, the projections maximising too.
+    Min: `l0*CE(S(x)) + l1*KD(T(x),S(x)) + l2*CE(S(e_S), y) + l3*KD(T(e_T),S(e_S))`."""
+
+    method = "cilda"
+    default_weights = {"ce": 0.333, "kd": 0.333, "ce_perturbed": 0.222, "kd_perturbed": 0.111}
+    default_generator_weights = {"kd_perturbed": 0.5, "crd_perturbed": 0.5}
+    projection_features = "crd"
+    projections_in_generator_step = True
+
+
+class CildaMinILDTrainer(CildaTrainer):
+    """CILDA+minILD. Max: as CILDA. Min: `l0*CE + l1*KD + l2*CRD(T(x),S(x)) + l3*CE(S(e_S),y)
+    + l4*KD(T(e_T),S(e_S)) + l5*CRD(T(e_T),S(e_S))` = nume/deno `[2,2,2,1,1,1] / [9,9,9,6,12,12]`;
+    the projections learn in both steps."""
+
+    method = "cilda_minild"
+    aliases = ("cildaminild", "cilda+minild")
+    default_weights = {
+        "ce": 2 / 9,
+        "kd": 2 / 9,
+        "crd": 2 / 9,
+        "ce_perturbed": 1 / 6,
+        "kd_perturbed": 1 / 12,
+        "crd_perturbed": 1 / 12,
+    }
+    projections_in_student_step = True

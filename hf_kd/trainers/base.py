@@ -1,0 +1,310 @@
+"""`DistillationTrainer`: a `transformers.Trainer` whose model is the student, beside a frozen teacher.
+
+Loss terms are computed by name (`ce`, `kd`, `rail`, `crd`, and `*_perturbed` for the adversarial
+methods) and weighted by `args.loss_weights`; a zero weight skips the term and any forward pass that
+only it needed. Each term is logged as the mean over the logging window next to the Trainer's `loss`.
+A subclass is one row of METHODS.md: its name, aliases and default weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hf_kd.adapters import ForwardResult, adapter_for
+from hf_kd.losses import crd_loss, kd_loss, log_batch_size_scale, mean_pool, rail_loss, task_loss
+
+PROJECTIONS_FILE = "hf_kd_projections.safetensors"
+EXTRAS_DIR = "hf_kd_extras"
+TEACHER_TERMS = ("kd", "rail", "crd", "kd_perturbed", "crd_perturbed")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+class Projections(nn.Module):
+    """`W_t` and `W_s` per stack (encoder, decoder): linear maps of teacher / student features to `d`."""
+
+    def __init__(self, teacher_dims: dict[str, int], student_dims: dict[str, int], dim: int) -> None:
+        super().__init__()
+        self.teacher = nn.ModuleDict({stack: nn.Linear(size, dim) for stack, size in teacher_dims.items()})
+        self.student = nn.ModuleDict({stack: nn.Linear(size, dim) for stack, size in student_dims.items()})
+
+
+class DistillationTrainer(Trainer):
+    method: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    default_weights: ClassVar[dict[str, float]] = {}
+    default_generator_weights: ClassVar[dict[str, float]] = {}
+    # "rail" or "crd" when the method trains W_t / W_s
+    projection_features: ClassVar[str | None] = None
+    # whether the student's optimizer trains the projections (RAIL-KD, CILDA+minILD)
+    projections_in_student_step: ClassVar[bool] = False
+
+    def __init__(self, model: PreTrainedModel, teacher: PreTrainedModel | None = None, **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+        self.weights: dict[str, float] = dict(self.args.loss_weights)
+        self.student_adapter = adapter_for(self.model)
+        self.teacher = teacher
+        self.teacher_adapter = None
+        if any(self.uses(term) for term in TEACHER_TERMS) and teacher is None:
+            raise ValueError(f"Method '{self.method}' needs a teacher: pass --teacher_name_or_path.")
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+            teacher.to(self.args.device)
+            self.teacher_adapter = adapter_for(teacher)
+        self.projections = self._build_projections()
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._term_counts: dict[str, int] = {}
+        self._student_loss_total, self._student_loss_steps = 0.0, 0
+
+    # ----------------------------------------------------------------------------------------- terms
+    def uses(self, term: str) -> bool:
+        return self.weights.get(term, 0.0) > 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:  # evaluation / prediction: the student alone
+            student = self.student_adapter.forward(model, inputs)
+            loss = task_loss(student.logits, inputs["labels"]) if "labels" in inputs else None
+            return (loss, SequenceClassifierOutput(loss=loss, logits=student.logits)) if return_outputs else loss
+        with self.accelerator.autocast():
+            terms = self.student_terms(model, inputs)
+        loss = self.weighted_sum(terms, self.weights, prefix="loss_", batch_size=len(inputs["input_ids"]))
+        return (loss, terms) if return_outputs else loss
+
+    def student_terms(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The min-step terms on the clean batch (and on `perturbed_ids`, where the method has them)."""
+        clean_ids = inputs["input_ids"]
+        perturbed = any(self.uses(t) for t in ("ce_perturbed", "kd_perturbed", "crd_perturbed"))
+        input_ids = torch.cat([clean_ids, self.perturbed_ids(inputs)]) if perturbed else clean_ids
+        hidden = any(self.uses(t) for t in ("rail", "crd", "crd_perturbed"))
+        student = self.student_adapter.forward(model, inputs, input_ids=input_ids, output_hidden_states=hidden)
+        teacher = None
+        if any(self.uses(t) for t in TEACHER_TERMS):
+            with torch.no_grad():
+                teacher = self.teacher_adapter.forward(
+                    self.teacher, inputs, input_ids=input_ids, output_hidden_states=hidden
+                )
+        student_clean, student_perturbed = _split(student, len(clean_ids))
+        teacher_clean, teacher_perturbed = _split(teacher, len(clean_ids))
+        labels = inputs["labels"]
+        terms: dict[str, torch.Tensor] = {}
+        if self.uses("ce"):
+            terms["ce"] = task_loss(student_clean.logits, labels)
+        if self.uses("kd"):
+            terms["kd"] = kd_loss(teacher_clean.logits, student_clean.logits, self.args.kd_temperature)
+        if self.uses("rail"):
+            terms["rail"] = self.rail(teacher_clean, student_clean, inputs)
+        if self.uses("crd"):
+            terms["crd"] = self.crd(teacher_clean, student_clean, inputs)
+        if self.uses("ce_perturbed"):
+            terms["ce_perturbed"] = task_loss(student_perturbed.logits, labels)
+        if self.uses("kd_perturbed"):
+            terms["kd_perturbed"] = kd_loss(
+                teacher_perturbed.logits, student_perturbed.logits, self.args.kd_temperature
+            )
+        if self.uses("crd_perturbed"):
+            terms["crd_perturbed"] = self.crd(teacher_perturbed, student_perturbed, inputs)
+        return terms
+
+    def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError(f"Method '{self.method}' has no perturbed inputs.")
+
+    def weighted_sum(
+        self, terms: dict[str, torch.Tensor], weights: dict[str, float], prefix: str, batch_size: int
+    ) -> torch.Tensor:
+        """`sum_i w_i * term_i` (CRD weights divided by ln B with --scale_crd_by_log_batch); records each term."""
+        crd_scale = log_batch_size_scale(batch_size) if self.args.scale_crd_by_log_batch else 1.0
+        total = sum(
+            weights[name] / (crd_scale if name.startswith("crd") else 1.0) * value for name, value in terms.items()
+        )
+        if not torch.isfinite(total):
+            bad = [name for name, value in terms.items() if not torch.isfinite(value)]
+            raise NonFiniteLossError(
+                f"Loss term(s) {', '.join(prefix + name for name in bad)} became non-finite at step "
+                f"{self.state.global_step}: lower the learning rate, check the data, or train in float32."
+            )
+        for name, value in terms.items():
+            self._record(prefix + name, value)
+        self._record(prefix.rstrip("_"), total)  # "loss" (student) or "generator_loss"
+        return total
+
+    # ------------------------------------------------------------------------- intermediate layers
+    def _build_projections(self) -> Projections | None:
+        weights = {**self.args.generator_loss_weights, **self.weights}
+        if self.projection_features is None or not any(
+            w > 0 for t, w in weights.items() if t in ("rail", "crd", "crd_perturbed")
+        ):
+            return None
+        teacher_layers, student_layers = self.teacher_adapter.num_layers(), self.student_adapter.num_layers()
+        teacher_sizes, student_sizes = self.teacher_adapter.hidden_sizes(), self.student_adapter.hidden_sizes()
+        if set(teacher_layers) != set(student_layers):
+            raise ValueError("Teacher and student have different stacks (encoder / decoder): use one model family.")
+        teacher_dims, student_dims = {}, {}
+        for stack in student_layers:
+            if self.projection_features == "rail":
+                if student_layers[stack] > teacher_layers[stack]:
+                    raise ValueError(
+                        f"RAIL-KD pairs each of the student's {student_layers[stack]} {stack} layers with a distinct "
+                        f"teacher layer, but the teacher has {teacher_layers[stack]}: use a shallower student."
+                    )
+                teacher_dims[stack] = student_layers[stack] * teacher_sizes[stack]
+            else:
+                teacher_dims[stack] = teacher_layers[stack] * teacher_sizes[stack]
+            student_dims[stack] = student_layers[stack] * student_sizes[stack]
+        return Projections(teacher_dims, student_dims, self.args.projection_dim).to(self.args.device)
+
+    def rail_layers(self, stack: str) -> list[int]:
+        """Teacher layers paired with the student's (RAIL-KD draws new ones every epoch)."""
+        raise NotImplementedError
+
+    def rail(self, teacher: ForwardResult, student: ForwardResult, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = inputs.get("attention_mask") if self.args.rail_pooling == "masked_mean" else None
+        total = 0.0
+        for stack, student_layers in student.hidden.items():
+            chosen = [teacher.hidden[stack][i] for i in self.rail_layers(stack)]
+            teacher_features = torch.cat([mean_pool(h, mask) for h in chosen], dim=-1)
+            student_features = torch.cat([mean_pool(h, mask) for h in student_layers], dim=-1)
+            total = total + rail_loss(
+                self.projections.teacher[stack](teacher_features), self.projections.student[stack](student_features)
+            )
+        return total
+
+    def crd(self, teacher: ForwardResult, student: ForwardResult, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        positions = self.student_adapter.sentence_positions(inputs)
+        rows = torch.arange(len(positions), device=positions.device)
+        total = 0.0
+        for stack, student_layers in student.hidden.items():
+            teacher_features = torch.cat([h[rows, positions] for h in teacher.hidden[stack]], dim=-1).float()
+            student_features = torch.cat([h[rows, positions] for h in student_layers], dim=-1).float()
+            total = total + crd_loss(
+                self.projections.teacher[stack](teacher_features),
+                self.projections.student[stack](student_features),
+                self.args.crd_temperature,
+            )
+        return total
+
+    # ----------------------------------------------------------------------------------- optimizer
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.projections is not None and self.projections_in_student_step:
+            decay = [p for n, p in self.projections.named_parameters() if not n.endswith("bias")]
+            no_decay = [p for n, p in self.projections.named_parameters() if n.endswith("bias")]
+            optimizer.add_param_group({"params": decay, "weight_decay": self.args.weight_decay})
+            optimizer.add_param_group({"params": no_decay, "weight_decay": 0.0})
+        return optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.projections is not None and self.projections_in_student_step and self.accelerator.sync_gradients:
+            average_gradients(self.projections.parameters(), self.accelerator)  # DDP syncs only the student
+        return loss
+
+    def _clip_grad_norm(self, model):
+        if self.projections is not None and self.projections_in_student_step:
+            parameters = list(model.parameters()) + list(self.projections.parameters())
+            return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
+        return super()._clip_grad_norm(model)
+
+    # ------------------------------------------------------------------------------------- logging
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self._term_sums[name] = self._term_sums.get(name, 0.0) + value
+        self._term_counts[name] = self._term_counts.get(name, 0) + 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add each loss term's mean over the logging window to the Trainer's training logs.
+
+        `loss` becomes the mean weighted student loss of the window's min steps (the Trainer's own
+        average would count the adversarial methods' max steps as zeros); `train_loss` likewise.
+        """
+        if "loss" in logs and self._term_sums:
+            for name, total in self._term_sums.items():
+                mean = self.accelerator.reduce(total / self._term_counts[name], reduction="mean")
+                logs[name] = float(mean)
+                if name == "loss":
+                    self._student_loss_total += float(mean) * self._term_counts[name]
+                    self._student_loss_steps += self._term_counts[name]
+            self._term_sums, self._term_counts = {}, {}
+        if "train_loss" in logs and "loss" in self._term_sums:
+            count = self._term_counts["loss"]
+            self._student_loss_total += float(self._term_sums["loss"])
+            self._student_loss_steps += count
+            self._term_sums, self._term_counts = {}, {}
+        if "train_loss" in logs and self._student_loss_steps:
+            logs["train_loss"] = self._student_loss_total / self._student_loss_steps
+        super().log(logs, start_time)
+
+    # ---------------------------------------------------------------------------- checkpoint extras
+    def extra_state_modules(self) -> dict[str, nn.Module]:
+        """Trained modules besides the student, saved in every checkpoint and beside the final student."""
+        return {} if self.projections is None else {"projections": self.projections}
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            self.save_training_extras(output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.load_training_extras(checkpoint)
+
+    def save_training_extras(self, output_dir: str) -> None:
+        """Projections (and, in subclasses, generator state) of a checkpoint."""
+        if self.projections is not None:
+            save_file(_contiguous(self.projections.state_dict()), os.path.join(output_dir, PROJECTIONS_FILE))
+
+    def load_training_extras(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, PROJECTIONS_FILE)
+        if self.projections is not None and os.path.isfile(path):
+            self.projections.load_state_dict(load_file(path, device=str(self.args.device)))
+
+    def save_extras(self, output_dir: str | None = None) -> str | None:
+        """Save the generator and projections beside the final student, in `hf_kd_extras/`."""
+        modules = self.extra_state_modules()
+        if not modules or not self.args.should_save:
+            return None
+        folder = os.path.join(output_dir or self.args.output_dir, EXTRAS_DIR)
+        os.makedirs(folder, exist_ok=True)
+        for name, module in modules.items():
+            if isinstance(module, PreTrainedModel):
+                module.save_pretrained(os.path.join(folder, name))
+            else:
+                save_file(_contiguous(module.state_dict()), os.path.join(folder, f"{name}.safetensors"))
+        with open(os.path.join(folder, "README.json"), "w") as f:
+            json.dump({"method": self.method, "saved": sorted(modules)}, f, indent=2)
+        return folder
+
+
+def average_gradients(parameters, accelerator) -> None:
+    """All-reduce (mean) gradients of modules that DDP does not wrap (generator, projections)."""
+    if accelerator.num_processes <= 1:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.AVG)
+
+
+def _split(result: ForwardResult | None, size: int) -> tuple[ForwardResult | None, ForwardResult | None]:
+    """Split a clean+perturbed forward into its two halves (the second is None for a clean-only pass)."""
+    if result is None or result.logits.size(0) == size:
+        return result, None
+
+    def part(start: int) -> ForwardResult:
+        hidden = {stack: tuple(h[start : start + size] for h in layers) for stack, layers in result.hidden.items()}
+        return ForwardResult(result.logits[start : start + size], hidden)
+
+    return part(0), part(size)
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().contiguous().cpu() for key, value in state.items()}
