@@ -63,19 +63,15 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_args(argv)
-    setup_logging(training_args)
-    check_output_dir(training_args)
+def build_trainer(model_args, data_args, training_args):
+    """Data, models and the method's trainer from parsed arguments; every input check happens here."""
     method = trainer_class(training_args.method)
     adversarial = issubclass(method, AdversarialTrainer)
-    needs_teacher = method.method != "normal" and any(w > 0 for t, w in training_args.loss_weights.items() if t != "ce")
+    needs_teacher = adversarial or any(w > 0 for t, w in training_args.loss_weights.items() if t != "ce")
     if needs_teacher and not model_args.teacher_name_or_path:
         raise ArgumentError(f"Method '{method.method}' needs a teacher: pass --teacher_name_or_path.")
     if adversarial and not model_args.generator_name_or_path:
         raise ArgumentError(f"Method '{method.method}' needs a masked-LM generator: pass --generator_name_or_path.")
-    if not (training_args.do_train or training_args.do_eval):
-        training_args.do_train = training_args.do_eval = True
     set_seed(training_args.seed)
 
     tokenizer = load_tokenizer(model_args)
@@ -103,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     check_compatible(tokenizer, models, sources, model_args)
 
     extra = {"generator": generator} if adversarial else {}
+    pad_to = 8 if training_args.bf16 or training_args.fp16 else None
     trainer = method(
         model=student,
         teacher=teacher,
@@ -110,12 +107,21 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=data.train if training_args.do_train else None,
         eval_dataset=data.validation if training_args.do_eval else None,
         processing_class=tokenizer,
-        data_collator=DistillationCollator(
-            tokenizer, pad_to_multiple_of=8 if training_args.bf16 or training_args.fp16 else None
-        ),
+        data_collator=DistillationCollator(tokenizer, pad_to_multiple_of=pad_to),
         compute_metrics=build_compute_metrics(data.task_name, data.is_regression),
         **extra,
     )
+    return trainer, data
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run one distillation (or fine-tune) and write the student and its results to --output_dir."""
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    check_output_dir(training_args)
+    if not (training_args.do_train or training_args.do_eval):
+        training_args.do_train = training_args.do_eval = True
+    trainer, data = build_trainer(model_args, data_args, training_args)
     results: dict = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -14,13 +14,13 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     BartConfig,
-    BartTokenizerFast,
+    BartTokenizer,
     BertConfig,
-    BertTokenizerFast,
+    BertTokenizer,
     DistilBertConfig,
     PreTrainedTokenizerBase,
     RobertaConfig,
-    RobertaTokenizerFast,
+    RobertaTokenizer,
 )
 
 FAMILIES = ("bert", "roberta", "distilbert", "bart")
@@ -43,15 +43,17 @@ def train_tokenizer(kind: str, texts: list[str], folder: str, vocab_size: int = 
             texts, vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         )
         trainer.save_model(folder)
-        tokenizer = BertTokenizerFast(vocab_file=os.path.join(folder, "vocab.txt"), model_max_length=64)
+        tokenizer = BertTokenizer(vocab=os.path.join(folder, "vocab.txt"), model_max_length=64)
     else:
         trainer = ByteLevelBPETokenizer()
         trainer.train_from_iterator(
             texts, vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         )
         trainer.save_model(folder)
-        cls = BartTokenizerFast if kind == "bart" else RobertaTokenizerFast
-        tokenizer = cls(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), model_max_length=64)
+        cls = BartTokenizer if kind == "bart" else RobertaTokenizer
+        tokenizer = cls(
+            vocab=os.path.join(folder, "vocab.json"), merges=os.path.join(folder, "merges.txt"), model_max_length=64
+        )
     tokenizer.save_pretrained(folder)
     return tokenizer
 

@@ -1,0 +1,161 @@
+"""One step of every trainer changes exactly the parameters METHODS.md says; the alternation schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_kd.arguments import parse_args
+from hf_kd.run import build_trainer
+from hf_kd.trainers import TRAINERS, AdversarialTrainer
+from hf_kd.trainers.adversarial import AlternationSchedule
+from tests.conftest import cli_args
+
+ADVERSARIAL = ["mate_kd", "cilda", "cilda_minild"]
+
+
+def make_trainer(family, files, output_dir, method, *extra):
+    model_args, data_args, training_args = parse_args(cli_args(family, files, output_dir, method, *extra))
+    training_args.do_train = training_args.do_eval = True
+    trainer, _ = build_trainer(model_args, data_args, training_args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=20)
+    trainer.current_gradient_accumulation_steps = 1  # set by the Trainer's loop, which these tests bypass
+    return trainer
+
+
+def snapshot(module):
+    return None if module is None else {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def changed(before, module) -> float:
+    """Fraction of the module's parameter tensors that moved."""
+    after = dict(module.named_parameters())
+    return sum(not torch.equal(before[name], after[name]) for name in before) / len(before)
+
+
+def first_batch(trainer):
+    return next(iter(trainer.get_train_dataloader()))
+
+
+@pytest.mark.parametrize("family_name", ["bert", "roberta", "bart", "distilbert"])
+@pytest.mark.parametrize("method", list(TRAINERS))
+def test_student_step_changes_student_and_projections_only(families, sst2_files, tmp_path, family_name, method):
+    trainer = make_trainer(families[family_name], sst2_files, tmp_path, method, "--n_generator_iter", "0")
+    adversarial = isinstance(trainer, AdversarialTrainer)
+    student, teacher, projections = snapshot(trainer.model), snapshot(trainer.teacher), snapshot(trainer.projections)
+    generator = snapshot(trainer.generator) if adversarial else None
+    trainer.training_step(trainer.model, first_batch(trainer))
+    trainer.optimizer.step()
+    assert changed(student, trainer.model) > 0.9
+    if teacher is not None:
+        assert changed(teacher, trainer.teacher) == 0
+    if adversarial:
+        assert changed(generator, trainer.generator) == 0
+    if projections is not None:
+        assert changed(projections, trainer.projections) == (1.0 if trainer.projections_in_student_step else 0.0)
+    expected_projections = method in ("rail_kd", "cilda", "cilda_minild")
+    assert (trainer.projections is not None) == expected_projections
+
+
+@pytest.mark.parametrize("family_name", ["bert", "roberta", "bart"])
+@pytest.mark.parametrize("method", ADVERSARIAL)
+def test_generator_step_changes_generator_and_projections_only(families, sst2_files, tmp_path, family_name, method):
+    trainer = make_trainer(families[family_name], sst2_files, tmp_path, method)
+    assert trainer.schedule.is_generator_step(0)
+    student, teacher = snapshot(trainer.model), snapshot(trainer.teacher)
+    generator, projections = snapshot(trainer.generator), snapshot(trainer.projections)
+    calls = []
+    for role, model in (("teacher", trainer.teacher), ("student", trainer.model)):
+        model.register_forward_pre_hook(
+            lambda module, args, kwargs, role=role: calls.append(
+                (role, kwargs.get("input_ids"), torch.is_grad_enabled())
+            ),
+            with_kwargs=True,
+        )
+    trainer.training_step(trainer.model, first_batch(trainer))
+    assert changed(generator, trainer.generator) > 0.5
+    assert changed(student, trainer.model) == 0
+    assert changed(teacher, trainer.teacher) == 0
+    assert all(p.grad is None for p in trainer.model.parameters())  # no weight gradients were even computed
+    if projections is not None:
+        assert changed(projections, trainer.projections) == 1.0  # CILDA family: W_t, W_s maximise too
+    # one perturbed pass each, no clean pass (the original's discarded forward), graph kept for the generator
+    assert [(role, ids, grad) for role, ids, grad in calls] == [("teacher", None, True), ("student", None, True)]
+    assert trainer.lr_scheduler.scheduler.last_epoch == 0  # the student's scheduler did not move
+
+
+@pytest.mark.parametrize("method", ADVERSARIAL)
+def test_student_step_runs_teacher_and_generator_without_graph(families, sst2_files, tmp_path, method):
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, method, "--n_generator_iter", "0")
+    grad_modes = []
+    for model in (trainer.teacher, trainer.generator):
+        model.register_forward_pre_hook(lambda *args: grad_modes.append(torch.is_grad_enabled()))
+    trainer.training_step(trainer.model, first_batch(trainer))
+    assert grad_modes == [False, False]  # generator once (sampling), teacher once (clean + perturbed together)
+    assert all(p.grad is None for p in trainer.generator.parameters())
+
+
+def test_alternation_schedule_counts_batches_across_cycles():
+    schedule = AlternationSchedule(10, 100)
+    kinds = [schedule.is_generator_step(i) for i in range(330)]
+    assert kinds[:10] == [True] * 10 and kinds[10:110] == [False] * 100 and kinds[110:120] == [True] * 10
+    assert sum(kinds) == 30
+    assert AlternationSchedule(2, 3).student_updates(12) == 6
+    assert AlternationSchedule(2, 3).student_updates(6, accumulation=2) == 4  # windows [GG][SS][SG][GS][SS][GG]
+
+
+def test_training_alternates_and_student_scheduler_only_advances_on_min_steps(families, sst2_files, tmp_path):
+    """96 examples / batch 8 = 12 batches: G G S S S G G S S S G G -> 6 generator and 6 student steps."""
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, "cilda", "--lr_scheduler_type", "linear")
+    trainer.lr_scheduler = trainer.generator_scheduler = None
+    counts = {"generator": 0}
+    original = trainer.generator_step
+
+    def counting_generator_step(*args):
+        counts["generator"] += 1
+        return original(*args)
+
+    trainer.generator_step = counting_generator_step
+    trainer.train()
+    assert trainer.batches_seen == 12 and counts["generator"] == 6
+    assert trainer.lr_scheduler.scheduler.last_epoch == 6  # the linear decay spans the 6 student updates
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.0)
+    assert trainer.generator_scheduler.last_epoch == 6
+
+
+def test_zero_weight_skips_the_term_and_its_forward_pass(families, sst2_files, tmp_path):
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, "rail_kd", "--weight_kd", "0")
+    calls = []
+    trainer.teacher.register_forward_pre_hook(lambda *args: calls.append(1))
+    trainer.training_step(trainer.model, first_batch(trainer))
+    assert len(calls) == 1 and set(trainer._term_sums) == {"loss_ce", "loss_rail", "loss"}
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, "kd", "--weight_kd", "0")
+    assert trainer.teacher is None  # nothing needs it: it is not even loaded
+    trainer.training_step(trainer.model, first_batch(trainer))
+    assert set(trainer._term_sums) == {"loss_ce", "loss"}
+
+
+def test_terms_are_logged_as_window_means(families, sst2_files, tmp_path):
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, "cilda_minild", "--n_generator_iter", "1")
+    batch = first_batch(trainer)
+    for _ in range(3):
+        trainer.training_step(trainer.model, batch)
+    logged = {}
+    trainer.callback_handler.on_log = lambda args, state, control, logs: logged.update(logs)
+    trainer.log({"loss": 0.0})
+    expected_keys = {
+        "loss_ce",
+        "loss_kd",
+        "loss_crd",
+        "loss_ce_perturbed",
+        "loss_kd_perturbed",
+        "loss_crd_perturbed",
+        "generator_loss_kd_perturbed",
+        "generator_loss_crd_perturbed",
+        "generator_loss",
+        "loss",
+    }
+    assert expected_keys <= set(logged)
+    weights = trainer.weights
+    total = sum(weights[term] * logged[f"loss_{term}"] for term in weights)
+    assert logged["loss"] == pytest.approx(total, rel=1e-5)  # student loss of the 2 min steps, not diluted
