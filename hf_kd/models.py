@@ -33,8 +33,21 @@ def _hub_options(model_args: ModelArguments) -> dict:
     }
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     name = model_args.tokenizer_name or model_args.model_name_or_path
+    if name and os.path.isdir(name) and not any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES):
+        flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
+        raise ArgumentError(f"{flag} {name} holds no tokenizer: pass --tokenizer_name with the models' tokenizer.")
     try:
         return AutoTokenizer.from_pretrained(name, **_hub_options(model_args))
     except (OSError, ValueError) as error:

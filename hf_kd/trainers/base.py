@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import ForwardResult, adapter_for
@@ -62,6 +62,8 @@ class DistillationTrainer(Trainer):
             teacher.to(self.args.device)
             self.teacher_adapter = adapter_for(teacher)
         self.projections = self._build_projections()
+        if self.projections is not None and self.projections_in_student_step:
+            self.add_callback(_ClearProjectionGradients(self.projections))
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_counts: dict[str, int] = {}
         self._student_loss_total, self._student_loss_steps = 0.0, 0
@@ -283,6 +285,16 @@ class DistillationTrainer(Trainer):
         with open(os.path.join(folder, "README.json"), "w") as f:
             json.dump({"method": self.method, "saved": sorted(modules)}, f, indent=2)
         return folder
+
+
+class _ClearProjectionGradients(TrainerCallback):
+    """The Trainer zeroes only the student's gradients after an optimizer step; the projections' too."""
+
+    def __init__(self, projections: nn.Module) -> None:
+        self.projections = projections
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.projections.zero_grad(set_to_none=True)
 
 
 def average_gradients(parameters, accelerator) -> None:

@@ -1,0 +1,150 @@
+"""End-to-end runs of the main job on tiny models and real SST-2 sentences, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_kd.arguments import ArgumentError
+from hf_kd.run import main
+from hf_kd.trainers import TRAINERS
+from tests.conftest import ROOT, cli_args
+
+STUDENT_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+RESULT_FILES = {"all_results.json", "train_results.json", "eval_results.json"}
+
+
+def check_run(output_dir: Path, method: str, metric: str = "eval_accuracy") -> dict:
+    files = set(os.listdir(output_dir))
+    assert files >= STUDENT_FILES | RESULT_FILES
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert 0.0 <= results[metric] <= 1.0 and results["eval_samples"] == 48 and results["train_samples"] == 96
+    assert results["train_loss"] > 0
+    student = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    assert student.config.id2label == {0: "negative", 1: "positive"}
+    extras = output_dir / "hf_kd_extras"
+    if TRAINERS[method].projection_features:
+        assert load_file(extras / "projections.safetensors")
+    if method in ("mate_kd", "cilda", "cilda_minild"):
+        assert AutoModelForMaskedLM.from_pretrained(extras / "generator").config.vocab_size == student.config.vocab_size
+    else:
+        assert TRAINERS[method].projection_features or not extras.exists()
+    return results
+
+
+@pytest.mark.parametrize("family_name", ["bert", "roberta"])
+@pytest.mark.parametrize("method", ["normal", "kd", "rail_kd"])
+def test_non_adversarial_methods_end_to_end(families, sst2_files, tmp_path, family_name, method):
+    results = main(cli_args(families[family_name], sst2_files, tmp_path / "run", method))
+    check_run(tmp_path / "run", method)
+    assert results["eval_accuracy"] == json.loads((tmp_path / "run" / "eval_results.json").read_text())["eval_accuracy"]
+
+
+@pytest.mark.parametrize("family_name", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("method", ["mate_kd", "cilda", "cilda_minild"])
+def test_adversarial_methods_end_to_end(families, sst2_files, tmp_path, family_name, method):
+    main(cli_args(families[family_name], sst2_files, tmp_path / "run", method))
+    check_run(tmp_path / "run", method)
+
+
+@pytest.mark.parametrize("method", list(TRAINERS))
+def test_every_method_on_bart(bart, sst2_files, tmp_path, method):
+    main(cli_args(bart, sst2_files, tmp_path / "run", method))
+    check_run(tmp_path / "run", method)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run")
+    assert student.config.num_labels == 2  # BART's own default is 3 labels
+
+
+def test_script_with_yaml_config_and_command_line_override(bert, sst2_files, tmp_path):
+    args = cli_args(bert, sst2_files, tmp_path / "run", "kd")
+    config = {key.lstrip("-"): value for key, value in zip(args[::2], args[1::2], strict=True)}
+    config["learning_rate"] = 0.5  # overridden on the command line below
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(config))
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "run_glue_kd.py"),
+        str(tmp_path / "kd.yaml"),
+        "--learning_rate",
+        "2e-4",
+    ]
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    check_run(tmp_path / "run", "kd")
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["log_history"][0]["learning_rate"] <= 2e-4
+
+
+def test_csv_jsonl_pairs_and_regression(bert, tmp_path):
+    """Sentence-pair classification from csv and regression (STS-B style) from jsonl."""
+    rows = [("a man is playing a guitar", "a man plays guitar", 1), ("the cat sleeps", "stocks fell sharply", 0)] * 24
+    header = "sentence1,sentence2,label\n"
+    (tmp_path / "train.csv").write_text(header + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    (tmp_path / "dev.csv").write_text(header + "".join(f"{a},{b},{y}\n" for a, b, y in rows[:16]))
+    args = cli_args(
+        bert, {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}, tmp_path / "pairs", "kd"
+    )
+    args[args.index("sst2")] = "mrpc"
+    results = main(args)
+    assert {"eval_f1", "eval_accuracy"} <= set(results)
+
+    scored = [{"sentence1": a, "sentence2": b, "label": 4.5 * y + 0.25} for a, b, y in rows]
+    for name, part in (("train", scored), ("dev", scored[:16])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in part))
+    args = cli_args(
+        bert, {"train": str(tmp_path / "train.jsonl"), "dev": str(tmp_path / "dev.jsonl")}, tmp_path / "sts", "rail_kd"
+    )
+    del args[args.index("--task_name") : args.index("--task_name") + 2]
+    # the teacher must be a regressor too: fine-tune one with `normal` from the teacher's base model
+    AutoModel.from_pretrained(bert.teacher).save_pretrained(tmp_path / "base")
+    AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(tmp_path / "base")
+    teacher_args = [*args[: args.index("--output_dir")], "--output_dir", str(tmp_path / "teacher")]
+    teacher_args[teacher_args.index("rail_kd")] = "normal"
+    teacher_args[teacher_args.index("--model_name_or_path") + 1] = str(tmp_path / "base")
+    main(teacher_args)
+    with pytest.raises(ArgumentError, match="another number of labels"):  # a 2-label student cannot regress
+        main(args)
+    AutoModel.from_pretrained(bert.student).save_pretrained(tmp_path / "student")
+    AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(tmp_path / "student")
+    args[args.index("--model_name_or_path") + 1] = str(tmp_path / "student")
+    args[args.index("--teacher_name_or_path") + 1] = str(tmp_path / "teacher")
+    results = main(args)
+    assert {"eval_pearson", "eval_spearmanr"} <= set(results)
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "sts").config.num_labels == 1
+
+
+def test_finished_run_is_not_overwritten_without_flag(bert, sst2_files, tmp_path):
+    main(cli_args(bert, sst2_files, tmp_path / "run", "normal"))
+    before = (tmp_path / "run" / "all_results.json").read_text()
+    with pytest.raises(ArgumentError, match="--overwrite_output_dir"):
+        main(cli_args(bert, sst2_files, tmp_path / "run", "kd"))
+    assert (tmp_path / "run" / "all_results.json").read_text() == before
+    main(cli_args(bert, sst2_files, tmp_path / "run", "kd", "--overwrite_output_dir", "true"))
+
+
+@pytest.mark.parametrize("method", ["rail_kd", "cilda_minild"])
+def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(bert, sst2_files, tmp_path, method):
+    """12 batches (G G S S | S G G S | S S G G); resuming at checkpoint-4 ends with identical weights."""
+    extra = ("--save_strategy", "steps", "--save_steps", "4", "--num_train_epochs", "2")
+    main(cli_args(bert, sst2_files, tmp_path / "full", method, *extra))
+    checkpoint = tmp_path / "resumed" / "checkpoint-12"
+    shutil.copytree(tmp_path / "full" / "checkpoint-12", checkpoint)
+    main(cli_args(bert, sst2_files, tmp_path / "resumed", method, *extra, "--resume_from_checkpoint", str(checkpoint)))
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[key], resumed[key]) for key in full)
+    for name in ("hf_kd_extras/projections.safetensors",):
+        a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "resumed" / name)
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    full_results = json.loads((tmp_path / "full" / "eval_results.json").read_text())
+    resumed_results = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
+    assert full_results["eval_loss"] == resumed_results["eval_loss"]
