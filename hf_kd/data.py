@@ -7,6 +7,7 @@ MNLI's `gold_label`, CoLA's header-less layout) are read as they are.
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -116,6 +117,11 @@ def _load_file(path: str, task: str | None, cache_dir: str | None) -> Dataset:
     if not os.path.isfile(path):
         raise ArgumentError(f"Data file {path} does not exist: check --train_file / --validation_file.")
     extension = path.rsplit(".", 1)[-1].lower()
+    header_lines = 1 if extension in ("csv", "tsv") and task != "cola" else 0
+    with open(path, encoding="utf-8") as f:
+        first_lines = list(itertools.islice((line for line in f if line.strip()), header_lines + 1))
+    if len(first_lines) <= header_lines:
+        raise ArgumentError(f"Data file {path} has no rows.")
     if extension in ("json", "jsonl"):
         dataset = load_dataset("json", data_files=path, split="train", cache_dir=cache_dir)
     elif extension in ("csv", "tsv"):
@@ -129,8 +135,6 @@ def _load_file(path: str, task: str | None, cache_dir: str | None) -> Dataset:
         )
     else:
         raise ArgumentError(f"Data file {path}: use a .csv, .tsv, .json or .jsonl file.")
-    if len(dataset) == 0:
-        raise ArgumentError(f"Data file {path} has no rows.")
     renames = {
         old: new
         for old, new in GLUE_TSV_COLUMNS.items()

@@ -21,13 +21,17 @@ def evenly_spaced_layers(num_teacher_layers: int, num_student_layers: int) -> li
     return [round((i + 1) * num_teacher_layers / num_student_layers) - 1 for i in range(num_student_layers)]
 
 
-def shrink(teacher_path: str, layers: list[int], output_dir: str | None = None, auto_class=AutoModel) -> PreTrainedModel:
+def shrink(
+    teacher_path: str, layers: list[int], output_dir: str | None = None, auto_class=AutoModel
+) -> PreTrainedModel:
     """A copy of the teacher with only `layers` (teacher indices, ascending), saved to `output_dir` if given."""
     config = AutoConfig.from_pretrained(teacher_path)
     attribute = "num_hidden_layers" if hasattr(config, "num_hidden_layers") else "n_layers"
     total = getattr(config, attribute)
     if sorted(set(layers)) != list(layers) or not layers or layers[-1] >= total or layers[0] < 0:
-        raise ValueError(f"--layers must be distinct ascending indices below the teacher's {total} layers, got {layers}.")
+        raise ValueError(
+            f"--layers must be distinct ascending indices below the teacher's {total} layers, got {layers}."
+        )
     teacher = auto_class.from_pretrained(teacher_path)
     setattr(config, attribute, len(layers))
     student = auto_class.from_config(config)

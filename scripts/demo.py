@@ -56,20 +56,52 @@ def demo() -> None:
     out = Path(options.output_dir)
     base = minilm_path()
     common = [
-        "--task_name", "sst2", "--train_file", options.train_file, "--validation_file", options.validation_file,
-        "--max_seq_length", "64", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
-        "--num_train_epochs", str(options.epochs), "--warmup_steps", "0.1", "--lr_scheduler_type", "linear",
-        "--save_strategy", "no", "--logging_steps", "25", "--report_to", "none", "--seed", "42",
+        "--task_name",
+        "sst2",
+        "--train_file",
+        options.train_file,
+        "--validation_file",
+        options.validation_file,
+        "--max_seq_length",
+        "64",
+        "--per_device_train_batch_size",
+        "32",
+        "--per_device_eval_batch_size",
+        "128",
+        "--num_train_epochs",
+        str(options.epochs),
+        "--warmup_steps",
+        "0.1",
+        "--lr_scheduler_type",
+        "linear",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "25",
+        "--report_to",
+        "none",
+        "--seed",
+        "42",
     ]
-    teacher = run("teacher", out / "teacher", ["--method", "normal", "--model_name_or_path", base, "--learning_rate", "5e-5", *common])
+    teacher = run(
+        "teacher",
+        out / "teacher",
+        ["--method", "normal", "--model_name_or_path", base, "--learning_rate", "5e-5", *common],
+    )
     student_init = out / "student_init"
     if not (student_init / "config.json").is_file():
         shrink(base, [2, 5], str(student_init))
     student = ["--model_name_or_path", str(student_init), "--learning_rate", "1e-4", *common]
     no_kd = run("student, no KD", out / "student_normal", ["--method", "normal", *student])
-    kd = run("student, KD", out / "student_kd", ["--method", "kd", "--teacher_name_or_path", str(out / "teacher"), *student])
+    kd = run(
+        "student, KD", out / "student_kd", ["--method", "kd", "--teacher_name_or_path", str(out / "teacher"), *student]
+    )
 
-    rows = [("teacher (MiniLM, 6 layers)", teacher), ("student (2 layers), no KD", no_kd), ("student (2 layers), KD", kd)]
+    rows = [
+        ("teacher (MiniLM, 6 layers)", teacher),
+        ("student (2 layers), no KD", no_kd),
+        ("student (2 layers), KD", kd),
+    ]
     print("\nSST-2 dev accuracy (872 sentences)")
     print("| model | accuracy | train time |\n|---|---|---|")
     for name, results in rows:

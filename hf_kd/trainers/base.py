@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import ForwardResult, adapter_for
+from hf_kd.arguments import ArgumentError
 from hf_kd.losses import crd_loss, kd_loss, log_batch_size_scale, mean_pool, rail_loss, task_loss
 
 PROJECTIONS_FILE = "hf_kd_projections.safetensors"
@@ -50,18 +51,20 @@ class DistillationTrainer(Trainer):
     projections_in_student_step: ClassVar[bool] = False
 
     def __init__(self, model: PreTrainedModel, teacher: PreTrainedModel | None = None, **kwargs: Any) -> None:
-        super().__init__(model=model, **kwargs)
-        self.weights: dict[str, float] = dict(self.args.loss_weights)
-        self.student_adapter = adapter_for(self.model)
-        self.teacher = teacher
-        self.teacher_adapter = None
+        # everything that can be refused is checked before the Trainer creates the output directory
+        args = kwargs["args"]
+        self.weights: dict[str, float] = dict(args.loss_weights)
         if any(self.uses(term) for term in TEACHER_TERMS) and teacher is None:
-            raise ValueError(f"Method '{self.method}' needs a teacher: pass --teacher_name_or_path.")
+            raise ArgumentError(f"Method '{self.method}' needs a teacher: pass --teacher_name_or_path.")
+        self.student_adapter = adapter_for(model)
+        self.teacher_adapter = None if teacher is None else adapter_for(teacher)
+        dims = self._projection_dims(args)
+        super().__init__(model=model, **kwargs)
+        self.teacher = teacher
         if teacher is not None:
             teacher.eval().requires_grad_(False)
             teacher.to(self.args.device)
-            self.teacher_adapter = adapter_for(teacher)
-        self.projections = self._build_projections()
+        self.projections = None if dims is None else Projections(*dims, args.projection_dim).to(self.args.device)
         if self.projections is not None and self.projections_in_student_step:
             self.add_callback(_ClearProjectionGradients(self.projections))
         self._term_sums: dict[str, torch.Tensor] = {}
@@ -140,8 +143,9 @@ class DistillationTrainer(Trainer):
         return total
 
     # ------------------------------------------------------------------------- intermediate layers
-    def _build_projections(self) -> Projections | None:
-        weights = {**self.args.generator_loss_weights, **self.weights}
+    def _projection_dims(self, args) -> tuple[dict[str, int], dict[str, int]] | None:
+        """Input sizes of `W_t` and `W_s` per stack, or None when the method uses no projections."""
+        weights = {**args.generator_loss_weights, **self.weights}
         if self.projection_features is None or not any(
             w > 0 for t, w in weights.items() if t in ("rail", "crd", "crd_perturbed")
         ):
@@ -149,12 +153,12 @@ class DistillationTrainer(Trainer):
         teacher_layers, student_layers = self.teacher_adapter.num_layers(), self.student_adapter.num_layers()
         teacher_sizes, student_sizes = self.teacher_adapter.hidden_sizes(), self.student_adapter.hidden_sizes()
         if set(teacher_layers) != set(student_layers):
-            raise ValueError("Teacher and student have different stacks (encoder / decoder): use one model family.")
+            raise ArgumentError("Teacher and student have different stacks (encoder / decoder): use one model family.")
         teacher_dims, student_dims = {}, {}
         for stack in student_layers:
             if self.projection_features == "rail":
                 if student_layers[stack] > teacher_layers[stack]:
-                    raise ValueError(
+                    raise ArgumentError(
                         f"RAIL-KD pairs each of the student's {student_layers[stack]} {stack} layers with a distinct "
                         f"teacher layer, but the teacher has {teacher_layers[stack]}: use a shallower student."
                     )
@@ -162,7 +166,7 @@ class DistillationTrainer(Trainer):
             else:
                 teacher_dims[stack] = teacher_layers[stack] * teacher_sizes[stack]
             student_dims[stack] = student_layers[stack] * student_sizes[stack]
-        return Projections(teacher_dims, student_dims, self.args.projection_dim).to(self.args.device)
+        return teacher_dims, student_dims
 
     def rail_layers(self, stack: str) -> list[int]:
         """Teacher layers paired with the student's (RAIL-KD draws new ones every epoch)."""

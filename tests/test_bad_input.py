@@ -1,0 +1,249 @@
+"""Catalogue of bad input: each is refused before training with a message naming the argument and the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_kd.arguments import ArgumentError
+from hf_kd.run import main
+from hf_kd.testing import build_family
+from tests.conftest import cli_args
+
+
+def replace(args: list[str], flag: str, value: str | None) -> list[str]:
+    """Set (or, with None, remove) one flag of an argument list."""
+    args = list(args)
+    if flag in args:
+        i = args.index(flag)
+        del args[i : i + 2]
+    return args if value is None else [*args, flag, value]
+
+
+@pytest.fixture()
+def write(tmp_path):
+    def _write(name: str, text: str) -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return _write
+
+
+@pytest.fixture(scope="module")
+def other_vocab(tmp_path_factory, sst2_texts):
+    """A BERT family whose tokenizer has another vocabulary size."""
+    from hf_kd.testing import train_tokenizer
+
+    folder = tmp_path_factory.mktemp("other-vocab")
+    family = build_family("bert", str(folder), sst2_texts[:500])
+    train_tokenizer("bert", sst2_texts[:300], family.teacher, vocab_size=300)
+    model = AutoModelForSequenceClassification.from_pretrained(family.teacher)
+    model.resize_token_embeddings(300)
+    model.save_pretrained(family.teacher)
+    return family
+
+
+def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
+    """(arguments, pattern the message must match) for every bad input."""
+    base = lambda method="kd": cli_args(bert, sst2_files, tmp_path / "out", method)  # noqa: E731
+    no_rows = write("empty.tsv", "sentence\tlabel\n")
+    three_labels = str(tmp_path / "three")
+    AutoModelForSequenceClassification.from_pretrained(
+        bert.teacher, num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, ignore_mismatched_sizes=True
+    ).save_pretrained(three_labels)
+    AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(three_labels)
+    no_mask = str(tmp_path / "no-mask")
+    shutil.copytree(bert.student, no_mask)
+    config = json.loads(open(os.path.join(no_mask, "tokenizer_config.json")).read())
+    config["mask_token"] = None
+    open(os.path.join(no_mask, "tokenizer_config.json"), "w").write(json.dumps(config))
+    no_tokenizer = str(tmp_path / "no-tokenizer")
+    AutoModelForSequenceClassification.from_pretrained(bert.student).save_pretrained(no_tokenizer)
+    return {
+        "unknown method": (replace(base(), "--method", "distil"), r"--method 'distil'.*Known methods: normal, kd"),
+        "negative weight": (base() + ["--weight_kd", "-1"], r"--weight_kd must be >= 0"),
+        "weight of another method": (
+            base() + ["--weight_rail", "0.3"],
+            r"--weight_rail is not a loss term of method 'kd'",
+        ),
+        "generator weight of kd": (
+            base() + ["--generator_weight_kd_perturbed", "0.3"],
+            r"--generator_weight_kd_perturbed is not",
+        ),
+        "data_ratio zero": (base() + ["--data_ratio", "0"], r"--data_ratio must lie in \(0, 1\]"),
+        "data_ratio above one": (base() + ["--data_ratio", "1.5"], r"--data_ratio must lie in \(0, 1\]"),
+        "mlm_probability above one": (
+            base("cilda") + ["--mlm_probability", "1.5"],
+            r"--mlm_probability must lie in \[0, 1\]",
+        ),
+        "non-GLUE task without files": (
+            replace(replace(replace(base(), "--train_file", None), "--validation_file", None), "--task_name", "imdb"),
+            r"--task_name 'imdb' is not a GLUE task.*--train_file",
+        ),
+        "missing train file": (
+            replace(base(), "--train_file", str(tmp_path / "nope.tsv")),
+            r"nope.tsv does not exist.*--train_file",
+        ),
+        "empty train file": (replace(base(), "--train_file", no_rows), r"empty.tsv has no rows"),
+        "unsupported extension": (
+            replace(base(), "--train_file", write("train.txt", "x")),
+            r"use a .csv, .tsv, .json or .jsonl",
+        ),
+        "columns of another task": (
+            replace(base(), "--task_name", "mrpc"),
+            r"lacks the column\(s\) \['sentence1', 'sentence2'\] of task 'mrpc'",
+        ),
+        "no text column": (
+            replace(replace(base(), "--task_name", None), "--train_file", write("t.csv", "body,label\nhi,1\n")),
+            r"no text column with a GLUE name",
+        ),
+        "no label column": (
+            replace(replace(base(), "--task_name", None), "--train_file", write("u.csv", "sentence,gold\nhi,1\n")),
+            r"has no 'label' column",
+        ),
+        "label outside the set": (
+            replace(base(), "--train_file", write("bad.tsv", "sentence\tlabel\ngood\t1\nbad\t7\n")),
+            r"labels \['7'\] outside the label set",
+        ),
+        "empty split after max samples": (
+            base() + ["--max_train_samples", "0"],
+            r"train split .* is empty after --data_ratio / --max_train_samples",
+        ),
+        "teacher with other label count": (
+            replace(base(), "--teacher_name_or_path", three_labels),
+            r"teacher predicts 3 labels but the data has 2",
+        ),
+        "teacher missing": (
+            replace(base(), "--teacher_name_or_path", None),
+            r"needs a teacher: pass --teacher_name_or_path",
+        ),
+        "generator missing": (
+            replace(base("mate_kd"), "--generator_name_or_path", None),
+            r"needs a masked-LM generator: pass --generator_name_or_path",
+        ),
+        "generator not a masked LM": (
+            replace(base("cilda"), "--generator_name_or_path", bert.teacher),
+            r"is a BertForSequenceClassification, not a masked language model",
+        ),
+        "tokenizer without mask token": (
+            replace(base("cilda"), "--model_name_or_path", no_mask),
+            r"tokenizer has no mask token: use --tokenizer_name",
+        ),
+        "student without tokenizer": (
+            replace(base(), "--model_name_or_path", no_tokenizer),
+            r"holds no tokenizer: pass --tokenizer_name",
+        ),
+        "vocabularies of other sizes": (
+            replace(base(), "--teacher_name_or_path", other_vocab.teacher),
+            r"vocabularies differ in size",
+        ),
+        "BART teacher, BERT student": (
+            replace(base(), "--teacher_name_or_path", bart.teacher),
+            r"families that cannot be distilled into each other",
+        ),
+        "RoBERTa generator for BERT models": (
+            replace(base("mate_kd"), "--generator_name_or_path", roberta.generator),
+            r"generator .* uses another vocabulary than the tokenizer",
+        ),
+        "student deeper than teacher for RAIL": (
+            replace(
+                replace(base("rail_kd"), "--model_name_or_path", bert.teacher), "--teacher_name_or_path", bert.student
+            ),
+            r"RAIL-KD pairs each of the student's 4 encoder layers.*use a shallower student",
+        ),
+        "missing teacher state dict": (
+            base() + ["--teacher_state_dict", str(tmp_path / "t.bin")],
+            r"--teacher_state_dict .*t.bin does not exist",
+        ),
+        "unknown argument": (base() + ["--lamdas", "0.5"], r"Unknown arguments: --lamdas"),
+        "missing config file": ([str(tmp_path / "nope.yaml")], r"Config file .*nope.yaml does not exist"),
+        "config that is a list": ([write("list.yaml", "- 1\n- 2\n")], r"must hold a mapping"),
+        "seed lambdas of wrong length": (
+            [write("s1.yaml", yaml.safe_dump({"method": "KD", "lambdas": [0.2, 0.3, 0.5], "outdir": "o"}))],
+            r"lambdas has 3 weights but method 'kd' has 2 terms \(ce, kd\)",
+        ),
+        "seed key without equivalent": (
+            [write("s2.yaml", yaml.safe_dump({"method": "KD", "lr": [1e-5], "gpu_ids": [0]}))],
+            r"seed keys \['gpu_ids'\] have no hf_kd equivalent",
+        ),
+        "seed sweep of learning rates": (
+            [write("s3.yaml", yaml.safe_dump({"method": "KD", "lr": [1e-5, 2e-5]}))],
+            r"'lr' lists 2 learning rates",
+        ),
+        "seed nume without deno": (
+            [write("s4.yaml", yaml.safe_dump({"method": "KD", "lambda_nume": [1, 1], "outdir": "o"}))],
+            r"lambda_nume and lambda_deno come together",
+        ),
+    }
+
+
+CASE_NAMES = [
+    "unknown method",
+    "negative weight",
+    "weight of another method",
+    "generator weight of kd",
+    "data_ratio zero",
+    "data_ratio above one",
+    "mlm_probability above one",
+    "non-GLUE task without files",
+    "missing train file",
+    "empty train file",
+    "unsupported extension",
+    "columns of another task",
+    "no text column",
+    "no label column",
+    "label outside the set",
+    "empty split after max samples",
+    "teacher with other label count",
+    "teacher missing",
+    "generator missing",
+    "generator not a masked LM",
+    "tokenizer without mask token",
+    "student without tokenizer",
+    "vocabularies of other sizes",
+    "BART teacher, BERT student",
+    "RoBERTa generator for BERT models",
+    "student deeper than teacher for RAIL",
+    "missing teacher state dict",
+    "unknown argument",
+    "missing config file",
+    "config that is a list",
+    "seed lambdas of wrong length",
+    "seed key without equivalent",
+    "seed sweep of learning rates",
+    "seed nume without deno",
+]
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_bad_input_is_refused_before_training(case, bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
+    args, pattern = cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path)[case]
+    with pytest.raises(ArgumentError, match=pattern):
+        main(args)
+    assert not (tmp_path / "out").exists()  # nothing written: the error came before any training
+
+
+def test_catalogue_is_complete(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
+    assert set(cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path)) == set(CASE_NAMES)
+
+
+def test_cli_prints_a_clean_error(bert, sst2_files, tmp_path, capsys):
+    import sys
+
+    from hf_kd.run import cli
+
+    sys_argv = sys.argv
+    sys.argv = ["run_glue_kd.py", *replace(cli_args(bert, sst2_files, tmp_path / "out", "kd"), "--method", "nope")]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli()
+    finally:
+        sys.argv = sys_argv
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("hf_kd: error: Unknown --method 'nope'")
