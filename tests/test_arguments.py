@@ -32,7 +32,7 @@ def test_method_names_canonical_seed_and_case_insensitive(name, method):
 
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(
-        ArgumentError, match="Unknown --method 'distill'.*normal, kd, rail_kd, mate_kd, cilda, cilda_minild"
+        ArgumentError, match=r"Unknown --method 'distill'.*normal, kd, rail_kd, mate_kd, cilda, cilda_minild"
     ):
         parse_args(["--method", "distill", *BASE])
 

@@ -60,26 +60,29 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
     AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(three_labels)
     no_mask = str(tmp_path / "no-mask")
     shutil.copytree(bert.student, no_mask)
-    config = json.loads(open(os.path.join(no_mask, "tokenizer_config.json")).read())
+    config_path = os.path.join(no_mask, "tokenizer_config.json")
+    with open(config_path) as f:
+        config = json.load(f)
     config["mask_token"] = None
-    open(os.path.join(no_mask, "tokenizer_config.json"), "w").write(json.dumps(config))
+    with open(config_path, "w") as f:
+        json.dump(config, f)
     no_tokenizer = str(tmp_path / "no-tokenizer")
     AutoModelForSequenceClassification.from_pretrained(bert.student).save_pretrained(no_tokenizer)
     return {
         "unknown method": (replace(base(), "--method", "distil"), r"--method 'distil'.*Known methods: normal, kd"),
-        "negative weight": (base() + ["--weight_kd", "-1"], r"--weight_kd must be >= 0"),
+        "negative weight": ([*base(), "--weight_kd", "-1"], r"--weight_kd must be >= 0"),
         "weight of another method": (
-            base() + ["--weight_rail", "0.3"],
+            [*base(), "--weight_rail", "0.3"],
             r"--weight_rail is not a loss term of method 'kd'",
         ),
         "generator weight of kd": (
-            base() + ["--generator_weight_kd_perturbed", "0.3"],
+            [*base(), "--generator_weight_kd_perturbed", "0.3"],
             r"--generator_weight_kd_perturbed is not",
         ),
-        "data_ratio zero": (base() + ["--data_ratio", "0"], r"--data_ratio must lie in \(0, 1\]"),
-        "data_ratio above one": (base() + ["--data_ratio", "1.5"], r"--data_ratio must lie in \(0, 1\]"),
+        "data_ratio zero": ([*base(), "--data_ratio", "0"], r"--data_ratio must lie in \(0, 1\]"),
+        "data_ratio above one": ([*base(), "--data_ratio", "1.5"], r"--data_ratio must lie in \(0, 1\]"),
         "mlm_probability above one": (
-            base("cilda") + ["--mlm_probability", "1.5"],
+            [*base("cilda"), "--mlm_probability", "1.5"],
             r"--mlm_probability must lie in \[0, 1\]",
         ),
         "non-GLUE task without files": (
@@ -112,7 +115,7 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             r"labels \['7'\] outside the label set",
         ),
         "empty split after max samples": (
-            base() + ["--max_train_samples", "0"],
+            [*base(), "--max_train_samples", "0"],
             r"train split .* is empty after --data_ratio / --max_train_samples",
         ),
         "teacher with other label count": (
@@ -158,10 +161,10 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             r"RAIL-KD pairs each of the student's 4 encoder layers.*use a shallower student",
         ),
         "missing teacher state dict": (
-            base() + ["--teacher_state_dict", str(tmp_path / "t.bin")],
+            [*base(), "--teacher_state_dict", str(tmp_path / "t.bin")],
             r"--teacher_state_dict .*t.bin does not exist",
         ),
-        "unknown argument": (base() + ["--lamdas", "0.5"], r"Unknown arguments: --lamdas"),
+        "unknown argument": ([*base(), "--lamdas", "0.5"], r"Unknown arguments: --lamdas"),
         "missing config file": ([str(tmp_path / "nope.yaml")], r"Config file .*nope.yaml does not exist"),
         "config that is a list": ([write("list.yaml", "- 1\n- 2\n")], r"must hold a mapping"),
         "seed lambdas of wrong length": (
