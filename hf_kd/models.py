@@ -43,9 +43,14 @@ TOKENIZER_FILES = (
 )
 
 
+def has_tokenizer(name: str) -> bool:
+    """False for a local model directory without tokenizer files (a Hub name is assumed to have one)."""
+    return not os.path.isdir(name) or any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES)
+
+
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     name = model_args.tokenizer_name or model_args.model_name_or_path
-    if name and os.path.isdir(name) and not any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES):
+    if name and not has_tokenizer(name):
         flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
         raise ArgumentError(f"{flag} {name} holds no tokenizer: pass --tokenizer_name with the models' tokenizer.")
     try:
@@ -190,6 +195,8 @@ def check_compatible(
         )
     vocabulary = tokenizer.get_vocab()
     for role, source in sources.items():
+        if not has_tokenizer(source):
+            continue  # no tokenizer stored with that model: the size check above is all we can do
         try:
             own = AutoTokenizer.from_pretrained(source, **_hub_options(model_args)).get_vocab()
         except (OSError, ValueError, TypeError):

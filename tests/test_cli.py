@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -148,3 +149,34 @@ def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(bert, sst2_fil
     full_results = json.loads((tmp_path / "full" / "eval_results.json").read_text())
     resumed_results = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
     assert full_results["eval_loss"] == resumed_results["eval_loss"]
+
+
+def test_teacher_from_base_model_plus_state_dict(bert, sst2_files, tmp_path):
+    """The original's teachers: a base model plus a per-task state-dict file (keys may carry `module.`)."""
+    teacher = AutoModelForSequenceClassification.from_pretrained(bert.teacher)
+    torch.save({f"module.{k}": v for k, v in teacher.state_dict().items()}, tmp_path / "teacher_sst2.bin")
+    AutoModel.from_pretrained(bert.teacher).save_pretrained(tmp_path / "base")
+    args = cli_args(
+        bert, sst2_files, tmp_path / "run", "kd", "--teacher_state_dict", str(tmp_path / "teacher_sst2.bin")
+    )
+    args[args.index("--teacher_name_or_path") + 1] = str(tmp_path / "base")
+    reference = main(cli_args(bert, sst2_files, tmp_path / "reference", "kd"))
+    assert main(args)["eval_loss"] == reference["eval_loss"]  # the same teacher, so the same student
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--static_mask", "true", "--mask_mode", "fixed_count"),
+        ("--gradient_accumulation_steps", "2", "--scale_crd_by_log_batch", "true"),
+        ("--bf16", "true", "--use_cpu", "true", "--teacher_dtype", "bfloat16"),
+        ("--teacher_dtype", "bfloat16"),
+    ],
+    ids=["static-fixed-count-mask", "accumulation-alpha2", "bf16", "bf16-teacher-only"],
+)
+def test_cilda_minild_options_end_to_end(bert, sst2_files, tmp_path, extra):
+    main(cli_args(bert, sst2_files, tmp_path / "run", "cilda_minild", *extra))
+    results = check_run(tmp_path / "run", "cilda_minild")
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    logged = [entry for entry in history if "loss_crd" in entry]
+    assert logged and all(math.isfinite(entry["loss_crd"]) for entry in logged) and math.isfinite(results["eval_loss"])

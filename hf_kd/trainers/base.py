@@ -20,10 +20,12 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import ForwardResult, adapter_for
 from hf_kd.arguments import ArgumentError
+from hf_kd.data import STATIC_MASK_COLUMN
 from hf_kd.losses import crd_loss, kd_loss, log_batch_size_scale, mean_pool, rail_loss, task_loss
 
 PROJECTIONS_FILE = "hf_kd_projections.safetensors"
 EXTRAS_DIR = "hf_kd_extras"
+MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 TEACHER_TERMS = ("kd", "rail", "crd", "kd_perturbed", "crd_perturbed")
 
 
@@ -70,6 +72,12 @@ class DistillationTrainer(Trainer):
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_counts: dict[str, int] = {}
         self._student_loss_total, self._student_loss_steps = 0.0, 0
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep every column some model needs: the student's signature alone would drop the teacher's
+        `token_type_ids` under a DistilBERT student, and the static mask."""
+        if self._signature_columns is None:
+            self._signature_columns = [*MODEL_INPUT_COLUMNS, "label", "label_ids", "labels", STATIC_MASK_COLUMN]
 
     # ----------------------------------------------------------------------------------------- terms
     def uses(self, term: str) -> bool:
