@@ -132,6 +132,13 @@ class DistillationTrainingArguments(TrainingArguments):
     generator_learning_rate: float = field(default=5e-7, metadata={"help": "Learning rate of the generator's AdamW."})
     generator_lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler of the generator."})
     generator_max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the generator's gradients (0: off)."})
+    nonfinite_loss: str = field(
+        default="raise",
+        metadata={
+            "help": "On a NaN/inf loss term: raise (stop, naming the term and step) or skip the batch and count it.",
+            "choices": ["raise", "skip"],
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -64,6 +64,8 @@ TEXT_PAIRS = [
     ("text", None),
 ]
 STATIC_MASK_COLUMN = "static_mlm_mask"
+TRUNCATED_COLUMN = "hf_kd_truncated"
+ID_COLUMNS = ("idx", "id", "index", "guid")
 
 
 @dataclass
@@ -233,7 +235,10 @@ def prepare_data(
     def tokenize(batch: dict) -> dict:
         texts = (batch[first],) if second is None else (batch[first], batch[second])
         texts = tuple([text if text is not None else "" for text in column] for column in texts)
-        return tokenizer(*texts, padding=padding, max_length=data_args.max_seq_length, truncation=True)
+        encoded = tokenizer(*texts, padding=padding, max_length=data_args.max_seq_length, truncation=True)
+        full_lengths = tokenizer(*texts, truncation=False, return_length=True, verbose=False)["length"]
+        encoded[TRUNCATED_COLUMN] = [length > data_args.max_seq_length for length in full_lengths]
+        return encoded
 
     splits: dict[str, Dataset] = {}
     for split, dataset in raw.items():
@@ -247,6 +252,7 @@ def prepare_data(
         dataset = dataset.select(range(keep))
         text_columns(dataset, task, source[split])
         _report_empty_texts(dataset, (first, second), source[split])
+        _report_duplicate_ids(dataset, source[split])
         dataset = _label_ids(dataset, label_list, source[split])
         dataset = dataset.map(
             tokenize,
@@ -255,10 +261,28 @@ def prepare_data(
             desc=f"Tokenising {split}",
             remove_columns=[c for c in dataset.column_names if c != "label"],
         )
+        truncated = sum(dataset[TRUNCATED_COLUMN])
+        if truncated:
+            logger.warning(
+                "%s: %d of %d examples are longer than --max_seq_length %d and were truncated.",
+                source[split],
+                truncated,
+                len(dataset),
+                data_args.max_seq_length,
+            )
+        dataset = dataset.remove_columns(TRUNCATED_COLUMN)
         if split == "train" and static_mask_probability is not None:
             dataset = add_static_mask(dataset, tokenizer, static_mask_probability, fixed_count_mask, seed)
         splits[split] = dataset
     return TaskData(splits.get("train"), splits.get("validation"), label_list, task)
+
+
+def _report_duplicate_ids(dataset: Dataset, source: str) -> None:
+    for column in ID_COLUMNS:
+        if column in dataset.column_names:
+            duplicates = len(dataset) - len(set(dataset[column]))
+            if duplicates:
+                logger.warning("%s: %d rows repeat an id of column '%s'.", source, duplicates, column)
 
 
 def _report_empty_texts(dataset: Dataset, columns: tuple[str, str | None], source: str) -> None:

@@ -41,6 +41,16 @@ def save_results(output_dir: str, split: str, metrics: dict) -> None:
     write_json_atomic(combined_path, {**combined, **metrics})
 
 
+def save_student(trainer, output_dir: str) -> None:
+    """`save_model` into a scratch folder, then move each file into place with an atomic rename."""
+    scratch = os.path.join(output_dir, ".hf_kd_saving")
+    trainer.save_model(scratch)
+    if trainer.args.should_save:
+        for name in os.listdir(scratch):
+            os.replace(os.path.join(scratch, name), os.path.join(output_dir, name))
+        os.rmdir(scratch)
+
+
 def check_output_dir(training_args) -> None:
     """Refuse to write over a finished run unless asked; resuming from a checkpoint is always fine."""
     results = os.path.join(training_args.output_dir, RESULTS_FILE)
@@ -49,6 +59,42 @@ def check_output_dir(training_args) -> None:
             f"{training_args.output_dir} already holds a finished run ({RESULTS_FILE}). Pick another --output_dir, "
             "or pass --overwrite_output_dir to replace it."
         )
+
+
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint` as a path, or `last` / `true`: the newest complete checkpoint in --output_dir.
+
+    A checkpoint is complete once its `trainer_state.json` (the Trainer writes it last) reads back.
+    """
+    if value is None:
+        return None
+
+    def complete(folder: str) -> bool:
+        try:
+            with open(os.path.join(folder, "trainer_state.json")) as f:
+                json.load(f)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    if value.lower() in ("last", "latest", "true"):
+        folders = (
+            [os.path.join(output_dir, d) for d in os.listdir(output_dir) if d.startswith("checkpoint-")]
+            if os.path.isdir(output_dir)
+            else []
+        )
+        folders = sorted((f for f in folders if complete(f)), key=lambda f: int(f.rsplit("-", 1)[-1]))
+        if not folders:
+            raise ArgumentError(
+                f"--resume_from_checkpoint {value}: {output_dir} holds no complete checkpoint-* folder."
+            )
+        return folders[-1]
+    if not complete(value):
+        raise ArgumentError(
+            f"--resume_from_checkpoint {value} is not a complete checkpoint (no readable trainer_state.json): "
+            "pass an earlier checkpoint, or `last` for the newest complete one."
+        )
+    return value
 
 
 def setup_logging(training_args) -> None:
@@ -119,13 +165,16 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
     check_output_dir(training_args)
+    training_args.resume_from_checkpoint = resolve_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
     if not (training_args.do_train or training_args.do_eval):
         training_args.do_train = training_args.do_eval = True
     trainer, data = build_trainer(model_args, data_args, training_args)
     results: dict = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
+        save_student(trainer, training_args.output_dir)
         trainer.save_extras()
         trainer.save_state()
         metrics = {**train_result.metrics, "train_samples": len(data.train)}

@@ -117,3 +117,15 @@ def test_glue_metrics_against_hand_computations():
     assert scores["spearmanr"] == pytest.approx(0.8) and scores["pearson"] == pytest.approx(
         np.corrcoef([1, 2, 3, 4], [1.5, 2.5, 2, 5])[0, 1]
     )
+
+
+def test_data_hygiene_is_reported(tokenizer, tmp_path, caplog):
+    long = " ".join(["wonderful"] * 60)
+    (tmp_path / "t.csv").write_text(f"idx,sentence,label\n1,{long},1\n1,,0\n2,fine,1\n")
+    with caplog.at_level("WARNING", logger="hf_kd.data"):
+        data = prepare_data(data_args(tmp_path / "t.csv", tmp_path / "t.csv"), tokenizer)
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert "1 of 3 examples are longer than --max_seq_length 32 and were truncated" in messages
+    assert "1 of 3 rows have an empty 'sentence'" in messages
+    assert "1 rows repeat an id of column 'idx'" in messages
+    assert max(len(ids) for ids in data.train["input_ids"]) == 32

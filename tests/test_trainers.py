@@ -7,7 +7,7 @@ import torch
 
 from hf_kd.arguments import parse_args
 from hf_kd.run import build_trainer
-from hf_kd.trainers import TRAINERS, AdversarialTrainer
+from hf_kd.trainers import TRAINERS, AdversarialTrainer, NonFiniteLossError
 from hf_kd.trainers.adversarial import AlternationSchedule
 from tests.conftest import cli_args
 
@@ -159,3 +159,31 @@ def test_terms_are_logged_as_window_means(families, sst2_files, tmp_path):
     weights = trainer.weights
     total = sum(weights[term] * logged[f"loss_{term}"] for term in weights)
     assert logged["loss"] == pytest.approx(total, rel=1e-5)  # student loss of the 2 min steps, not diluted
+
+
+def _poison_teacher(trainer):
+    with torch.no_grad():
+        trainer.teacher.get_input_embeddings().weight.fill_(float("nan"))
+
+
+def test_nonfinite_term_stops_training_naming_term_and_step(families, sst2_files, tmp_path):
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, "kd")
+    _poison_teacher(trainer)
+    with pytest.raises(NonFiniteLossError, match=r"loss_kd became non-finite at step 0.*--nonfinite_loss skip"):
+        trainer.training_step(trainer.model, first_batch(trainer))
+
+
+@pytest.mark.parametrize("method", ["kd", "cilda_minild"])
+def test_nonfinite_batch_can_be_skipped_and_counted(families, sst2_files, tmp_path, method):
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, method, "--nonfinite_loss", "skip")
+    _poison_teacher(trainer)
+    student, generator = snapshot(trainer.model), snapshot(getattr(trainer, "generator", None))
+    batch = first_batch(trainer)
+    loss = trainer.training_step(trainer.model, batch)  # cilda_minild: a generator step first
+    if method == "cilda_minild":
+        assert changed(generator, trainer.generator) == 0
+        loss = trainer.training_step(trainer.model, batch)
+    trainer.optimizer.step()
+    assert loss.item() == 0.0 and trainer.skipped_batches == (2 if method == "cilda_minild" else 1)
+    assert changed(student, trainer.model) == 0
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in trainer.model.parameters())

@@ -174,15 +174,15 @@ class AdversarialTrainer(DistillationTrainer):
         student = self.accelerator.unwrap_model(model)
         self.generator.train()
         student.train()
+        parameters = [p for group in self.generator_optimizer.param_groups for p in group["params"]]
         with frozen(student), self.accelerator.autocast():
             terms = self.generator_terms(student, inputs)
             loss = self.weighted_sum(
-                terms, self.generator_weights, prefix="generator_loss_", batch_size=len(inputs["input_ids"])
+                terms, self.generator_weights, "generator_loss_", len(inputs["input_ids"]), parameters
             )
         projection_grads = self._stash_projection_grads()
         self.generator_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        parameters = [p for group in self.generator_optimizer.param_groups for p in group["params"]]
         average_gradients(parameters, self.accelerator)
         if self.args.generator_max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(parameters, self.args.generator_max_grad_norm)

@@ -9,6 +9,7 @@ A subclass is one row of METHODS.md: its name, aliases and default weights.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from hf_kd.arguments import ArgumentError
 from hf_kd.data import STATIC_MASK_COLUMN
 from hf_kd.losses import crd_loss, kd_loss, log_batch_size_scale, mean_pool, rail_loss, task_loss
 
+logger = logging.getLogger(__name__)
 PROJECTIONS_FILE = "hf_kd_projections.safetensors"
 EXTRAS_DIR = "hf_kd_extras"
 MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
@@ -72,6 +74,7 @@ class DistillationTrainer(Trainer):
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_counts: dict[str, int] = {}
         self._student_loss_total, self._student_loss_steps = 0.0, 0
+        self.skipped_batches = 0
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep every column some model needs: the student's signature alone would drop the teacher's
@@ -90,7 +93,10 @@ class DistillationTrainer(Trainer):
             return (loss, SequenceClassifierOutput(loss=loss, logits=student.logits)) if return_outputs else loss
         with self.accelerator.autocast():
             terms = self.student_terms(model, inputs)
-        loss = self.weighted_sum(terms, self.weights, prefix="loss_", batch_size=len(inputs["input_ids"]))
+        trained = [p for p in model.parameters() if p.requires_grad]
+        if self.projections is not None and self.projections_in_student_step:
+            trained += list(self.projections.parameters())
+        loss = self.weighted_sum(terms, self.weights, "loss_", len(inputs["input_ids"]), trained)
         return (loss, terms) if return_outputs else loss
 
     def student_terms(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -132,19 +138,38 @@ class DistillationTrainer(Trainer):
         raise NotImplementedError(f"Method '{self.method}' has no perturbed inputs.")
 
     def weighted_sum(
-        self, terms: dict[str, torch.Tensor], weights: dict[str, float], prefix: str, batch_size: int
+        self,
+        terms: dict[str, torch.Tensor],
+        weights: dict[str, float],
+        prefix: str,
+        batch_size: int,
+        parameters: list[torch.Tensor],
     ) -> torch.Tensor:
-        """`sum_i w_i * term_i` (CRD weights divided by ln B with --scale_crd_by_log_batch); records each term."""
+        """`sum_i w_i * term_i` (CRD weights divided by ln B with --scale_crd_by_log_batch); records each term.
+
+        A non-finite total stops training naming the term(s) and step, or, with `--nonfinite_loss skip`,
+        is replaced by a zero that still reaches every trained parameter (so DDP and the gradient
+        all-reduce see the same collective calls on every process) and counted in `skipped_batches`.
+        """
         crd_scale = log_batch_size_scale(batch_size) if self.args.scale_crd_by_log_batch else 1.0
         total = sum(
             weights[name] / (crd_scale if name.startswith("crd") else 1.0) * value for name, value in terms.items()
         )
         if not torch.isfinite(total):
             bad = [name for name, value in terms.items() if not torch.isfinite(value)]
-            raise NonFiniteLossError(
+            message = (
                 f"Loss term(s) {', '.join(prefix + name for name in bad)} became non-finite at step "
-                f"{self.state.global_step}: lower the learning rate, check the data, or train in float32."
+                f"{self.state.global_step}"
             )
+            if self.args.nonfinite_loss == "raise":
+                raise NonFiniteLossError(
+                    f"{message}: lower the learning rate, check the data, train in float32, "
+                    "or pass --nonfinite_loss skip to skip such batches."
+                )
+            self.skipped_batches += 1
+            logger.warning("%s: batch skipped (%d so far).", message, self.skipped_batches)
+            self._record("skipped_batches", torch.tensor(float(self.skipped_batches)))
+            return sum(parameter.sum() * 0.0 for parameter in parameters)
         for name, value in terms.items():
             self._record(prefix + name, value)
         self._record(prefix.rstrip("_"), total)  # "loss" (student) or "generator_loss"
