@@ -132,6 +132,14 @@ class DistillationTrainingArguments(TrainingArguments):
     generator_learning_rate: float = field(default=5e-7, metadata={"help": "Learning rate of the generator's AdamW."})
     generator_lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler of the generator."})
     generator_max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the generator's gradients (0: off)."})
+    cache_teacher_outputs: bool = field(
+        default=False,
+        metadata={"help": "Compute the teacher's outputs on the clean training set once, store and reuse them."},
+    )
+    teacher_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where --cache_teacher_outputs stores them (default: $HF_HOME/hf_kd/teacher_outputs)."},
+    )
     nonfinite_loss: str = field(
         default="raise",
         metadata={

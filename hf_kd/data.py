@@ -65,6 +65,7 @@ TEXT_PAIRS = [
 ]
 STATIC_MASK_COLUMN = "static_mlm_mask"
 TRUNCATED_COLUMN = "hf_kd_truncated"
+INDEX_COLUMN = "hf_kd_index"  # row of a training example, to find its cached teacher outputs
 ID_COLUMNS = ("idx", "id", "index", "guid")
 
 
@@ -271,6 +272,8 @@ def prepare_data(
                 data_args.max_seq_length,
             )
         dataset = dataset.remove_columns(TRUNCATED_COLUMN)
+        if split == "train":
+            dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
         if split == "train" and static_mask_probability is not None:
             dataset = add_static_mask(dataset, tokenizer, static_mask_probability, fixed_count_mask, seed)
         splits[split] = dataset

@@ -29,7 +29,8 @@ def data_args(train, validation, task=None, **extra):
 def test_official_sst2_tsv(tokenizer, sst2_files):
     data = prepare_data(data_args(sst2_files["train"], sst2_files["dev"], "sst2"), tokenizer)
     assert (len(data.train), len(data.validation), data.label_list) == (96, 48, ["negative", "positive"])
-    assert set(data.train.column_names) == {"label", "input_ids", "token_type_ids", "attention_mask"}
+    assert set(data.train.column_names) == {"label", "input_ids", "token_type_ids", "attention_mask", "hf_kd_index"}
+    assert data.train["hf_kd_index"] == list(range(96))
     first = Path(sst2_files["train"]).read_text().splitlines()[1].split("\t")
     assert data.train[0]["label"] == int(first[1])
     assert tokenizer.decode(data.train[0]["input_ids"], skip_special_tokens=True).split()[:2] == first[0].split()[:2]

@@ -211,7 +211,7 @@ class AdversarialTrainer(DistillationTrainer):
         if self.generator_weights.get("kd_perturbed", 0) > 0:
             terms["kd_perturbed"] = kd_loss(teacher.logits, student_out.logits, self.args.kd_temperature)
         if use_crd:
-            terms["crd_perturbed"] = self.crd(teacher, student_out, inputs)
+            terms["crd_perturbed"] = self.crd(self.features(teacher, inputs), self.features(student_out, inputs))
         return terms
 
     def _stash_projection_grads(self) -> list[torch.Tensor | None]:

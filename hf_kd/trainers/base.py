@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from huggingface_hub.constants import HF_HOME
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
@@ -21,7 +23,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import ForwardResult, adapter_for
 from hf_kd.arguments import ArgumentError
-from hf_kd.data import STATIC_MASK_COLUMN
+from hf_kd.cache import TeacherCache
+from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN
 from hf_kd.losses import crd_loss, kd_loss, log_batch_size_scale, mean_pool, rail_loss, task_loss
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,15 @@ TEACHER_TERMS = ("kd", "rail", "crd", "kd_perturbed", "crd_perturbed")
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite."""
+
+
+@dataclass
+class LayerFeatures:
+    """A model's logits and the per-layer features the intermediate-layer losses read."""
+
+    logits: torch.Tensor
+    pooled: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): mean over the sequence
+    sentence: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): at the sentence position
 
 
 class Projections(nn.Module):
@@ -75,12 +87,21 @@ class DistillationTrainer(Trainer):
         self._term_counts: dict[str, int] = {}
         self._student_loss_total, self._student_loss_steps = 0.0, 0
         self.skipped_batches = 0
+        self.teacher_cache = None
+
+    def train(self, *args: Any, **kwargs: Any):
+        wanted = self.args.cache_teacher_outputs and self.teacher is not None and self.train_dataset is not None
+        if wanted and self.teacher_cache is None:
+            folder = self.args.teacher_cache_dir or os.path.join(HF_HOME, "hf_kd", "teacher_outputs")
+            self.teacher_cache = TeacherCache.build_or_load(self, self.train_dataset, folder)
+        return super().train(*args, **kwargs)
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep every column some model needs: the student's signature alone would drop the teacher's
         `token_type_ids` under a DistilBERT student, and the static mask."""
         if self._signature_columns is None:
-            self._signature_columns = [*MODEL_INPUT_COLUMNS, "label", "label_ids", "labels", STATIC_MASK_COLUMN]
+            extra = [STATIC_MASK_COLUMN, INDEX_COLUMN]
+            self._signature_columns = [*MODEL_INPUT_COLUMNS, "label", "label_ids", "labels", *extra]
 
     # ----------------------------------------------------------------------------------------- terms
     def uses(self, term: str) -> bool:
@@ -100,20 +121,36 @@ class DistillationTrainer(Trainer):
         return (loss, terms) if return_outputs else loss
 
     def student_terms(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The min-step terms on the clean batch (and on `perturbed_ids`, where the method has them)."""
+        """The min-step terms on the clean batch (and on `perturbed_ids`, where the method has them).
+
+        Clean and perturbed inputs share one forward pass per model. With a teacher-output cache the
+        teacher runs on the perturbed inputs only.
+        """
         clean_ids = inputs["input_ids"]
+        size = len(clean_ids)
         perturbed = any(self.uses(t) for t in ("ce_perturbed", "kd_perturbed", "crd_perturbed"))
         input_ids = torch.cat([clean_ids, self.perturbed_ids(inputs)]) if perturbed else clean_ids
         hidden = any(self.uses(t) for t in ("rail", "crd", "crd_perturbed"))
         student = self.student_adapter.forward(model, inputs, input_ids=input_ids, output_hidden_states=hidden)
-        teacher = None
-        if any(self.uses(t) for t in TEACHER_TERMS):
+        student_clean, student_perturbed = _split(student, size)
+        teacher_clean = teacher_perturbed = None
+        clean_needed = any(self.uses(t) for t in ("kd", "rail", "crd"))
+        perturbed_needed = any(self.uses(t) for t in ("kd_perturbed", "crd_perturbed"))
+        cached = self.teacher_cache is not None and clean_needed
+        if cached:
+            teacher_clean = self.teacher_cache.lookup(inputs[INDEX_COLUMN], self.args.device)
+        teacher_ids = input_ids[size:] if cached else input_ids
+        if perturbed_needed or (clean_needed and not cached):
             with torch.no_grad():
                 teacher = self.teacher_adapter.forward(
-                    self.teacher, inputs, input_ids=input_ids, output_hidden_states=hidden
+                    self.teacher, inputs, input_ids=teacher_ids, output_hidden_states=hidden
                 )
-        student_clean, student_perturbed = _split(student, len(clean_ids))
-        teacher_clean, teacher_perturbed = _split(teacher, len(clean_ids))
+            if cached:
+                teacher_perturbed = self.features(teacher, inputs)
+            else:
+                clean, perturbed_part = _split(teacher, size)
+                teacher_clean = self.features(clean, inputs)
+                teacher_perturbed = None if perturbed_part is None else self.features(perturbed_part, inputs)
         labels = inputs["labels"]
         terms: dict[str, torch.Tensor] = {}
         if self.uses("ce"):
@@ -121,9 +158,9 @@ class DistillationTrainer(Trainer):
         if self.uses("kd"):
             terms["kd"] = kd_loss(teacher_clean.logits, student_clean.logits, self.args.kd_temperature)
         if self.uses("rail"):
-            terms["rail"] = self.rail(teacher_clean, student_clean, inputs)
+            terms["rail"] = self.rail(teacher_clean, self.features(student_clean, inputs))
         if self.uses("crd"):
-            terms["crd"] = self.crd(teacher_clean, student_clean, inputs)
+            terms["crd"] = self.crd(teacher_clean, self.features(student_clean, inputs))
         if self.uses("ce_perturbed"):
             terms["ce_perturbed"] = task_loss(student_perturbed.logits, labels)
         if self.uses("kd_perturbed"):
@@ -131,7 +168,7 @@ class DistillationTrainer(Trainer):
                 teacher_perturbed.logits, student_perturbed.logits, self.args.kd_temperature
             )
         if self.uses("crd_perturbed"):
-            terms["crd_perturbed"] = self.crd(teacher_perturbed, student_perturbed, inputs)
+            terms["crd_perturbed"] = self.crd(teacher_perturbed, self.features(student_perturbed, inputs))
         return terms
 
     def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -205,28 +242,42 @@ class DistillationTrainer(Trainer):
         """Teacher layers paired with the student's (RAIL-KD draws new ones every epoch)."""
         raise NotImplementedError
 
-    def rail(self, teacher: ForwardResult, student: ForwardResult, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = inputs.get("attention_mask") if self.args.rail_pooling == "masked_mean" else None
+    def features(self, result: ForwardResult, inputs: dict[str, torch.Tensor]) -> LayerFeatures:
+        """What RAIL-KD (pooled layers) and the contrastive loss (sentence position) read of a forward."""
+        pooled = sentence = None
+        if result.hidden and self.projection_features == "rail":
+            mask = inputs.get("attention_mask") if self.args.rail_pooling == "masked_mean" else None
+            pooled = {
+                stack: torch.stack([mean_pool(h, mask) for h in layers], dim=1)
+                for stack, layers in result.hidden.items()
+            }
+        if result.hidden and self.projection_features == "crd":
+            positions = self.student_adapter.sentence_positions(inputs)
+            rows = torch.arange(len(positions), device=positions.device)
+            sentence = {
+                stack: torch.stack([h[rows, positions] for h in layers], dim=1)
+                for stack, layers in result.hidden.items()
+            }
+        return LayerFeatures(result.logits, pooled, sentence)
+
+    def rail(self, teacher: LayerFeatures, student: LayerFeatures) -> torch.Tensor:
+        """RAIL-KD: the epoch's teacher layers against all student layers, per stack, summed."""
         total = 0.0
-        for stack, student_layers in student.hidden.items():
-            chosen = [teacher.hidden[stack][i] for i in self.rail_layers(stack)]
-            teacher_features = torch.cat([mean_pool(h, mask) for h in chosen], dim=-1)
-            student_features = torch.cat([mean_pool(h, mask) for h in student_layers], dim=-1)
+        for stack, student_pooled in student.pooled.items():
+            teacher_pooled = teacher.pooled[stack][:, self.rail_layers(stack)]
             total = total + rail_loss(
-                self.projections.teacher[stack](teacher_features), self.projections.student[stack](student_features)
+                self.projections.teacher[stack](teacher_pooled.flatten(1).float()),
+                self.projections.student[stack](student_pooled.flatten(1).float()),
             )
         return total
 
-    def crd(self, teacher: ForwardResult, student: ForwardResult, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        positions = self.student_adapter.sentence_positions(inputs)
-        rows = torch.arange(len(positions), device=positions.device)
+    def crd(self, teacher: LayerFeatures, student: LayerFeatures) -> torch.Tensor:
+        """Contrastive loss on all layers at the sentence position, per stack, summed."""
         total = 0.0
-        for stack, student_layers in student.hidden.items():
-            teacher_features = torch.cat([h[rows, positions] for h in teacher.hidden[stack]], dim=-1).float()
-            student_features = torch.cat([h[rows, positions] for h in student_layers], dim=-1).float()
+        for stack, student_sentence in student.sentence.items():
             total = total + crd_loss(
-                self.projections.teacher[stack](teacher_features),
-                self.projections.student[stack](student_features),
+                self.projections.teacher[stack](teacher.sentence[stack].flatten(1).float()),
+                self.projections.student[stack](student_sentence.flatten(1).float()),
                 self.args.crd_temperature,
             )
         return total

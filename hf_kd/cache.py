@@ -1,0 +1,127 @@
+"""Teacher-output cache: the teacher's outputs on the clean training set, computed once and reused.
+
+The frozen teacher runs in eval mode, so its outputs on the clean inputs are the same in every
+epoch and every run. `--cache_teacher_outputs` computes them once (logits, and for RAIL-KD /
+CILDA+minILD the per-layer features their losses read), stores them in a safetensors file named by
+a key of the data set's fingerprint, the teacher's identity (config and weights) and the feature
+options, and reuses them. A file whose stored key differs is never used. Perturbed inputs change
+every batch and are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+import torch
+from datasets import Dataset
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from hf_kd.data import INDEX_COLUMN
+
+logger = logging.getLogger(__name__)
+
+
+def teacher_fingerprint(teacher: torch.nn.Module) -> str:
+    """Config plus a checksum of every weight: another teacher (or the same one trained further) differs."""
+    digest = hashlib.sha256(teacher.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, parameter in teacher.state_dict().items():
+            values = parameter.double()
+            digest.update(
+                f"{name}{tuple(parameter.shape)}{values.sum().item():.10e}{values.abs().sum().item():.10e}".encode()
+            )
+    return digest.hexdigest()
+
+
+class TeacherCache:
+    """Cached clean-input teacher outputs, looked up by the batch's training-set row indices."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def lookup(self, indices: torch.Tensor, device: torch.device):
+        from hf_kd.trainers.base import LayerFeatures
+
+        rows = indices.cpu()
+        features = {name: tensor[rows].to(device) for name, tensor in self.tensors.items()}
+        groups = {
+            kind: {n.split("/", 1)[1]: v for n, v in features.items() if n.startswith(kind + "/")}
+            for kind in ("pooled", "sentence")
+        }
+        return LayerFeatures(features["logits"], groups["pooled"] or None, groups["sentence"] or None)
+
+    @classmethod
+    def build_or_load(cls, trainer, dataset: Dataset, folder: str) -> TeacherCache:
+        """Load the cache of this (data set, teacher, options) or compute it with the trainer's teacher."""
+        key_source = {
+            "dataset": dataset._fingerprint,
+            "rows": len(dataset),
+            "teacher": teacher_fingerprint(trainer.teacher),
+            "features": trainer.projection_features,
+            "rail_pooling": trainer.args.rail_pooling,
+            "dtype": str(next(trainer.teacher.parameters()).dtype),
+        }
+        key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:24]
+        path = os.path.join(folder, f"teacher-{key}.safetensors")
+        with trainer.accelerator.main_process_first():
+            if os.path.isfile(path):
+                cache = cls._load(path, key)
+                if cache is not None:
+                    logger.info("Using the cached teacher outputs in %s.", path)
+                    return cache
+            devices = [trainer.args.device] if trainer.args.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # a DataLoader draws a seed: keep the run's RNG as it was
+                cache = cls._compute(trainer, dataset)
+            if trainer.accelerator.is_main_process:
+                os.makedirs(folder, exist_ok=True)
+                scratch = f"{path}.{os.getpid()}.tmp"
+                save_file(
+                    {n: t.contiguous() for n, t in cache.tensors.items()},
+                    scratch,
+                    metadata={"key": key, **{k: str(v) for k, v in key_source.items()}},
+                )
+                os.replace(scratch, path)
+                logger.info("Cached the teacher's outputs on %d examples in %s.", len(dataset), path)
+        return cache
+
+    @classmethod
+    def _load(cls, path: str, key: str) -> TeacherCache | None:
+        with safe_open(path, framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                logger.warning("Ignoring %s: it was made for another data set, teacher or options.", path)
+                return None
+            return cls({name: f.get_tensor(name) for name in f.keys()})  # noqa: SIM118 (safe_open has no iteration)
+
+    @classmethod
+    @torch.no_grad()
+    def _compute(cls, trainer, dataset: Dataset) -> TeacherCache:
+        loader = DataLoader(
+            dataset.remove_columns(
+                [
+                    c
+                    for c in dataset.column_names
+                    if c not in ("input_ids", "attention_mask", "token_type_ids", INDEX_COLUMN)
+                ]
+            ),
+            batch_size=trainer.args.per_device_eval_batch_size,
+            collate_fn=trainer.data_collator,
+        )
+        hidden = trainer.projection_features is not None
+        parts: dict[str, list[torch.Tensor]] = {}
+        for batch in loader:
+            batch = {name: value.to(trainer.args.device) for name, value in batch.items()}
+            with trainer.accelerator.autocast():
+                result = trainer.teacher_adapter.forward(trainer.teacher, batch, output_hidden_states=hidden)
+            features = trainer.features(result, batch)
+            named = {"logits": features.logits}
+            for kind in ("pooled", "sentence"):
+                for stack, value in (getattr(features, kind) or {}).items():
+                    named[f"{kind}/{stack}"] = value
+            for name, value in named.items():
+                parts.setdefault(name, []).append(value.float().cpu())
+        return cls({name: torch.cat(values) for name, values in parts.items()})

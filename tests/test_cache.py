@@ -1,0 +1,59 @@
+"""The teacher-output cache: same results as without it, reused across runs, never used for another teacher."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_kd.run import main
+from tests.conftest import cli_args
+
+
+@pytest.mark.parametrize("method", ["kd", "rail_kd", "cilda_minild"])
+def test_cached_run_ends_with_the_uncached_run_weights(bert, sst2_files, tmp_path, method):
+    extra = ("--num_train_epochs", "2", "--seed", "3")
+    uncached = main(cli_args(bert, sst2_files, tmp_path / "plain", method, *extra))
+    cache_args = ("--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache"))
+    cached = main(cli_args(bert, sst2_files, tmp_path / "cached", method, *extra, *cache_args))
+    plain, with_cache = (
+        load_file(tmp_path / "plain" / "model.safetensors"),
+        load_file(tmp_path / "cached" / "model.safetensors"),
+    )
+    # the same teacher outputs, computed in other batches: equal up to float rounding
+    assert all(torch.allclose(plain[key], with_cache[key], atol=1e-5) for key in plain)
+    assert cached["eval_accuracy"] == uncached["eval_accuracy"]
+    assert cached["eval_loss"] == pytest.approx(uncached["eval_loss"], abs=1e-5)
+    files = os.listdir(tmp_path / "cache")
+    assert len(files) == 1
+    stored = load_file(tmp_path / "cache" / files[0])
+    assert stored["logits"].shape == (96, 2)
+    if method == "rail_kd":
+        assert stored["pooled/encoder"].shape == (96, 4, 48)  # every teacher layer, mean-pooled
+    if method == "cilda_minild":
+        assert stored["sentence/encoder"].shape == (96, 4, 48)  # every teacher layer at [CLS]
+
+
+def test_cache_is_reused_and_refused_for_another_teacher(bert, sst2_files, tmp_path):
+    cache_args = ("--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache"))
+    main(cli_args(bert, sst2_files, tmp_path / "a", "kd", *cache_args))
+    first = sorted(os.listdir(tmp_path / "cache"))
+    stamp = os.path.getmtime(tmp_path / "cache" / first[0])
+    main(cli_args(bert, sst2_files, tmp_path / "b", "kd", *cache_args))
+    assert sorted(os.listdir(tmp_path / "cache")) == first and os.path.getmtime(tmp_path / "cache" / first[0]) == stamp
+    # a teacher whose weights differ gets its own cache, never the first one
+    other = AutoModelForSequenceClassification.from_pretrained(bert.teacher)
+    with torch.no_grad():
+        other.classifier.bias.add_(1.0)
+    other.save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(tmp_path / "other")
+    args = cli_args(bert, sst2_files, tmp_path / "c", "kd", *cache_args)
+    args[args.index("--teacher_name_or_path") + 1] = str(tmp_path / "other")
+    main(args)
+    assert len(os.listdir(tmp_path / "cache")) == 2
+    # so does a different max length (another tokenised data set)
+    main(cli_args(bert, sst2_files, tmp_path / "d", "kd", *cache_args, "--max_seq_length", "16"))
+    assert len(os.listdir(tmp_path / "cache")) == 3
