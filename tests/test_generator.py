@@ -3,7 +3,14 @@
 import torch
 from torch import nn
 
-from hf_kd.generator import draw_mask, gumbel_one_hot, maskable_positions, perturbed_embeddings, sample_tokens
+from hf_kd.generator import (
+    draw_mask,
+    gumbel_one_hot,
+    maskable_positions,
+    one_hot_rows,
+    perturbed_embeddings,
+    sample_tokens,
+)
 
 SPECIAL = torch.tensor([0, 1, 2])  # e.g. <s>, <pad>, </s>
 
@@ -85,3 +92,20 @@ def test_perturbation_applies_the_embedding_scale():
     embeds = perturbed_embeddings(embedding, ids, mask, one_hot)
     assert torch.allclose(embeds[0, 3], embedding.weight[7] * 3.0)
     assert torch.allclose(embeds[1], embedding(ids[1]))
+
+
+def test_one_hot_rows_matches_the_explicit_product_and_its_gradient():
+    torch.manual_seed(0)
+    weight = torch.randn(13, 5)
+    logits_a = torch.randn(6, 13, requires_grad=True)
+    logits_b = logits_a.detach().clone().requires_grad_(True)
+    torch.manual_seed(1)
+    one_hot_a = gumbel_one_hot(logits_a)
+    torch.manual_seed(1)
+    one_hot_b = gumbel_one_hot(logits_b)
+    upstream = torch.randn(6, 5)
+    fast, explicit = one_hot_rows(one_hot_a, weight), one_hot_b @ weight
+    assert torch.equal(fast, weight[one_hot_a.argmax(-1)]) and torch.allclose(fast, explicit)
+    (fast * upstream).sum().backward()
+    (explicit * upstream).sum().backward()
+    assert torch.allclose(logits_a.grad, logits_b.grad, atol=1e-6)

@@ -187,3 +187,17 @@ def test_nonfinite_batch_can_be_skipped_and_counted(families, sst2_files, tmp_pa
     assert loss.item() == 0.0 and trainer.skipped_batches == (2 if method == "cilda_minild" else 1)
     assert changed(student, trainer.model) == 0
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("family_name", ["bert", "roberta", "bart", "distilbert"])
+def test_generator_logits_at_masked_positions_equal_the_full_forward(families, sst2_files, tmp_path, family_name):
+    trainer = make_trainer(families[family_name], sst2_files, tmp_path, "mate_kd")
+    trainer.generator.eval()
+    batch = trainer._prepare_inputs(first_batch(trainer))
+    mask = trainer.draw_mask(batch)
+    with torch.no_grad():
+        selected = trainer.generator_logits(batch, mask)
+        masked_ids = batch["input_ids"].masked_fill(mask, trainer.mask_token_id)
+        full = trainer.generator(input_ids=masked_ids, attention_mask=batch["attention_mask"]).logits
+    assert selected.shape == (int(mask.sum()), trainer.generator.config.vocab_size)
+    assert torch.allclose(selected, full[mask], atol=1e-5)

@@ -154,12 +154,25 @@ class AdversarialTrainer(DistillationTrainer):
         return draw_mask(maskable, self.args.mlm_probability, fixed_count=self.args.mask_mode == "fixed_count")
 
     def generator_logits(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """The generator's vocabulary logits at the masked positions (N x V)."""
+        """The generator's vocabulary logits at the masked positions (N x V).
+
+        The vocabulary projection (`get_output_embeddings()`, the LM head's largest product) is fed
+        only the masked positions' hidden states, about 30% of them.
+        """
         masked_ids = inputs["input_ids"].masked_fill(mask, self.mask_token_id)
         extra = {"attention_mask": inputs.get("attention_mask")}
         if self.generator_accepts_token_types and "token_type_ids" in inputs:
             extra["token_type_ids"] = inputs["token_type_ids"]
-        return self.generator(input_ids=masked_ids, **extra).logits[mask]
+        projection = self.generator.get_output_embeddings()
+        hook = None
+        if projection is not None:
+            hook = projection.register_forward_pre_hook(lambda module, args: (args[0][mask], *args[1:]))
+        try:
+            logits = self.generator(input_ids=masked_ids, **extra).logits
+        finally:
+            if hook is not None:
+                hook.remove()
+        return logits if logits.dim() == 2 else logits[mask]
 
     @torch.no_grad()
     def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
