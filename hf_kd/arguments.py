@@ -85,6 +85,8 @@ class DataTrainingArguments:
 @dataclass
 class DistillationTrainingArguments(TrainingArguments):
     method: str = field(default="kd", metadata={"help": "normal, kd, rail_kd, mate_kd, cilda or cilda_minild."})
+    do_train: bool = field(default=True, metadata={"help": "Train (default; --do_train false to only evaluate)."})
+    do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split after training (default)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing over a finished run's results."})
     # student (min step) loss weights; None takes the method's default (METHODS.md)
     weight_ce: float | None = field(default=None, metadata={"help": "Weight of CE(S(x), y)."})
@@ -140,6 +142,17 @@ class DistillationTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Where --cache_teacher_outputs stores them (default: $HF_HOME/hf_kd/teacher_outputs)."},
     )
+    neptune_project: str | None = field(default=None, metadata={"help": "Neptune project (or NEPTUNE_PROJECT)."})
+    neptune_api_token: str | None = field(default=None, metadata={"help": "Neptune API token (or NEPTUNE_API_TOKEN)."})
+    neptune_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "Neptune mode: async (default), offline or debug (or NEPTUNE_MODE).",
+            "choices": [None, "async", "sync", "offline", "debug"],
+        },
+    )
+    neptune_tags: list[str] = field(default_factory=list, metadata={"help": "Tags of the Neptune run."})
+    neptune_method_label: str | None = field(default=None, metadata={"help": "The original code's `nep_method` field."})
     nonfinite_loss: str = field(
         default="raise",
         metadata={
@@ -150,6 +163,9 @@ class DistillationTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # Neptune is logged by hf_kd's own callback (transformers deprecated its integration)
+        self.report_to_neptune = "neptune" in self.report_to
+        self.report_to = [name for name in self.report_to if name != "neptune"]
         from hf_kd.trainers import trainer_class
 
         self.method = trainer_class(self.method).method
@@ -193,6 +209,12 @@ def parse_args(
     model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )
+    sweep_flags = [flag for flag in unknown if flag.startswith("--sweep_")]
+    if sweep_flags:
+        raise ArgumentError(
+            f"{', '.join(sweep_flags)} describe a sweep: run `python -m hf_kd.sweep` with the same arguments "
+            "(run_glue_kd.py trains one run)."
+        )
     if unknown:
         raise ArgumentError(f"Unknown arguments: {' '.join(unknown)}. See `run_glue_kd.py --help` for the options.")
     return model_args, data_args, training_args

@@ -13,13 +13,16 @@ import transformers
 from transformers import set_seed
 
 from hf_kd.arguments import ArgumentError, parse_args
+from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
 from hf_kd.data import DistillationCollator, prepare_data
-from hf_kd.metrics import build_compute_metrics
+from hf_kd.hub import model_card, push_student
+from hf_kd.metrics import build_compute_metrics, main_metric
 from hf_kd.models import check_compatible, load_generator, load_student, load_teacher, load_tokenizer
 from hf_kd.trainers import AdversarialTrainer, trainer_class
 
 logger = logging.getLogger("hf_kd")
 RESULTS_FILE = "all_results.json"
+RUN_INFO_FILE = "hf_kd_run.json"
 
 
 def write_json_atomic(path: str, values: dict) -> None:
@@ -28,6 +31,22 @@ def write_json_atomic(path: str, values: dict) -> None:
     with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
         json.dump(values, f, indent=4, sort_keys=True)
     os.replace(f.name, path)
+
+
+def run_info(model_args, data_args, training_args, data) -> dict:
+    """What `hf_kd.report` and sweeps need to know about a run."""
+    return {
+        "method": training_args.method,
+        "task": data.task_name or os.path.basename(str(data_args.train_file)),
+        "main_metric": main_metric(data.task_name, data.is_regression),
+        "learning_rate": training_args.learning_rate,
+        "seed": training_args.seed,
+        "teacher": model_args.teacher_name_or_path,
+        "student": model_args.model_name_or_path,
+        "generator": model_args.generator_name_or_path,
+        "loss_weights": training_args.loss_weights,
+        "generator_loss_weights": training_args.generator_loss_weights,
+    }
 
 
 def save_results(output_dir: str, split: str, metrics: dict) -> None:
@@ -109,7 +128,7 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
-def build_trainer(model_args, data_args, training_args):
+def build_trainer(model_args, data_args, training_args, repetition: int = 0):
     """Data, models and the method's trainer from parsed arguments; every input check happens here."""
     method = trainer_class(training_args.method)
     adversarial = issubclass(method, AdversarialTrainer)
@@ -118,6 +137,7 @@ def build_trainer(model_args, data_args, training_args):
         raise ArgumentError(f"Method '{method.method}' needs a teacher: pass --teacher_name_or_path.")
     if adversarial and not model_args.generator_name_or_path:
         raise ArgumentError(f"Method '{method.method}' needs a masked-LM generator: pass --generator_name_or_path.")
+    neptune = neptune_settings(training_args) if training_args.report_to_neptune else None
     set_seed(training_args.seed)
 
     tokenizer = load_tokenizer(model_args)
@@ -157,6 +177,9 @@ def build_trainer(model_args, data_args, training_args):
         compute_metrics=build_compute_metrics(data.task_name, data.is_regression),
         **extra,
     )
+    if neptune is not None:
+        parameters = run_parameters(model_args, data_args, training_args, repetition)
+        trainer.add_callback(NeptuneCallback(neptune, parameters, tags=training_args.neptune_tags))
     return trainer, data
 
 
@@ -168,8 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
     training_args.resume_from_checkpoint = resolve_checkpoint(
         training_args.resume_from_checkpoint, training_args.output_dir
     )
-    if not (training_args.do_train or training_args.do_eval):
-        training_args.do_train = training_args.do_eval = True
+    # hf_kd pushes the student alone at the end; the Trainer would push every checkpoint and the extras
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    if push and not training_args.hub_model_id:
+        raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. my-user/distilroberta-sst2-cilda).")
     trainer, data = build_trainer(model_args, data_args, training_args)
     results: dict = {}
     if training_args.do_train:
@@ -186,12 +211,30 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(metrics)
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
+        write_json_atomic(
+            os.path.join(training_args.output_dir, RUN_INFO_FILE), run_info(model_args, data_args, training_args, data)
+        )
         for split in ("train", "eval"):
             split_metrics = {k: v for k, v in results.items() if k.startswith(split)}
             if split_metrics:
                 save_results(training_args.output_dir, split, split_metrics)
-    if training_args.push_to_hub and training_args.do_train:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, NeptuneCallback):
+            callback.close()
+    if training_args.do_train and trainer.is_world_process_zero():
+        model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+        card = model_card(model_id, model_args, data_args, training_args, results)
+        with open(os.path.join(training_args.output_dir, "README.md"), "w") as f:
+            f.write(card)
+        if push:
+            url = push_student(
+                training_args.output_dir,
+                training_args.hub_model_id,
+                card,
+                training_args.hub_token,
+                training_args.hub_private_repo,
+            )
+            logger.info("Pushed the student to %s.", url)
     return results
 
 

@@ -62,18 +62,6 @@ def is_seed_config(values: dict) -> bool:
     return bool(SEED_ONLY_KEYS & set(values))
 
 
-def _single(values: dict, key: str, what: str):
-    value = values[key]
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise ArgumentError(
-                f"Seed key '{key}' lists {len(value)} {what} ({value}): one run takes one; "
-                f"run once per {what[:-1]} (e.g. --{RENAMED.get(key, key)} {value[0]})."
-            )
-        return value[0]
-    return value
-
-
 def translate_seed_config(values: dict, source: str = "config", announce: bool = True) -> dict:
     """hf_kd argument names and values for an original YAML experiment file."""
     from hf_kd.trainers import trainer_class
@@ -86,10 +74,16 @@ def translate_seed_config(values: dict, source: str = "config", announce: bool =
     values.pop("model_name", None)  # the family is read from the models' configs
 
     tasks = values.pop("tasks", values.pop("task", None))
-    task = None
-    if tasks is not None:
-        task = str(_single({"tasks": tasks}, "tasks", "tasks")).lower().replace("-", "")
+    tasks = [str(t).lower().replace("-", "") for t in (tasks if isinstance(tasks, list) else [tasks])] if tasks else []
+    task = tasks[0] if len(tasks) == 1 else None
+    if len(tasks) == 1:
         out["task_name"] = task
+    elif tasks:
+        if any(t in values for t in tasks):
+            raise ArgumentError(
+                f"{source}: a teacher state dict per task ({', '.join(tasks)}): write one config per task."
+            )
+        out["sweep_tasks"] = tasks
     if task and task in values:  # `<task>: path` = the teacher's state dict for that task
         out["teacher_state_dict"] = values.pop(task)
     for name in [key for key in values if key in TASK_TO_KEYS]:
@@ -101,15 +95,21 @@ def translate_seed_config(values: dict, source: str = "config", announce: bool =
             raise ArgumentError(f"{source}: seed keys 'model', 'student' and 'teacher' all set; remove 'model'.")
         out[target] = model
     if "lr" in values:
-        out["learning_rate"] = _single(values, "lr", "learning rates")
-        values.pop("lr")
-    repetitions = values.pop("num_of_ex", 1)
-    if repetitions not in (1, None):
-        raise ArgumentError(f"{source}: num_of_ex {repetitions} asks for repeated runs; run once per --seed instead.")
+        rates = values.pop("lr")
+        rates = [float(r) for r in (rates if isinstance(rates, list) else [rates])]
+        if len(rates) == 1:
+            out["learning_rate"] = rates[0]
+        else:
+            out["sweep_learning_rates"] = rates
+    repetitions = values.pop("num_of_ex", 1) or 1
+    if repetitions != 1:
+        out["sweep_repetitions"] = int(repetitions)
     for key in ("start_num", "random_state_dir", "device_num"):
         value = values.pop(key, None)
         if key == "start_num" and value not in (None, 0):
-            raise ArgumentError(f"{source}: start_num resumes a sweep; resume a run with --resume_from_checkpoint.")
+            raise ArgumentError(
+                f"{source}: start_num has no equivalent; a sweep rerun reuses its finished runs by itself."
+            )
         if key == "random_state_dir" and value:
             raise ArgumentError(f"{source}: random_state_dir has no equivalent; checkpoints hold the random states.")
     if values.pop("save_check", False):  # keep the best-metric checkpoint of the run

@@ -18,7 +18,6 @@ from hf_kd.run import build_trainer
 def main() -> None:
     dump_dir, args = sys.argv[1], sys.argv[3:]
     model_args, data_args, training_args = parse_args(args)
-    training_args.do_train = training_args.do_eval = True
     trainer, _ = build_trainer(model_args, data_args, training_args)
     evaluated = []
     compute_metrics = trainer.compute_metrics

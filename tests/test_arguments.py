@@ -142,6 +142,14 @@ def test_seed_lambdas_follow_the_method_term_order():
     assert (out["weight_ce"], out["weight_kd"], out["weight_kd_perturbed"]) == (0.2, 0.3, 0.5)
     assert out["generator_weight_kd_perturbed"] == 0.7
     assert translate_seed_config({"method": "Bart_CILDA", "lr": 1e-5}, announce=False)["method"] == "cilda"
+    sweep = translate_seed_config(
+        {"method": "KD", "lr": [1e-5, 2e-5], "num_of_ex": 5, "tasks": ["rte", "mrpc"]}, announce=False
+    )
+    assert (sweep["sweep_learning_rates"], sweep["sweep_repetitions"], sweep["sweep_tasks"]) == (
+        [1e-5, 2e-5],
+        5,
+        ["rte", "mrpc"],
+    )
     assert (
         translate_seed_config({"method": "normal", "model": "bert-base-uncased", "lr": 1e-5}, announce=False)[
             "model_name_or_path"

@@ -177,7 +177,7 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
         ),
         "seed sweep of learning rates": (
             [write("s3.yaml", yaml.safe_dump({"method": "KD", "lr": [1e-5, 2e-5]}))],
-            r"'lr' lists 2 learning rates",
+            r"--sweep_learning_rates describe a sweep: run `python -m hf_kd.sweep`",
         ),
         "seed nume without deno": (
             [write("s4.yaml", yaml.safe_dump({"method": "KD", "lambda_nume": [1, 1], "outdir": "o"}))],

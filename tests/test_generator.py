@@ -5,6 +5,7 @@ from torch import nn
 
 from hf_kd.generator import (
     draw_mask,
+    gumbel_noise,
     gumbel_one_hot,
     maskable_positions,
     one_hot_rows,
@@ -109,3 +110,23 @@ def test_one_hot_rows_matches_the_explicit_product_and_its_gradient():
     (fast * upstream).sum().backward()
     (explicit * upstream).sum().backward()
     assert torch.allclose(logits_a.grad, logits_b.grad, atol=1e-6)
+
+
+def test_gumbel_one_hot_samples_the_softmax_distribution():
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]])).expand(20000, 3).contiguous()
+    torch.manual_seed(0)
+    frequencies = gumbel_one_hot(logits).sum(dim=0) / 20000
+    assert torch.allclose(frequencies, torch.tensor([0.6, 0.3, 0.1]), atol=0.015)
+
+
+def test_gumbel_gradient_is_the_soft_sample_gradient():
+    logits = torch.randn(3, 7, requires_grad=True)
+    torch.manual_seed(5)
+    one_hot = gumbel_one_hot(logits)
+    torch.manual_seed(5)
+    soft = torch.softmax(logits + gumbel_noise(logits), dim=-1)
+    weights = torch.randn(3, 7)
+    (one_hot * weights).sum().backward()
+    expected = torch.autograd.grad((soft * weights).sum(), logits)[0]
+    assert torch.allclose(logits.grad, expected, atol=1e-6)
+    assert torch.equal(one_hot.argmax(-1), soft.argmax(-1))

@@ -16,7 +16,6 @@ ADVERSARIAL = ["mate_kd", "cilda", "cilda_minild"]
 
 def make_trainer(family, files, output_dir, method, *extra):
     model_args, data_args, training_args = parse_args(cli_args(family, files, output_dir, method, *extra))
-    training_args.do_train = training_args.do_eval = True
     trainer, _ = build_trainer(model_args, data_args, training_args)
     trainer.create_optimizer_and_scheduler(num_training_steps=20)
     trainer.current_gradient_accumulation_steps = 1  # set by the Trainer's loop, which these tests bypass

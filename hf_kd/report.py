@@ -1,0 +1,224 @@
+"""Tables and plots of finished runs, for a paper or a lab notebook.
+
+    python -m hf_kd.report runs/kd runs/cilda_minild ... --output_dir report/
+
+Finds every finished run below the given folders (a folder with `all_results.json` and
+`hf_kd_run.json`; sweeps included) and writes, per task:
+- `comparison.md` / `comparison.csv`: methods side by side (runs, mean and standard deviation of the
+  task's metric), and `runs.csv`, one row per run;
+- `validation_TASK.png`: the validation metric after every evaluation, one line per run;
+- `losses_TASK.png`: every logged loss term over training steps, one panel per term;
+- `methods_TASK.png`: a bar chart of the methods with standard-deviation error bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from hf_kd.arguments import ArgumentError
+from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE
+
+METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
+
+
+def find_runs(folders: list[str]) -> list[dict]:
+    runs = []
+    for top in folders:
+        if not os.path.isdir(top):
+            raise ArgumentError(f"{top} is not a folder of runs.")
+        for folder, _, files in os.walk(top):
+            if RESULTS_FILE in files and RUN_INFO_FILE in files:
+                with open(os.path.join(folder, RESULTS_FILE)) as f:
+                    results = json.load(f)
+                with open(os.path.join(folder, RUN_INFO_FILE)) as f:
+                    info = json.load(f)
+                history = []
+                state = os.path.join(folder, "trainer_state.json")
+                if os.path.isfile(state):
+                    with open(state) as f:
+                        history = json.load(f).get("log_history", [])
+                metric = info["main_metric"]
+                runs.append(
+                    {
+                        **info,
+                        "folder": folder,
+                        "metric": results.get(f"eval_{metric}"),
+                        "history": history,
+                        "label": f"{info['method']} lr={info['learning_rate']:g} seed={info['seed']}",
+                    }
+                )
+    runs = [run for run in runs if run["metric"] is not None]
+    if not runs:
+        raise ArgumentError(
+            f"No finished runs (folders with {RESULTS_FILE} and {RUN_INFO_FILE}) below {', '.join(folders)}."
+        )
+    return sorted(runs, key=lambda r: (r["task"], _method_rank(r["method"]), r["learning_rate"], r["seed"]))
+
+
+def _method_rank(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def comparison(runs: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[float]] = {}
+    for run in runs:
+        groups.setdefault((run["task"], run["method"], run["main_metric"]), []).append(run["metric"])
+    return [
+        {
+            "task": task,
+            "method": method,
+            "metric": metric,
+            "runs": len(values),
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+        for (task, method, metric), values in sorted(groups.items(), key=lambda kv: (kv[0][0], _method_rank(kv[0][1])))
+    ]
+
+
+def write_tables(runs: list[dict], rows: list[dict], output_dir: str) -> None:
+    with open(os.path.join(output_dir, "runs.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "method", "learning_rate", "seed", "metric", "value", "folder"])
+        for run in runs:
+            writer.writerow(
+                [
+                    run["task"],
+                    run["method"],
+                    run["learning_rate"],
+                    run["seed"],
+                    run["main_metric"],
+                    f"{run['metric']:.6f}",
+                    run["folder"],
+                ]
+            )
+    with open(os.path.join(output_dir, "comparison.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "method", "metric", "runs", "mean", "std"])
+        for row in rows:
+            writer.writerow(
+                [row["task"], row["method"], row["metric"], row["runs"], f"{row['mean']:.6f}", f"{row['std']:.6f}"]
+            )
+    lines = ["| task | method | metric | runs | mean | std |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| {r['task']} | {r['method']} | {r['metric']} | {r['runs']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} |"
+        for r in rows
+    ]
+    with open(os.path.join(output_dir, "comparison.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def plot(runs: list[dict], rows: list[dict], output_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for task in sorted({run["task"] for run in runs}):
+        task_runs = [run for run in runs if run["task"] == task]
+        metric = task_runs[0]["main_metric"]
+
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        for run in task_runs:
+            points = [
+                (entry["epoch"], entry[f"eval_{metric}"]) for entry in run["history"] if f"eval_{metric}" in entry
+            ]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=run["label"])
+        axis.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"{task}: validation {metric}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+        written.append(_save(figure, os.path.join(output_dir, f"validation_{task}.png")))
+
+        terms = sorted(
+            {
+                key
+                for run in task_runs
+                for entry in run["history"]
+                for key in entry
+                if key.startswith(("loss_", "generator_loss"))
+            }
+        )
+        if terms:
+            columns = min(3, len(terms))
+            rows_count = (len(terms) + columns - 1) // columns
+            figure, axes = plt.subplots(rows_count, columns, figsize=(4.2 * columns, 3.2 * rows_count), squeeze=False)
+            for axis, term in zip(axes.flat, terms, strict=False):
+                for run in task_runs:
+                    points = [(entry["step"], entry[term]) for entry in run["history"] if term in entry]
+                    if points:
+                        axis.plot(*zip(*points, strict=True), label=run["label"])
+                axis.set(title=term, xlabel="step")
+                axis.grid(alpha=0.3)
+            for axis in list(axes.flat)[len(terms) :]:
+                axis.axis("off")
+            axes.flat[0].legend(fontsize=6)
+            figure.suptitle(f"{task}: loss terms")
+            written.append(_save(figure, os.path.join(output_dir, f"losses_{task}.png")))
+
+        task_rows = [row for row in rows if row["task"] == task]
+        figure, axis = plt.subplots(figsize=(1.3 * len(task_rows) + 2.5, 4.5))
+        means = [100 * row["mean"] for row in task_rows]
+        errors = [100 * row["std"] for row in task_rows]
+        bars = axis.bar([row["method"] for row in task_rows], means, yerr=errors, capsize=6, color="#4C72B0")
+        for bar, row in zip(bars, task_rows, strict=True):
+            axis.annotate(
+                f"{100 * row['mean']:.1f}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
+        low = min(m - e for m, e in zip(means, errors, strict=True))
+        axis.set_ylim(max(0.0, low - 5), max(m + e for m, e in zip(means, errors, strict=True)) + 3)
+        axis.set(
+            ylabel=f"{metric} (x100), mean ± std",
+            title=f"{task}: methods ({', '.join(str(r['runs']) for r in task_rows)} runs)",
+        )
+        axis.grid(axis="y", alpha=0.3)
+        written.append(_save(figure, os.path.join(output_dir, f"methods_{task}.png")))
+    return written
+
+
+def _save(figure, path: str) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return path
+
+
+def report(folders: list[str], output_dir: str) -> dict:
+    runs = find_runs(folders)
+    rows = comparison(runs)
+    os.makedirs(output_dir, exist_ok=True)
+    write_tables(runs, rows, output_dir)
+    images = plot(runs, rows, output_dir)
+    return {"runs": runs, "comparison": rows, "images": images}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hf_kd.report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", help="folders holding finished runs (searched recursively)")
+    parser.add_argument("--output_dir", required=True, help="where the tables and plots go")
+    args = parser.parse_args(argv)
+    try:
+        result = report(args.run_dirs, args.output_dir)
+    except ArgumentError as error:
+        print(f"hf_kd.report: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(Path(args.output_dir, "comparison.md").read_text())
+    print("\n".join(f"wrote {path}" for path in result["images"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Sweeps: learning rates x repetitions x tasks in one command, the original code's experiment protocol.
+
+    python -m hf_kd.sweep configs/cilda_minild.yaml --sweep_learning_rates 1e-5 2e-5 \\
+        --sweep_repetitions 5 --sweep_tasks rte mrpc --output_dir runs/cilda_minild
+
+Each run gets its own folder, `OUTPUT_DIR/TASK/lr-LR/rep-R` (seed = --seed + R), and is an ordinary
+`run_glue_kd.py` run with every other argument passed through. Finished runs are reused, so an
+interrupted sweep continues where it stopped (a run cut short resumes from its newest complete
+checkpoint). At the end `results.csv` / `results.md` hold one row per run and the mean and standard
+deviation per task and learning rate, and the best run's student is copied to `OUTPUT_DIR/TASK/best`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+from hf_kd.arguments import ArgumentError, config_file_to_argv
+from hf_kd.hub import student_folder
+from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, main, resolve_checkpoint
+
+SWEEP_FLAGS = ("--sweep_learning_rates", "--sweep_repetitions", "--sweep_tasks")
+
+
+def parse_sweep(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m hf_kd.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep_learning_rates", type=float, nargs="*", default=None, help="learning rates to try")
+    parser.add_argument("--sweep_repetitions", type=int, default=1, help="runs per learning rate (seeds --seed + r)")
+    parser.add_argument("--sweep_tasks", nargs="*", default=None, help="tasks (default: --task_name)")
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        argv = config_file_to_argv(argv[0]) + argv[1:]
+    sweep, rest = parser.parse_known_args(argv)
+    sweep.learning_rates = (
+        sweep.sweep_learning_rates
+        if sweep.sweep_learning_rates is not None
+        else _values(rest, "--learning_rate", float)
+    )
+    sweep.tasks = sweep.sweep_tasks if sweep.sweep_tasks is not None else _values(rest, "--task_name", str)
+    if not sweep.learning_rates:
+        raise ArgumentError("--sweep_learning_rates is empty: give at least one learning rate (e.g. 1e-5 2e-5).")
+    if sweep.sweep_repetitions < 1:
+        raise ArgumentError(f"--sweep_repetitions must be at least 1, got {sweep.sweep_repetitions}.")
+    if not sweep.tasks:
+        raise ArgumentError("--sweep_tasks is empty: give a task (or --task_name).")
+    return sweep, rest
+
+
+def _values(argv: list[str], flag: str, kind) -> list:
+    """The last value of `flag` in an argument list, as a one-element list (empty if absent)."""
+    values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+    return [kind(values[-1])] if values else []
+
+
+def _without(argv: list[str], *flags: str) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in flags:
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
+def run_sweep(argv: list[str] | None = None) -> list[dict]:
+    sweep, rest = parse_sweep(list(sys.argv[1:] if argv is None else argv))
+    output_dir = _values(rest, "--output_dir", str)
+    if not output_dir:
+        raise ArgumentError("A sweep needs --output_dir: every run gets a folder below it.")
+    output_dir = output_dir[0]
+    seed = int((_values(rest, "--seed", int) or [42])[0])
+    base = _without(rest, "--output_dir", "--learning_rate", "--task_name", "--seed", "--resume_from_checkpoint")
+    rows = []
+    for task in sweep.tasks:
+        for learning_rate in sweep.learning_rates:
+            for repetition in range(sweep.sweep_repetitions):
+                folder = os.path.join(output_dir, task, f"lr-{learning_rate:g}", f"rep-{repetition}")
+                if not os.path.isfile(os.path.join(folder, RESULTS_FILE)):
+                    resume = []
+                    with contextlib.suppress(ArgumentError):  # no complete checkpoint: a fresh run
+                        resume = ["--resume_from_checkpoint", resolve_checkpoint("last", folder)]
+                    print(f"hf_kd.sweep: {task}, learning rate {learning_rate:g}, repetition {repetition}", flush=True)
+                    main(
+                        [
+                            *base,
+                            "--task_name",
+                            task,
+                            "--learning_rate",
+                            str(learning_rate),
+                            "--seed",
+                            str(seed + repetition),
+                            "--output_dir",
+                            folder,
+                            "--overwrite_output_dir",
+                            "true",
+                            *resume,
+                        ]
+                    )
+                rows.append(_row(folder, task, learning_rate, repetition))
+    write_tables(rows, output_dir)
+    for task in sweep.tasks:
+        task_rows = [row for row in rows if row["task"] == task]
+        best = max(task_rows, key=lambda row: row["metric"])
+        destination = os.path.join(output_dir, task, "best")
+        shutil.rmtree(destination, ignore_errors=True)
+        card_path = os.path.join(best["folder"], "README.md")
+        card = Path(card_path).read_text() if os.path.isfile(card_path) else ""
+        student_folder(best["folder"], card, destination)
+        with open(os.path.join(destination, "best_run.json"), "w") as f:
+            json.dump({k: v for k, v in best.items()}, f, indent=2)
+    return rows
+
+
+def _row(folder: str, task: str, learning_rate: float, repetition: int) -> dict:
+    with open(os.path.join(folder, RESULTS_FILE)) as f:
+        results = json.load(f)
+    with open(os.path.join(folder, RUN_INFO_FILE)) as f:
+        info = json.load(f)
+    metric = info["main_metric"]
+    return {
+        "task": task,
+        "learning_rate": learning_rate,
+        "repetition": repetition,
+        "seed": info["seed"],
+        "method": info["method"],
+        "metric_name": metric,
+        "metric": results[f"eval_{metric}"],
+        "folder": folder,
+    }
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and (sample) standard deviation of the main metric per task and learning rate."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["learning_rate"], row["metric_name"]), []).append(row["metric"])
+    return [
+        {
+            "task": task,
+            "learning_rate": lr,
+            "metric_name": name,
+            "runs": len(values),
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+        for (task, lr, name), values in groups.items()
+    ]
+
+
+def write_tables(rows: list[dict], output_dir: str) -> None:
+    summary = summarise(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["task", "learning_rate", "repetition", "seed", "method", "metric", "value"])
+    for row in rows:
+        writer.writerow(
+            [
+                row["task"],
+                row["learning_rate"],
+                row["repetition"],
+                row["seed"],
+                row["method"],
+                row["metric_name"],
+                f"{row['metric']:.6f}",
+            ]
+        )
+    writer.writerow([])
+    writer.writerow(["task", "learning_rate", "runs", "metric", "mean", "std"])
+    for item in summary:
+        writer.writerow(
+            [
+                item["task"],
+                item["learning_rate"],
+                item["runs"],
+                item["metric_name"],
+                f"{item['mean']:.6f}",
+                f"{item['std']:.6f}",
+            ]
+        )
+    with open(os.path.join(output_dir, "results.csv"), "w") as f:
+        f.write(buffer.getvalue())
+    lines = ["| task | learning rate | repetition | seed | method | metric | value |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {r['task']} | {r['learning_rate']:g} | {r['repetition']} | {r['seed']} | {r['method']} | {r['metric_name']} | {100 * r['metric']:.2f} |"
+        for r in rows
+    ]
+    lines += ["", "| task | learning rate | runs | metric | mean | std |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| {s['task']} | {s['learning_rate']:g} | {s['runs']} | {s['metric_name']} | {100 * s['mean']:.2f} | {100 * s['std']:.2f} |"
+        for s in summary
+    ]
+    with open(os.path.join(output_dir, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def cli() -> None:
+    try:
+        run_sweep()
+    except ArgumentError as error:
+        print(f"hf_kd.sweep: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()
