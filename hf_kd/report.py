@@ -18,11 +18,10 @@ import csv
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 
 from hf_kd.arguments import ArgumentError
-from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE
+from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, exit_on_argument_error
 
 METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
 
@@ -65,21 +64,29 @@ def _method_rank(method: str) -> int:
     return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
-def comparison(runs: list[dict]) -> list[dict]:
+def group_statistics(items: list[dict], keys: tuple[str, ...], value: str) -> list[dict]:
+    """Runs, mean and sample standard deviation of `value` per combination of `keys` (first-seen order)."""
     groups: dict[tuple, list[float]] = {}
-    for run in runs:
-        groups.setdefault((run["task"], run["method"], run["main_metric"]), []).append(run["metric"])
+    for item in items:
+        groups.setdefault(tuple(item[key] for key in keys), []).append(item[value])
     return [
         {
-            "task": task,
-            "method": method,
-            "metric": metric,
+            **dict(zip(keys, group, strict=True)),
             "runs": len(values),
             "mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
         }
-        for (task, method, metric), values in sorted(groups.items(), key=lambda kv: (kv[0][0], _method_rank(kv[0][1])))
+        for group, values in groups.items()
     ]
+
+
+def comparison(runs: list[dict]) -> list[dict]:
+    """Methods side by side per task, in the order of METHODS.md."""
+    rows = group_statistics(
+        [{**run, "metric_name": run["main_metric"]} for run in runs], ("task", "method", "metric_name"), "metric"
+    )
+    rows = [{**row, "metric": row.pop("metric_name")} for row in rows]
+    return sorted(rows, key=lambda row: (row["task"], _method_rank(row["method"])))
 
 
 def write_tables(runs: list[dict], rows: list[dict], output_dir: str) -> None:
@@ -211,14 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dirs", nargs="+", help="folders holding finished runs (searched recursively)")
     parser.add_argument("--output_dir", required=True, help="where the tables and plots go")
     args = parser.parse_args(argv)
-    try:
-        result = report(args.run_dirs, args.output_dir)
-    except ArgumentError as error:
-        print(f"hf_kd.report: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    result = report(args.run_dirs, args.output_dir)
     print(Path(args.output_dir, "comparison.md").read_text())
     print("\n".join(f"wrote {path}" for path in result["images"]))
 
 
 if __name__ == "__main__":
-    main()
+    from hf_kd.run import exit_on_argument_error
+
+    exit_on_argument_error(main, "hf_kd.report")

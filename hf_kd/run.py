@@ -238,12 +238,17 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def cli() -> None:
+def exit_on_argument_error(function, program: str = "hf_kd") -> None:
+    """Run a command-line entry point; bad input ends it with the message and exit status 2, no traceback."""
     try:
-        main()
+        function()
     except ArgumentError as error:
-        print(f"hf_kd: error: {error}", file=sys.stderr)
+        print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def cli() -> None:
+    exit_on_argument_error(main)
 
 
 if __name__ == "__main__":

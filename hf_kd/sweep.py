@@ -19,13 +19,13 @@ import io
 import json
 import os
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
 from hf_kd.arguments import ArgumentError, config_file_to_argv
 from hf_kd.hub import student_folder
-from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, main, resolve_checkpoint
+from hf_kd.report import group_statistics
+from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, exit_on_argument_error, main, resolve_checkpoint
 
 SWEEP_FLAGS = ("--sweep_learning_rates", "--sweep_repetitions", "--sweep_tasks")
 
@@ -141,20 +141,7 @@ def _row(folder: str, task: str, learning_rate: float, repetition: int) -> dict:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and (sample) standard deviation of the main metric per task and learning rate."""
-    groups: dict[tuple, list[float]] = {}
-    for row in rows:
-        groups.setdefault((row["task"], row["learning_rate"], row["metric_name"]), []).append(row["metric"])
-    return [
-        {
-            "task": task,
-            "learning_rate": lr,
-            "metric_name": name,
-            "runs": len(values),
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        }
-        for (task, lr, name), values in groups.items()
-    ]
+    return group_statistics(rows, ("task", "learning_rate", "metric_name"), "metric")
 
 
 def write_tables(rows: list[dict], output_dir: str) -> None:
@@ -203,13 +190,5 @@ def write_tables(rows: list[dict], output_dir: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def cli() -> None:
-    try:
-        run_sweep()
-    except ArgumentError as error:
-        print(f"hf_kd.sweep: error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    cli()
+    exit_on_argument_error(run_sweep, "hf_kd.sweep")
