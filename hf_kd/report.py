@@ -131,6 +131,7 @@ def plot(runs: list[dict], rows: list[dict], output_dir: str) -> list[str]:
     for task in sorted({run["task"] for run in runs}):
         task_runs = [run for run in runs if run["task"] == task]
         metric = task_runs[0]["main_metric"]
+        colors = {run["label"]: f"C{i % 10}" for i, run in enumerate(task_runs)}  # one colour per run everywhere
 
         figure, axis = plt.subplots(figsize=(7, 4.5))
         for run in task_runs:
@@ -138,7 +139,7 @@ def plot(runs: list[dict], rows: list[dict], output_dir: str) -> list[str]:
                 (entry["epoch"], entry[f"eval_{metric}"]) for entry in run["history"] if f"eval_{metric}" in entry
             ]
             if points:
-                axis.plot(*zip(*points, strict=True), marker="o", label=run["label"])
+                axis.plot(*zip(*points, strict=True), marker="o", label=run["label"], color=colors[run["label"]])
         axis.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"{task}: validation {metric}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
@@ -161,14 +162,19 @@ def plot(runs: list[dict], rows: list[dict], output_dir: str) -> list[str]:
                 for run in task_runs:
                     points = [(entry["step"], entry[term]) for entry in run["history"] if term in entry]
                     if points:
-                        axis.plot(*zip(*points, strict=True), label=run["label"])
+                        axis.plot(*zip(*points, strict=True), label=run["label"], color=colors[run["label"]])
                 axis.set(title=term, xlabel="step")
                 axis.grid(alpha=0.3)
             for axis in list(axes.flat)[len(terms) :]:
                 axis.axis("off")
-            axes.flat[0].legend(fontsize=6)
+            legend = {}  # one legend for the figure: every run, whichever panels it appears in
+            for axis in axes.flat:
+                for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+                    legend.setdefault(label, handle)
             figure.suptitle(f"{task}: loss terms")
-            written.append(_save(figure, os.path.join(output_dir, f"losses_{task}.png")))
+            figure.tight_layout(rect=(0, 0.035 * ((len(legend) + 2) // 3), 1, 1))
+            figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(3, len(legend)), fontsize=7)
+            written.append(_save(figure, os.path.join(output_dir, f"losses_{task}.png"), layout=False))
 
         task_rows = [row for row in rows if row["task"] == task]
         figure, axis = plt.subplots(figsize=(1.3 * len(task_rows) + 2.5, 4.5))
@@ -195,8 +201,9 @@ def plot(runs: list[dict], rows: list[dict], output_dir: str) -> list[str]:
     return written
 
 
-def _save(figure, path: str) -> str:
-    figure.tight_layout()
+def _save(figure, path: str, layout: bool = True) -> str:
+    if layout:
+        figure.tight_layout()
     figure.savefig(path, dpi=120)
     import matplotlib.pyplot as plt
 
