@@ -154,8 +154,15 @@ def benchmark() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--report_only", action="store_true", help="rewrite RESULTS.md from the finished runs")
     options = parser.parse_args()
     out = Path(options.output_dir)
+    if options.report_only:
+        saved = json.loads((out / "results.json").read_text())
+        write_report(
+            saved["runs"], saved["teacher"], options, "python benchmarks/quality_sst2.py " + " ".join(sys.argv[1:])
+        )
+        return
     base = minilm_path()
     train_file, dev_file = ROOT / "data" / "sst2" / "train.tsv", ROOT / "data" / "sst2" / "dev.tsv"
     common = [
