@@ -159,9 +159,8 @@ def benchmark() -> None:
     out = Path(options.output_dir)
     if options.report_only:
         saved = json.loads((out / "results.json").read_text())
-        write_report(
-            saved["runs"], saved["teacher"], options, "python benchmarks/quality_sst2.py " + " ".join(sys.argv[1:])
-        )
+        arguments = " ".join(a for a in sys.argv[1:] if a != "--report_only")
+        write_report(saved["runs"], saved["teacher"], options, f"python benchmarks/quality_sst2.py {arguments}".strip())
         return
     base = minilm_path()
     train_file, dev_file = ROOT / "data" / "sst2" / "train.tsv", ROOT / "data" / "sst2" / "dev.tsv"
