@@ -92,6 +92,22 @@ def run(output_dir: Path, args: list[str]) -> dict:
     return results
 
 
+def finished_runs(out: Path, seeds: list[int]) -> list[dict]:
+    """Every finished run of every method below `out` (also those of earlier invocations)."""
+    runs = []
+    for method in METHODS:
+        for seed in seeds:
+            folder = out / method / f"seed-{seed}"
+            if (folder / RESULTS_FILE).is_file():
+                results = json.loads((folder / RESULTS_FILE).read_text())
+                timing = folder / "wall_time.json"
+                wall = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
+                runs.append(
+                    {"method": method, "seed": seed, "accuracy": results["eval_accuracy"], "wall_seconds": wall}
+                )
+    return runs
+
+
 def write_report(runs: list[dict], teacher: dict, options, command: str) -> None:
     by_method = {m: [r for r in runs if r["method"] == m] for m in METHODS}
     lines = [
@@ -158,9 +174,9 @@ def benchmark() -> None:
     options = parser.parse_args()
     out = Path(options.output_dir)
     if options.report_only:
-        saved = json.loads((out / "results.json").read_text())
-        arguments = " ".join(a for a in sys.argv[1:] if a != "--report_only")
-        write_report(saved["runs"], saved["teacher"], options, f"python benchmarks/quality_sst2.py {arguments}".strip())
+        teacher = json.loads((out / "teacher" / RESULTS_FILE).read_text())
+        teacher["wall_seconds"] = json.loads((out / "teacher" / "wall_time.json").read_text())["seconds"]
+        write_report(finished_runs(out, options.seeds), teacher, options, "python benchmarks/quality_sst2.py")
         return
     base = minilm_path()
     train_file, dev_file = ROOT / "data" / "sst2" / "train.tsv", ROOT / "data" / "sst2" / "dev.tsv"
@@ -210,7 +226,6 @@ def benchmark() -> None:
     if not (generator / "config.json").is_file():
         texts = [line.split("\t")[0] for line in train_file.read_text().splitlines()[1:]]
         train_generator_head(base, texts, generator)
-    runs = []
     for method in options.methods:
         for seed in options.seeds:
             args = [
