@@ -246,18 +246,11 @@ def benchmark() -> None:
                 *common,
             ]
             print(f"== {method}, seed {seed}", flush=True)
-            results = run(out / method / f"seed-{seed}", args)
-            runs.append(
-                {
-                    "method": method,
-                    "seed": seed,
-                    "accuracy": results["eval_accuracy"],
-                    "wall_seconds": results["wall_seconds"],
-                }
-            )
+            run(out / method / f"seed-{seed}", args)
+            runs = finished_runs(out, options.seeds)
             (out / "results.json").write_text(json.dumps({"teacher": teacher, "runs": runs}, indent=2))
     command = "python benchmarks/quality_sst2.py " + " ".join(sys.argv[1:])
-    write_report(runs, teacher, options, command.strip())
+    write_report(finished_runs(out, options.seeds), teacher, options, command.strip())
     print((ROOT / "benchmarks" / "RESULTS.md").read_text())
 
 
