@@ -18,7 +18,6 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 TERMS = ("ce", "kd", "rail", "crd", "ce_perturbed", "kd_perturbed", "crd_perturbed")
-GENERATOR_TERMS = ("kd_perturbed", "crd_perturbed")
 
 
 class ArgumentError(ValueError):

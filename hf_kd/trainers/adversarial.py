@@ -15,6 +15,7 @@ first `n_generator_iter` are max steps and the rest min steps, each batch feedin
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 from typing import Any
@@ -96,7 +97,7 @@ class AdversarialTrainer(DistillationTrainer):
         self.mask_token_id: int = tokenizer.mask_token_id
         self.special_token_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.args.device)
         self.generator = generator.to(self.args.device)
-        self.generator_accepts_token_types = "token_type_ids" in self.generator.forward.__code__.co_varnames
+        self.generator_accepts_token_types = "token_type_ids" in inspect.signature(self.generator.forward).parameters
         self.generator_weights: dict[str, float] = dict(self.args.generator_loss_weights)
         self.schedule = AlternationSchedule(self.args.n_generator_iter, self.args.n_student_iter)
         self.batches_seen = 0
