@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
+from hf_kd.report import group_statistics  # noqa: E402
 from hf_kd.run import RESULTS_FILE, main  # noqa: E402
 from hf_kd.student_init import shrink  # noqa: E402
 
@@ -86,16 +86,21 @@ def train_generator_head(base: str, texts: list[str], output_dir: Path, steps: i
     tokenizer.save_pretrained(output_dir)
 
 
+def read_run(folder: Path) -> dict:
+    """A finished run's results, with the wall time the benchmark measured (None if it did not time it)."""
+    results = json.loads((folder / RESULTS_FILE).read_text())
+    timing = folder / "wall_time.json"
+    results["wall_seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
+    return results
+
+
 def run(output_dir: Path, args: list[str]) -> dict:
     """Run one job unless it already finished; returns its results and wall time."""
-    timing = output_dir / "wall_time.json"
     if not (output_dir / RESULTS_FILE).is_file():
         start = time.time()
         main([*args, "--output_dir", str(output_dir), "--overwrite_output_dir", "true"])
-        timing.write_text(json.dumps({"seconds": time.time() - start}))
-    results = json.loads((output_dir / RESULTS_FILE).read_text())
-    results["wall_seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
-    return results
+        (output_dir / "wall_time.json").write_text(json.dumps({"seconds": time.time() - start}))
+    return read_run(output_dir)
 
 
 def run_folder(out: Path, method: str, learning_rate: float, seed: int) -> Path:
@@ -110,41 +115,43 @@ def finished_runs(out: Path, learning_rates: list[float], seeds: list[int]) -> l
             for seed in seeds:
                 folder = run_folder(out, method, learning_rate, seed)
                 if (folder / RESULTS_FILE).is_file():
-                    results = json.loads((folder / RESULTS_FILE).read_text())
-                    timing = folder / "wall_time.json"
-                    wall = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
+                    results = read_run(folder)
                     runs.append(
                         {
                             "method": method,
                             "learning_rate": learning_rate,
                             "seed": seed,
                             "accuracy": results["eval_accuracy"],
-                            "wall_seconds": wall,
+                            "wall_seconds": results["wall_seconds"] or 0.0,
                         }
                     )
     return runs
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def grid_cells(runs: list[dict]) -> dict[tuple[str, float], dict]:
+    """Accuracy statistics (runs, mean, std) and mean wall time per (method, learning rate)."""
+    keys = ("method", "learning_rate")
+    walls = {(row["method"], row["learning_rate"]): row["mean"] for row in group_statistics(runs, keys, "wall_seconds")}
+    return {
+        (row["method"], row["learning_rate"]): {**row, "wall_seconds": walls[row["method"], row["learning_rate"]]}
+        for row in group_statistics(runs, keys, "accuracy")
+    }
 
 
-def best_learning_rates(runs: list[dict], n_seeds: int) -> dict[str, float]:
+def best_learning_rates(cells: dict[tuple[str, float], dict], n_seeds: int) -> dict[str, float]:
     """Per method, the swept learning rate with the best mean over all seeds (only complete cells compete)."""
-    best: dict[str, tuple[float, float]] = {}
-    for method in METHODS:
-        for learning_rate in sorted({r["learning_rate"] for r in runs}):
-            values = [r["accuracy"] for r in runs if r["method"] == method and r["learning_rate"] == learning_rate]
-            if len(values) == n_seeds and (method not in best or statistics.fmean(values) > best[method][1]):
-                best[method] = (learning_rate, statistics.fmean(values))
-    return {method: learning_rate for method, (learning_rate, _) in best.items()}
+    best: dict[str, dict] = {}
+    for cell in cells.values():
+        method = cell["method"]
+        if cell["runs"] == n_seeds and (method not in best or cell["mean"] > best[method]["mean"]):
+            best[method] = cell
+    return {method: cell["learning_rate"] for method, cell in best.items()}
 
 
 def write_report(runs: list[dict], teacher: dict, options, command: str) -> None:
-    chosen = best_learning_rates(runs, len(options.seeds))
-    by_method = {
-        m: [r for r in runs if r["method"] == m and r["learning_rate"] == chosen[m]] for m in METHODS if m in chosen
-    }
+    cells = grid_cells(runs)
+    chosen = best_learning_rates(cells, len(options.seeds))
+    summary = {method: cells[method, chosen[method]] for method in METHODS if method in chosen}
     rates = ", ".join(f"{lr:g}" for lr in options.learning_rates)
     lines = [
         "# Quality benchmark: SST-2 with a real pretrained BERT",
@@ -165,26 +172,21 @@ def write_report(runs: list[dict], teacher: dict, options, command: str) -> None
         "| method | learning rate | dev accuracy (mean ± std) | runs | vs no KD | wall time per run (s) |",
         "|---|---|---|---|---|---|",
     ]
-    baseline = statistics.fmean(r["accuracy"] for r in by_method["normal"]) if "normal" in by_method else None
-    summary = {}
-    for method, items in by_method.items():
-        mean, std = summary[method] = mean_std([r["accuracy"] for r in items])
-        delta = "" if baseline is None or method == "normal" else f"{100 * (mean - baseline):+.2f}"
-        wall = statistics.fmean(r["wall_seconds"] or 0 for r in items)
+    baseline = summary["normal"]["mean"] if "normal" in summary else None
+    for method, cell in summary.items():
+        delta = "" if baseline is None or method == "normal" else f"{100 * (cell['mean'] - baseline):+.2f}"
         lines.append(
-            f"| {method} | {chosen[method]:g} | {100 * mean:.2f} ± {100 * std:.2f} | {len(items)} | {delta} | {wall:.0f} |"
+            f"| {method} | {cell['learning_rate']:g} | {100 * cell['mean']:.2f} ± {100 * cell['std']:.2f} "
+            f"| {cell['runs']} | {delta} | {cell['wall_seconds']:.0f} |"
         )
     if len(options.learning_rates) > 1:
         lines += ["", "Learning-rate sweep (mean ± std over seeds, runs):", ""]
         lines += ["| method | " + " | ".join(f"lr {lr:g}" for lr in options.learning_rates) + " |"]
         lines += ["|---|" + "---|" * len(options.learning_rates)]
         for method in METHODS:
-            cells = []
-            for learning_rate in options.learning_rates:
-                values = [r["accuracy"] for r in runs if r["method"] == method and r["learning_rate"] == learning_rate]
-                mean, std = mean_std(values) if values else (0.0, 0.0)
-                cells.append(f"{100 * mean:.2f} ± {100 * std:.2f} ({len(values)})" if values else "")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            row = [cells.get((method, learning_rate)) for learning_rate in options.learning_rates]
+            text = [f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f} ({c['runs']})" if c else "" for c in row]
+            lines.append(f"| {method} | " + " | ".join(text) + " |")
     lines += [
         "",
         "Per run:",
@@ -193,7 +195,7 @@ def write_report(runs: list[dict], teacher: dict, options, command: str) -> None
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['method']} | {r['learning_rate']:g} | {r['seed']} | {100 * r['accuracy']:.2f} | {r['wall_seconds'] or 0:.0f} |"
+        f"| {r['method']} | {r['learning_rate']:g} | {r['seed']} | {100 * r['accuracy']:.2f} | {r['wall_seconds']:.0f} |"
         for r in runs
     ]
     lines += ["", "![methods](quality_sst2.png)", ""]
@@ -209,8 +211,8 @@ def write_report(runs: list[dict], teacher: dict, options, command: str) -> None
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
     names = list(summary)
-    means = [100 * summary[m][0] for m in names]
-    errors = [100 * summary[m][1] for m in names]
+    means = [100 * summary[m]["mean"] for m in names]
+    errors = [100 * summary[m]["std"] for m in names]
     axis.bar(names, means, yerr=errors, capsize=6, color="#4C72B0")
     axis.axhline(100 * teacher["eval_accuracy"], color="#C44E52", linestyle="--", label="teacher")
     axis.set_ylim(min(m - e for m, e in zip(means, errors, strict=True)) - 3, 100 * teacher["eval_accuracy"] + 2)
@@ -244,8 +246,7 @@ def benchmark() -> None:
     options = parser.parse_args()
     out = Path(options.output_dir)
     if options.report_only:
-        teacher = json.loads((out / "teacher" / RESULTS_FILE).read_text())
-        teacher["wall_seconds"] = json.loads((out / "teacher" / "wall_time.json").read_text())["seconds"]
+        teacher = read_run(out / "teacher")
         runs = finished_runs(out, options.learning_rates, options.seeds)
         write_report(runs, teacher, options, "python benchmarks/quality_sst2.py")
         return

@@ -82,10 +82,8 @@ def group_statistics(items: list[dict], keys: tuple[str, ...], value: str) -> li
 
 def comparison(runs: list[dict]) -> list[dict]:
     """Methods side by side per task, in the order of METHODS.md."""
-    rows = group_statistics(
-        [{**run, "metric_name": run["main_metric"]} for run in runs], ("task", "method", "metric_name"), "metric"
-    )
-    rows = [{**row, "metric": row.pop("metric_name")} for row in rows]
+    rows = group_statistics(runs, ("task", "method", "main_metric"), "metric")
+    rows = [{("metric" if key == "main_metric" else key): value for key, value in row.items()} for row in rows]
     return sorted(rows, key=lambda row: (row["task"], _method_rank(row["method"])))
 
 
@@ -231,6 +229,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from hf_kd.run import exit_on_argument_error
-
     exit_on_argument_error(main, "hf_kd.report")
