@@ -69,6 +69,17 @@ class DataTrainingArguments:
         default=None, metadata={"help": "csv / tsv / json / jsonl training file (GLUE column names)."}
     )
     validation_file: str | None = field(default=None, metadata={"help": "csv / tsv / json / jsonl validation file."})
+    unlabeled_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text-only training examples (same formats and text columns as --train_file, the label column "
+            "absent or empty): they learn from the teacher's terms only, never from CE. Rows with an empty label "
+            "inside --train_file count as unlabelled too."
+        },
+    )
+    max_unlabeled_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N examples of --unlabeled_file."}
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every batch to max_seq_length (else dynamic padding)."}

@@ -13,12 +13,13 @@ import os
 from dataclasses import dataclass
 
 import torch
-from datasets import Dataset, DatasetDict, Value, load_dataset
+from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
 from torch.nn.utils.rnn import pad_sequence
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from hf_kd.arguments import ArgumentError, DataTrainingArguments
 from hf_kd.generator import draw_mask, maskable_positions
+from hf_kd.losses import IGNORE_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class TaskData:
     validation: Dataset | None
     label_list: list[str] | None  # None for regression
     task_name: str | None
+    unlabelled: int = 0  # training rows without a label (--unlabeled_file, empty labels in --train_file)
+
+    @property
+    def labelled(self) -> int:
+        return 0 if self.train is None else len(self.train) - self.unlabelled
 
     @property
     def is_regression(self) -> bool:
@@ -116,9 +122,11 @@ def load_raw(data_args: DataTrainingArguments, cache_dir: str | None = None) -> 
     return raw
 
 
-def _load_file(path: str, task: str | None, cache_dir: str | None) -> Dataset:
+def _load_file(
+    path: str, task: str | None, cache_dir: str | None, option: str = "--train_file / --validation_file"
+) -> Dataset:
     if not os.path.isfile(path):
-        raise ArgumentError(f"Data file {path} does not exist: check --train_file / --validation_file.")
+        raise ArgumentError(f"Data file {path} does not exist: check {option}.")
     extension = path.rsplit(".", 1)[-1].lower()
     header_lines = 1 if extension in ("csv", "tsv") and task != "cola" else 0
     with open(path, encoding="utf-8") as f:
@@ -170,8 +178,25 @@ def text_columns(dataset: Dataset, task: str | None, source: str) -> tuple[str, 
     )
 
 
+def is_missing_label(value) -> bool:
+    """An empty cell (or JSON null) in the label column: the row is unlabelled."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def label_list_for(task: str | None, train: Dataset, source: str) -> list[str] | None:
-    """GLUE's label names for GLUE tasks; otherwise the sorted labels of the training data (None: regression)."""
+    """GLUE's label names for GLUE tasks; otherwise the sorted labels of the training data (None: regression).
+
+    Empty labels (unlabelled rows) are not labels; float labels, also read as text beside empty cells,
+    make a regression task.
+    """
     if "label" not in train.column_names:
         raise ArgumentError(f"{source} has no 'label' column: name the gold labels 'label'.")
     if task in GLUE_LABELS:
@@ -181,19 +206,46 @@ def label_list_for(task: str | None, train: Dataset, source: str) -> list[str] |
         return list(feature.names)
     if feature.dtype.startswith("float"):
         return None
-    return sorted({str(label) for label in train["label"]})
+    labels = {str(label).strip() for label in train["label"] if not is_missing_label(label)}
+    if not labels:
+        raise ArgumentError(
+            f"{source} has no labelled row: give some rows a label, or a GLUE --task_name that fixes the label set."
+        )
+    if all(_is_number(label) for label in labels) and any("." in label or "e" in label.lower() for label in labels):
+        return None
+    return sorted(labels)
 
 
-def _label_ids(dataset: Dataset, label_list: list[str] | None, source: str) -> Dataset:
-    """Map label names or numbers to ids 0..K-1 and refuse any label outside the set."""
-    if label_list is None:
-        return dataset.cast_column("label", Value("float32"))
-    index = {name: i for i, name in enumerate(label_list)}
+def _label_ids(
+    dataset: Dataset, label_list: list[str] | None, source: str, allow_unlabelled: bool = False
+) -> tuple[Dataset, int]:
+    """Map label names or numbers to ids 0..K-1, refuse any label outside the set, and count empty labels.
+
+    With `allow_unlabelled` (training data) an empty label marks an unlabelled row: `IGNORE_LABEL` for
+    classification, NaN for regression. Elsewhere (validation) it is refused.
+    """
     values = dataset["label"]
+    missing = sum(1 for value in values if is_missing_label(value))
+    if missing and not allow_unlabelled:
+        raise ArgumentError(
+            f"{source} has {missing} row(s) without a label: evaluation needs every label. Fill them in or drop them."
+        )
+    if label_list is None:
+        numbers = [float("nan") if is_missing_label(value) else value for value in values]
+        try:
+            numbers = [float(value) for value in numbers]
+        except (TypeError, ValueError) as error:
+            raise ArgumentError(f"{source}: a regression label is not a number ({error}).") from None
+        return dataset.remove_columns("label").add_column("label", numbers).cast_column(
+            "label", Value("float32")
+        ), missing
+    index = {name: i for i, name in enumerate(label_list)}
     ids, bad = [], set()
     for value in values:
         key = str(value)
-        if key in index:
+        if is_missing_label(value):
+            ids.append(IGNORE_LABEL)
+        elif key in index:
             ids.append(index[key])
         elif isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit()):
             number = int(value)
@@ -206,7 +258,52 @@ def _label_ids(dataset: Dataset, label_list: list[str] | None, source: str) -> D
         raise ArgumentError(
             f"{source} has labels {sorted(bad)[:10]} outside the label set {label_list}: fix the data or the --task_name."
         )
-    return dataset.remove_columns("label").add_column("label", ids)
+    return dataset.remove_columns("label").add_column("label", ids), missing
+
+
+def load_unlabelled(
+    data_args: DataTrainingArguments,
+    task: str | None,
+    columns: tuple[str, str | None],
+    regression: bool,
+    cache_dir: str | None,
+) -> Dataset:
+    """`--unlabeled_file`: text-only rows with the training data's text columns, each marked unlabelled."""
+    path = data_args.unlabeled_file
+    dataset = _load_file(path, task, cache_dir, option="--unlabeled_file")
+    wanted = [column for column in columns if column is not None]
+    missing = [column for column in wanted if column not in dataset.column_names]
+    if missing:
+        raise ArgumentError(
+            f"--unlabeled_file {path} lacks the text column(s) {missing} of the training data "
+            f"(it has {dataset.column_names}): use the same column names as --train_file."
+        )
+    if "label" in dataset.column_names and any(not is_missing_label(v) for v in dataset["label"]):
+        logger.warning("--unlabeled_file %s: its 'label' column is ignored (the rows count as unlabelled).", path)
+    limit = data_args.max_unlabeled_samples
+    if limit is not None and limit < 1:
+        raise ArgumentError(f"--max_unlabeled_samples must be >= 1, got {limit}.")
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    if len(dataset) == 0:
+        raise ArgumentError(f"--unlabeled_file {path} is empty after --max_unlabeled_samples {limit}.")
+    _report_empty_texts(dataset, columns, path)
+    dataset = dataset.select_columns(wanted)
+    for column in wanted:
+        if dataset.features[column] != Value("string"):
+            dataset = dataset.cast_column(column, Value("string"))
+    marker = float("nan") if regression else IGNORE_LABEL
+    return dataset.add_column("label", [marker] * len(dataset))
+
+
+def _append_unlabelled(labelled: Dataset, unlabelled: Dataset, columns: tuple[str, str | None]) -> Dataset:
+    """The labelled rows (text columns and label only) followed by the unlabelled ones."""
+    wanted = [column for column in columns if column is not None] + ["label"]
+    labelled = labelled.select_columns(wanted)
+    for column in wanted[:-1]:
+        if labelled.features[column] != Value("string"):
+            labelled = labelled.cast_column(column, Value("string"))
+    return concatenate_datasets([labelled, unlabelled.cast(labelled.features)])
 
 
 def prepare_data(
@@ -241,7 +338,11 @@ def prepare_data(
         encoded[TRUNCATED_COLUMN] = [length > data_args.max_seq_length for length in full_lengths]
         return encoded
 
+    unlabelled = None
+    if data_args.unlabeled_file:
+        unlabelled = load_unlabelled(data_args, task, (first, second), label_list is None, cache_dir)
     splits: dict[str, Dataset] = {}
+    unlabelled_rows = 0
     for split, dataset in raw.items():
         keep = int(len(dataset) * data_args.data_ratio)
         if limits[split] is not None:
@@ -254,7 +355,14 @@ def prepare_data(
         text_columns(dataset, task, source[split])
         _report_empty_texts(dataset, (first, second), source[split])
         _report_duplicate_ids(dataset, source[split])
-        dataset = _label_ids(dataset, label_list, source[split])
+        dataset, missing = _label_ids(dataset, label_list, source[split], allow_unlabelled=split == "train")
+        if split == "train" and unlabelled is not None:
+            dataset = _append_unlabelled(dataset, unlabelled, (first, second))
+            missing += len(unlabelled)
+        if split == "train":
+            unlabelled_rows = missing
+            if missing:
+                logger.info("Training on %d labelled and %d unlabelled examples.", len(dataset) - missing, missing)
         dataset = dataset.map(
             tokenize,
             batched=True,
@@ -277,7 +385,7 @@ def prepare_data(
         if split == "train" and static_mask_probability is not None:
             dataset = add_static_mask(dataset, tokenizer, static_mask_probability, fixed_count_mask, seed)
         splits[split] = dataset
-    return TaskData(splits.get("train"), splits.get("validation"), label_list, task)
+    return TaskData(splits.get("train"), splits.get("validation"), label_list, task, unlabelled_rows)
 
 
 def _report_duplicate_ids(dataset: Dataset, source: str) -> None:

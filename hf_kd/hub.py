@@ -119,7 +119,13 @@ def model_card(model_id: str, model_args, data_args, training_args, results: dic
         lines.append(f"- Teacher: `{model_args.teacher_name_or_path}`")
     if model_args.generator_name_or_path:
         lines.append(f"- Generator (masked LM): `{model_args.generator_name_or_path}`")
-    lines += [f"- Data: {dataset['name']}", "", "## Evaluation", "", "| metric | value |", "|---|---|"]
+    lines.append(f"- Data: {dataset['name']}")
+    if "train_labelled_samples" in results:
+        lines.append(
+            f"- Training examples: {results['train_labelled_samples']:,} labelled, "
+            f"{results['train_unlabelled_samples']:,} unlabelled (teacher terms only)"
+        )
+    lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {m['name']} | {m['value']} |" for m in metrics]
     lines += ["", "## Training hyper-parameters", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in hyper.items()]

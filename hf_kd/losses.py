@@ -11,13 +11,30 @@ import math
 import torch
 import torch.nn.functional as F
 
+IGNORE_LABEL = -100  # an unlabelled example's class label (the Trainer's convention); NaN for regression
+
+
+def labelled_rows(labels: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the rows that carry a gold label: not `IGNORE_LABEL`, and not NaN for regression."""
+    if labels.is_floating_point():
+        return ~torch.isnan(labels) & (labels != IGNORE_LABEL)
+    return labels != IGNORE_LABEL
+
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The model's own loss: cross-entropy, or MSE for one-output regression (STS-B)."""
+    """The model's own loss over the labelled rows: cross-entropy, or MSE for one-output regression (STS-B).
+
+    Unlabelled rows (see `labelled_rows`) are left out of both the sum and the count; a batch without
+    any labelled row gives 0 (with a graph), never NaN, and no host synchronisation is needed.
+    """
     logits = logits.float()
+    keep = labelled_rows(labels)
+    count = keep.sum().clamp_min(1)
     if logits.size(-1) == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    return F.cross_entropy(logits, labels.long())
+        errors = (logits.squeeze(-1) - torch.where(keep, labels.float(), 0.0)) ** 2
+        return (errors * keep).sum() / count
+    targets = torch.where(keep, labels.long(), IGNORE_LABEL)
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_LABEL, reduction="sum") / count
 
 
 def kd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -46,6 +46,8 @@ def run_info(model_args, data_args, training_args, data) -> dict:
         "generator": model_args.generator_name_or_path,
         "loss_weights": training_args.loss_weights,
         "generator_loss_weights": training_args.generator_loss_weights,
+        "train_labelled_samples": data.labelled,
+        "train_unlabelled_samples": data.unlabelled,
     }
 
 
@@ -128,6 +130,13 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
+def unlabelled_without_teacher(method: str, what: str) -> str:
+    return (
+        f"Method '{method}' learns from labels only, so {what} would teach the student nothing: use a "
+        "distillation method (e.g. --method kd with --teacher_name_or_path), or give those rows labels."
+    )
+
+
 def build_trainer(model_args, data_args, training_args, repetition: int = 0):
     """Data, models and the method's trainer from parsed arguments; every input check happens here."""
     method = trainer_class(training_args.method)
@@ -137,6 +146,8 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         raise ArgumentError(f"Method '{method.method}' needs a teacher: pass --teacher_name_or_path.")
     if adversarial and not model_args.generator_name_or_path:
         raise ArgumentError(f"Method '{method.method}' needs a masked-LM generator: pass --generator_name_or_path.")
+    if data_args.unlabeled_file and not needs_teacher:
+        raise ArgumentError(unlabelled_without_teacher(method.method, "--unlabeled_file"))
     neptune = neptune_settings(training_args) if training_args.report_to_neptune else None
     set_seed(training_args.seed)
 
@@ -153,6 +164,10 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         fixed_count_mask=training_args.mask_mode == "fixed_count",
         cache_dir=model_args.cache_dir,
     )
+    if data.unlabelled and not needs_teacher and training_args.do_train:
+        raise ArgumentError(
+            unlabelled_without_teacher(method.method, f"{data.unlabelled} rows of --train_file with an empty label")
+        )
     student = load_student(model_args, data)
     models, sources = {"student": student}, {"student": model_args.model_name_or_path}
     teacher = generator = None
@@ -202,7 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
         save_student(trainer, training_args.output_dir)
         trainer.save_extras()
         trainer.save_state()
-        metrics = {**train_result.metrics, "train_samples": len(data.train)}
+        metrics = {
+            **train_result.metrics,
+            "train_samples": len(data.train),
+            "train_labelled_samples": data.labelled,
+            "train_unlabelled_samples": data.unlabelled,
+        }
         trainer.log_metrics("train", metrics)
         results.update(metrics)
     if training_args.do_eval and data.validation is not None:

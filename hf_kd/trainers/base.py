@@ -25,7 +25,7 @@ from hf_kd.adapters import ForwardResult, adapter_for
 from hf_kd.arguments import ArgumentError
 from hf_kd.cache import TeacherCache
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN
-from hf_kd.losses import crd_loss, kd_loss, log_batch_size_scale, mean_pool, rail_loss, task_loss
+from hf_kd.losses import crd_loss, kd_loss, labelled_rows, log_batch_size_scale, mean_pool, rail_loss, task_loss
 
 logger = logging.getLogger(__name__)
 PROJECTIONS_FILE = "hf_kd_projections.safetensors"
@@ -117,7 +117,9 @@ class DistillationTrainer(Trainer):
         trained = [p for p in model.parameters() if p.requires_grad]
         if self.projections is not None and self.projections_in_student_step:
             trained += list(self.projections.parameters())
-        loss = self.weighted_sum(terms, self.weights, "loss_", len(inputs["input_ids"]), trained)
+        has_labels = labelled_rows(inputs["labels"]).any().float()  # CE terms are logged over labelled batches
+        presence = {name: has_labels for name in ("ce", "ce_perturbed")}
+        loss = self.weighted_sum(terms, self.weights, "loss_", len(inputs["input_ids"]), trained, presence)
         return (loss, terms) if return_outputs else loss
 
     def student_terms(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -181,6 +183,7 @@ class DistillationTrainer(Trainer):
         prefix: str,
         batch_size: int,
         parameters: list[torch.Tensor],
+        presence: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """`sum_i w_i * term_i` (CRD weights divided by ln B with --scale_crd_by_log_batch); records each term.
 
@@ -208,7 +211,7 @@ class DistillationTrainer(Trainer):
             self._record("skipped_batches", torch.tensor(float(self.skipped_batches)))
             return sum(parameter.sum() * 0.0 for parameter in parameters)
         for name, value in terms.items():
-            self._record(prefix + name, value)
+            self._record(prefix + name, value, (presence or {}).get(name))
         self._record(prefix.rstrip("_"), total)  # "loss" (student) or "generator_loss"
         return total
 
@@ -305,10 +308,14 @@ class DistillationTrainer(Trainer):
         return super()._clip_grad_norm(model)
 
     # ------------------------------------------------------------------------------------- logging
-    def _record(self, name: str, value: torch.Tensor) -> None:
+    def _record(self, name: str, value: torch.Tensor, present: torch.Tensor | None = None) -> None:
+        """Add a term's value to the logging window; `present` (0 or 1, on the device) leaves a batch out
+        of the term's mean without a host sync, as the CE terms do for batches without labelled rows."""
         value = value.detach().float()
+        if present is not None:
+            value = value * present
         self._term_sums[name] = self._term_sums.get(name, 0.0) + value
-        self._term_counts[name] = self._term_counts.get(name, 0) + 1
+        self._term_counts[name] = self._term_counts.get(name, 0) + (1 if present is None else present)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add each loss term's mean over the logging window to the Trainer's training logs.
@@ -318,7 +325,8 @@ class DistillationTrainer(Trainer):
         """
         if "loss" in logs and self._term_sums:
             for name, total in self._term_sums.items():
-                mean = self.accelerator.reduce(total / self._term_counts[name], reduction="mean")
+                count = self._term_counts[name]
+                mean = self.accelerator.reduce(total / torch.as_tensor(count).clamp_min(1), reduction="mean")
                 logs[name] = float(mean)
                 if name == "loss":
                     self._student_loss_total += float(mean) * self._term_counts[name]
