@@ -131,10 +131,14 @@ def test_finished_run_is_not_overwritten_without_flag(bert, sst2_files, tmp_path
     main(cli_args(bert, sst2_files, tmp_path / "run", "kd", "--overwrite_output_dir", "true"))
 
 
-@pytest.mark.parametrize("method", ["rail_kd", "cilda_minild"])
-def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(bert, sst2_files, tmp_path, method):
+@pytest.mark.parametrize(("method", "unlabelled"), [("rail_kd", False), ("cilda_minild", False), ("kd", True)])
+def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(bert, sst2_files, tmp_path, method, unlabelled):
     """12 batches (G G S S | S G G S | S S G G); resuming at checkpoint-4 ends with identical weights."""
     extra = ("--save_strategy", "steps", "--save_steps", "4", "--num_train_epochs", "2")
+    if unlabelled:  # 40 dev sentences as text-only training rows
+        texts = [line.split("\t")[0] for line in Path(sst2_files["dev"]).read_text().splitlines()[1:41]]
+        (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(texts) + "\n")
+        extra += ("--unlabeled_file", str(tmp_path / "unlabelled.tsv"))
     main(cli_args(bert, sst2_files, tmp_path / "full", method, *extra))
     checkpoint = tmp_path / "resumed" / "checkpoint-12"
     shutil.copytree(tmp_path / "full" / "checkpoint-12", checkpoint)
@@ -143,7 +147,7 @@ def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(bert, sst2_fil
     resumed = load_file(tmp_path / "resumed" / "model.safetensors")
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[key], resumed[key]) for key in full)
-    for name in ("hf_kd_extras/projections.safetensors",):
+    for name in ("hf_kd_extras/projections.safetensors",) if method != "kd" else ():
         a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "resumed" / name)
         assert all(torch.equal(a[key], b[key]) for key in a)
     full_results = json.loads((tmp_path / "full" / "eval_results.json").read_text())

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +15,13 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT, cli_args
 
 
-@pytest.mark.parametrize("method", ["kd", "cilda", "cilda_minild"])
-def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method):
+@pytest.mark.parametrize(("method", "unlabelled"), [("kd", False), ("cilda", False), ("cilda_minild", True)])
+def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, unlabelled):
+    extra = []
+    if unlabelled:  # 40 dev sentences as text-only training rows, mixed into the ranks' batches
+        texts = [line.split("\t")[0] for line in Path(sst2_files["dev"]).read_text().splitlines()[1:41]]
+        (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(texts) + "\n")
+        extra = ["--unlabeled_file", str(tmp_path / "unlabelled.tsv")]
     command = [
         sys.executable,
         "-m",
@@ -28,7 +34,15 @@ def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method):
         str(tmp_path),
         "--",
         *cli_args(
-            bert, sst2_files, tmp_path / "run", method, "--per_device_train_batch_size", "4", "--use_cpu", "true"
+            bert,
+            sst2_files,
+            tmp_path / "run",
+            method,
+            "--per_device_train_batch_size",
+            "4",
+            "--use_cpu",
+            "true",
+            *extra,
         ),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
