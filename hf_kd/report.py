@@ -80,6 +80,29 @@ def group_statistics(items: list[dict], keys: tuple[str, ...], value: str) -> li
     ]
 
 
+def paired_differences(values: dict[int, float], baseline: dict[int, float], confidence: float = 0.95) -> dict:
+    """Per-seed differences `values[s] - baseline[s]` over the seeds both have: mean, sample std, the
+    t-interval of the mean at `confidence`, and how many seeds the method won (a paired comparison
+    removes the seed-to-seed noise that both runs of a seed share)."""
+    from scipy import stats
+
+    seeds = sorted(set(values) & set(baseline))
+    differences = [values[seed] - baseline[seed] for seed in seeds]
+    n = len(differences)
+    mean = statistics.fmean(differences) if n else float("nan")
+    std = statistics.stdev(differences) if n > 1 else float("nan")
+    half_width = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / n**0.5 if n > 1 else float("nan")
+    return {
+        "seeds": seeds,
+        "differences": differences,
+        "mean": mean,
+        "std": std,
+        "low": mean - half_width,
+        "high": mean + half_width,
+        "wins": sum(d > 0 for d in differences),
+    }
+
+
 def comparison(runs: list[dict]) -> list[dict]:
     """Methods side by side per task, in the order of METHODS.md."""
     rows = group_statistics(runs, ("task", "method", "main_metric"), "metric")

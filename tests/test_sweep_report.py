@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from hf_kd.arguments import ArgumentError
-from hf_kd.report import report
+from hf_kd.report import paired_differences, report
 from hf_kd.sweep import run_sweep, summarise
 from tests.conftest import cli_args
 
@@ -101,3 +101,16 @@ def test_report_without_finished_runs_is_an_error(tmp_path):
     (tmp_path / "empty" / "run").mkdir(parents=True)
     with pytest.raises(ArgumentError, match="No finished runs"):
         report([str(tmp_path / "empty")], str(tmp_path / "report"))
+
+
+def test_paired_differences_against_a_hand_computation():
+    method = {42: 0.83, 43: 0.80, 44: 0.82, 45: 0.79}
+    baseline = {42: 0.80, 43: 0.81, 44: 0.79}  # seed 45 has no baseline run: left out of the pairing
+    result = paired_differences(method, baseline)
+    differences = [0.03, -0.01, 0.03]
+    mean, std = statistics.fmean(differences), statistics.stdev(differences)
+    half_width = 4.302652729911275 * std / 3**0.5  # t(0.975, 2 degrees of freedom)
+    assert result["seeds"] == [42, 43, 44] and result["wins"] == 2
+    assert result["differences"] == pytest.approx(differences)
+    assert (result["mean"], result["std"]) == pytest.approx((mean, std))
+    assert (result["low"], result["high"]) == pytest.approx((mean - half_width, mean + half_width))
