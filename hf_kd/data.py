@@ -206,7 +206,7 @@ def label_list_for(task: str | None, train: Dataset, source: str) -> list[str] |
         return list(feature.names)
     if feature.dtype.startswith("float"):
         return None
-    labels = {str(label).strip() for label in train["label"] if not is_missing_label(label)}
+    labels = {str(label) for label in train["label"] if not is_missing_label(label)}
     if not labels:
         raise ArgumentError(
             f"{source} has no labelled row: give some rows a label, or a GLUE --task_name that fixes the label set."
