@@ -408,13 +408,13 @@ def benchmark(argv: list[str] | None = None) -> None:
         if adversarial and not (generator / "config.json").is_file():
             texts = [line.split("\t")[0] for line in labelled.read_text().splitlines()[1:]]
             train_generator_head(base, texts, generator)
-        jobs = []
+        jobs: dict[Path, tuple] = {}  # one job per folder: no KD's runs serve both label settings
         for setting in options.settings:
             for method in options.methods:
                 for learning_rate in options.learning_rates:
                     for seed in options.seeds:
                         folder = run_folder(out, setting, method, learning_rate, seed, options.tag)
-                        if folder in {job[1] for job in jobs}:
+                        if folder in jobs:
                             continue
                         args = ["--method", method, "--model_name_or_path", str(student_init)]
                         args += [
@@ -433,7 +433,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                             args += ["--unlabeled_file", str(files["unlabelled"])]
                         args += shlex.split(options.extra_args)
                         name = f"{setting}{options.tag} {method} lr {learning_rate:g} seed {seed}"
-                        jobs.append((name, folder, args))
+                        jobs[folder] = (name, folder, args)
         results_lock = threading.Lock()
 
         def job(name: str, folder: Path, args: list[str]) -> None:
@@ -446,7 +446,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                 )
 
         with ThreadPoolExecutor(options.jobs) as pool:
-            for future in [pool.submit(job, *spec) for spec in jobs]:
+            for future in [pool.submit(job, *spec) for spec in jobs.values()]:
                 future.result()
     teacher = read_run(out / "teacher")
     if teacher is None or teacher["dev"] is None:

@@ -269,8 +269,10 @@ def load_unlabelled(
     cache_dir: str | None,
 ) -> Dataset:
     """`--unlabeled_file`: text-only rows with the training data's text columns, each marked unlabelled."""
-    path = data_args.unlabeled_file
-    dataset = _load_file(path, task, cache_dir, option="--unlabeled_file")
+    path, limit = data_args.unlabeled_file, data_args.max_unlabeled_samples
+    if limit is not None and limit < 1:
+        raise ArgumentError(f"--max_unlabeled_samples must be >= 1, got {limit}.")
+    dataset = _load_file(path, task, cache_dir, option="--unlabeled_file")  # refuses a file without rows
     wanted = [column for column in columns if column is not None]
     missing = [column for column in wanted if column not in dataset.column_names]
     if missing:
@@ -280,30 +282,27 @@ def load_unlabelled(
         )
     if "label" in dataset.column_names and any(not is_missing_label(v) for v in dataset["label"]):
         logger.warning("--unlabeled_file %s: its 'label' column is ignored (the rows count as unlabelled).", path)
-    limit = data_args.max_unlabeled_samples
-    if limit is not None and limit < 1:
-        raise ArgumentError(f"--max_unlabeled_samples must be >= 1, got {limit}.")
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
-    if len(dataset) == 0:
-        raise ArgumentError(f"--unlabeled_file {path} is empty after --max_unlabeled_samples {limit}.")
     _report_empty_texts(dataset, columns, path)
-    dataset = dataset.select_columns(wanted)
-    for column in wanted:
-        if dataset.features[column] != Value("string"):
-            dataset = dataset.cast_column(column, Value("string"))
+    dataset = _as_text(dataset.select_columns(wanted), wanted)
     marker = float("nan") if regression else IGNORE_LABEL
     return dataset.add_column("label", [marker] * len(dataset))
 
 
 def _append_unlabelled(labelled: Dataset, unlabelled: Dataset, columns: tuple[str, str | None]) -> Dataset:
     """The labelled rows (text columns and label only) followed by the unlabelled ones."""
-    wanted = [column for column in columns if column is not None] + ["label"]
-    labelled = labelled.select_columns(wanted)
-    for column in wanted[:-1]:
-        if labelled.features[column] != Value("string"):
-            labelled = labelled.cast_column(column, Value("string"))
+    texts = [column for column in columns if column is not None]
+    labelled = _as_text(labelled.select_columns([*texts, "label"]), texts)
     return concatenate_datasets([labelled, unlabelled.cast(labelled.features)])
+
+
+def _as_text(dataset: Dataset, columns: list[str]) -> Dataset:
+    """Text columns typed as strings, so that files whose cells read as numbers still concatenate."""
+    for column in columns:
+        if dataset.features[column] != Value("string"):
+            dataset = dataset.cast_column(column, Value("string"))
+    return dataset
 
 
 def prepare_data(

@@ -15,10 +15,8 @@ IGNORE_LABEL = -100  # an unlabelled example's class label (the Trainer's conven
 
 
 def labelled_rows(labels: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of the rows that carry a gold label: not `IGNORE_LABEL`, and not NaN for regression."""
-    if labels.is_floating_point():
-        return ~torch.isnan(labels) & (labels != IGNORE_LABEL)
-    return labels != IGNORE_LABEL
+    """Boolean mask of the rows that carry a gold label: not `IGNORE_LABEL` (classification), not NaN (regression)."""
+    return ~torch.isnan(labels) if labels.is_floating_point() else labels != IGNORE_LABEL
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -33,8 +31,7 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.size(-1) == 1:
         errors = (logits.squeeze(-1) - torch.where(keep, labels.float(), 0.0)) ** 2
         return (errors * keep).sum() / count
-    targets = torch.where(keep, labels.long(), IGNORE_LABEL)
-    return F.cross_entropy(logits, targets, ignore_index=IGNORE_LABEL, reduction="sum") / count
+    return F.cross_entropy(logits, labels.long(), ignore_index=IGNORE_LABEL, reduction="sum") / count
 
 
 def kd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -89,16 +89,19 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float], con
     seeds = sorted(set(values) & set(baseline))
     differences = [values[seed] - baseline[seed] for seed in seeds]
     n = len(differences)
-    mean = statistics.fmean(differences) if n else float("nan")
-    std = statistics.stdev(differences) if n > 1 else float("nan")
-    half_width = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / n**0.5 if n > 1 else float("nan")
+    low = high = float("nan")
+    if n > 1:
+        interval = stats.ttest_rel([values[s] for s in seeds], [baseline[s] for s in seeds]).confidence_interval(
+            confidence
+        )
+        low, high = float(interval.low), float(interval.high)
     return {
         "seeds": seeds,
         "differences": differences,
-        "mean": mean,
-        "std": std,
-        "low": mean - half_width,
-        "high": mean + half_width,
+        "mean": statistics.fmean(differences) if n else float("nan"),
+        "std": statistics.stdev(differences) if n > 1 else float("nan"),
+        "low": low,
+        "high": high,
         "wins": sum(d > 0 for d in differences),
     }
 
