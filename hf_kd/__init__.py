@@ -1,6 +1,8 @@
 """hf_kd: knowledge distillation of transformer classifiers on the Hugging Face Trainer."""
 
-from hf_kd.arguments import ArgumentError, DataTrainingArguments, DistillationTrainingArguments, ModelArguments
+from hf_kd.arguments import DataTrainingArguments, DistillationTrainingArguments, ModelArguments
+from hf_kd.config import parse_args
+from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.trainers import (
     TRAINERS,
     AdversarialTrainer,
@@ -11,6 +13,7 @@ from hf_kd.trainers import (
     MateKDTrainer,
     NormalTrainer,
     RailKDTrainer,
+    configure_method,
     trainer_class,
 )
 
@@ -27,8 +30,11 @@ __all__ = [
     "KDTrainer",
     "MateKDTrainer",
     "ModelArguments",
+    "NonFiniteLossError",
     "NormalTrainer",
     "RailKDTrainer",
     "__version__",
+    "configure_method",
+    "parse_args",
     "trainer_class",
 ]

@@ -27,6 +27,15 @@ class ForwardResult:
     hidden: dict[str, tuple[torch.Tensor, ...]]
 
 
+@dataclass
+class LayerFeatures:
+    """A model's logits and the per-layer features the intermediate-layer losses read."""
+
+    logits: torch.Tensor
+    pooled: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): mean over the sequence
+    sentence: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): at the sentence position
+
+
 def _repeat(tensor: torch.Tensor, size: int) -> torch.Tensor:
     """Tile a batch tensor along the batch axis (clean and perturbed inputs share one forward pass)."""
     if tensor.size(0) == size:
@@ -175,3 +184,17 @@ ADAPTERS: dict[str, type[EncoderAdapter]] = {"bart": BartAdapter}
 def adapter_for(model: PreTrainedModel) -> EncoderAdapter:
     """The adapter of a model's family; encoder-only classifiers all use `EncoderAdapter`."""
     return ADAPTERS.get(model.config.model_type, EncoderAdapter)(model)
+
+
+# families whose position ids start after the padding index (RoBERTa counts from pad_token_id + 1)
+POSITIONS_AFTER_PADDING = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
+
+
+def position_limit(config: PretrainedConfig) -> int | None:
+    """The longest input (in tokens) a model's position embeddings cover; None when it has no such limit."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if config.model_type in POSITIONS_AFTER_PADDING:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit

@@ -1,27 +1,136 @@
-"""Command-line / config-file arguments: `run_glue.py`'s names plus the distillation options.
+"""The arguments: `run_glue.py`'s names plus the distillation options, each numeric one with a valid range.
 
-Three dataclasses, parsed by `HfArgumentParser`: `ModelArguments`, `DataTrainingArguments` and
-`DistillationTrainingArguments` (a `TrainingArguments`). A YAML or JSON file can stand in for the
-command line (`run_glue_kd.py configs/kd.yaml --learning_rate 3e-5`: later arguments win); a file in
-the original code's YAML form is translated (see `hf_kd.seed_config`).
+Three dataclasses, parsed by `HfArgumentParser` (see `hf_kd.config`): `ModelArguments`,
+`DataTrainingArguments` and `DistillationTrainingArguments` (a `TrainingArguments`). Every numeric
+option, hf_kd's own and the Trainer's commonly set ones, has a range in `VALID_RANGES`: `--help`
+shows it and constructing the dataclass checks it, so a value outside it never reaches training.
+This module imports nothing of hf_kd but its errors: the method names and their default weights
+are known to `hf_kd.trainers`, which resolves them (`DistillationTrainingArguments.apply_method`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+import copy
+import math
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
+
+from hf_kd.errors import ArgumentError
 
 TERMS = ("ce", "kd", "rail", "crd", "ce_perturbed", "kd_perturbed", "crd_perturbed")
+SEED_LIMIT = 2**32 - 1  # numpy's seeds are 32-bit
 
 
-class ArgumentError(ValueError):
-    """Bad input found before any work starts; the message names the argument and the fix."""
+@dataclass(frozen=True)
+class Range:
+    """A closed or half-open interval, plus values outside it that carry a meaning (e.g. -1: unset)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    special: tuple = ()
+    note: str = ""
+
+    def __contains__(self, value) -> bool:
+        if value is None or value in self.special:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            interval = f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            interval = f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        else:
+            interval = f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        return " or ".join([*(_number(v) for v in self.special), interval])
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+POSITIVE_INT = Range(1)
+WEIGHT = Range(0, 1000, note="0 switches the term off")
+TEMPERATURE = Range(0.01, 100)
+VALID_RANGES: dict[str, Range] = {
+    # hf_kd's own options
+    "max_seq_length": Range(2, 1_000_000, note="it must also fit the models' position embeddings"),
+    "max_train_samples": POSITIVE_INT,
+    "max_eval_samples": POSITIVE_INT,
+    "max_unlabeled_samples": POSITIVE_INT,
+    "data_ratio": Range(0, 1, low_open=True),
+    "preprocessing_num_workers": Range(1, 1024),
+    **{f"weight_{term}": WEIGHT for term in TERMS},
+    "generator_weight_kd_perturbed": WEIGHT,
+    "generator_weight_crd_perturbed": WEIGHT,
+    "kd_temperature": TEMPERATURE,
+    "crd_temperature": TEMPERATURE,
+    "projection_dim": Range(1, 65536),
+    "mlm_probability": Range(0, 1),
+    "n_generator_iter": Range(0, 1_000_000_000),
+    "n_student_iter": Range(1, 1_000_000_000),
+    "generator_learning_rate": Range(0, 1, note="0 keeps the generator fixed"),
+    "generator_max_grad_norm": Range(0, 1e6, note="0: no clipping"),
+    # the Trainer's options users commonly set
+    "learning_rate": Range(0, 1, low_open=True),
+    "per_device_train_batch_size": Range(1, 1_000_000),
+    "per_device_eval_batch_size": Range(1, 1_000_000),
+    "gradient_accumulation_steps": Range(1, 1_000_000),
+    "eval_accumulation_steps": Range(1, 1_000_000),
+    "num_train_epochs": Range(0, 1_000_000, low_open=True),
+    "max_steps": Range(1, 1_000_000_000_000, special=(-1,), note="-1: train --num_train_epochs epochs"),
+    "warmup_steps": Range(0, 1_000_000_000, note="below 1: a fraction of the training steps"),
+    "weight_decay": Range(0, 10),
+    "adam_beta1": Range(0, 1, high_open=True),
+    "adam_beta2": Range(0, 1, high_open=True),
+    "adam_epsilon": Range(0, 1, low_open=True),
+    "max_grad_norm": Range(0, 1e6, note="0: no clipping"),
+    "label_smoothing_factor": Range(
+        0, 0, note="hf_kd's CE has no label smoothing: the teacher's soft labels do that job"
+    ),
+    "logging_steps": Range(0, 1_000_000_000, low_open=True, note="below 1: a fraction of the training steps"),
+    "eval_steps": Range(0, 1_000_000_000, low_open=True, note="below 1: a fraction of the training steps"),
+    "save_steps": Range(0, 1_000_000_000, low_open=True, note="below 1: a fraction of the training steps"),
+    "save_total_limit": Range(1, 1_000_000),
+    "seed": Range(0, SEED_LIMIT),
+    "data_seed": Range(0, SEED_LIMIT),
+    "dataloader_num_workers": Range(0, 1024),
+}
+
+
+def with_ranges(cls: type) -> type:
+    """Append each field's valid range to its `--help` text (a copy of the field: the Trainer's own stay as they are)."""
+    for item in fields(cls):
+        bound = VALID_RANGES.get(item.name)
+        if bound is None:
+            continue
+        described = copy.copy(item)
+        note = f"; {bound.note}" if bound.note else ""
+        described.metadata = MappingProxyType(
+            {**item.metadata, "help": f"{item.metadata.get('help', '').rstrip()} Valid: {bound}{note}."}
+        )
+        cls.__dataclass_fields__[item.name] = described
+    return cls
+
+
+def check_ranges(arguments) -> None:
+    """Refuse the first numeric option outside its range, naming it, the range and the value given."""
+    for item in fields(arguments):
+        bound = VALID_RANGES.get(item.name)
+        value = getattr(arguments, item.name, None)
+        if bound is None or isinstance(value, bool) or (not isinstance(value, (int, float)) and value is not None):
+            continue
+        if value not in bound:
+            note = f" ({bound.note})" if bound.note else ""
+            raise ArgumentError(f"--{item.name} must be {bound}{note}, got {value}.")
 
 
 @dataclass
@@ -60,6 +169,7 @@ class ModelArguments:
     )
 
 
+@with_ranges
 @dataclass
 class DataTrainingArguments:
     task_name: str | None = field(
@@ -91,7 +201,11 @@ class DataTrainingArguments:
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
+
+@with_ranges
 @dataclass
 class DistillationTrainingArguments(TrainingArguments):
     method: str = field(default="kd", metadata={"help": "normal, kd, rail_kd, mate_kd, cilda or cilda_minild."})
@@ -139,6 +253,12 @@ class DistillationTrainingArguments(TrainingArguments):
         },
     )
     static_mask: bool = field(default=False, metadata={"help": "Draw each example's mask once, as the original did."})
+    student_dropout_in_generator_step: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the student's dropout on in the generator (max) step (the original runs it in eval mode)."
+        },
+    )
     n_generator_iter: int = field(default=10, metadata={"help": "Generator (max) steps per cycle."})
     n_student_iter: int = field(default=100, metadata={"help": "Student (min) steps per cycle."})
     generator_learning_rate: float = field(default=5e-7, metadata={"help": "Learning rate of the generator's AdamW."})
@@ -172,23 +292,20 @@ class DistillationTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        check_ranges(self)  # before the Trainer's own checks see a value out of range
         super().__post_init__()
         # Neptune is logged by hf_kd's own callback (transformers deprecated its integration)
         self.report_to_neptune = "neptune" in self.report_to
         self.report_to = [name for name in self.report_to if name != "neptune"]
-        from hf_kd.trainers import trainer_class
+        self.loss_weights: dict[str, float] | None = None  # set by apply_method
+        self.generator_loss_weights: dict[str, float] | None = None
 
-        self.method = trainer_class(self.method).method
-        self.loss_weights = self._resolve(trainer_class(self.method).default_weights, "weight_")
-        self.generator_loss_weights = self._resolve(
-            trainer_class(self.method).default_generator_weights, "generator_weight_"
-        )
-        if not 0.0 <= self.mlm_probability <= 1.0:
-            raise ArgumentError(f"--mlm_probability must lie in [0, 1], got {self.mlm_probability}.")
-        if self.n_generator_iter < 0 or self.n_student_iter < 1:
-            raise ArgumentError("--n_generator_iter must be >= 0 and --n_student_iter >= 1.")
-        if self.projection_dim < 1:
-            raise ArgumentError(f"--projection_dim must be positive, got {self.projection_dim}.")
+    def apply_method(self, method: str, defaults: dict[str, float], generator_defaults: dict[str, float]) -> None:
+        """Settle on a method (a canonical name, from `hf_kd.trainers`): its default weights, overridden by
+        the weights given; a weight the method lacks is an error."""
+        self.method = method
+        self.loss_weights = self._resolve(defaults, "weight_")
+        self.generator_loss_weights = self._resolve(generator_defaults, "generator_weight_")
 
     def _resolve(self, defaults: dict[str, float], prefix: str) -> dict[str, float]:
         """Method defaults overridden by the weights given; a weight the method lacks is an error."""
@@ -202,50 +319,5 @@ class DistillationTrainingArguments(TrainingArguments):
                     f"--{prefix}{term} is not a loss term of method '{self.method}' "
                     f"(its {prefix.rstrip('_')} terms: {', '.join(defaults) or 'none'}). Remove it or pick another --method."
                 )
-            if value < 0:
-                raise ArgumentError(f"--{prefix}{term} must be >= 0 (0 switches the term off), got {value}.")
             weights[term] = float(value)
         return weights
-
-
-def parse_args(
-    argv: list[str] | None = None,
-) -> tuple[ModelArguments, DataTrainingArguments, DistillationTrainingArguments]:
-    """Parse the command line; a leading .yaml/.yml/.json file supplies defaults that later flags override."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        argv = config_file_to_argv(argv[0]) + argv[1:]
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DistillationTrainingArguments))
-    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True
-    )
-    sweep_flags = [flag for flag in unknown if flag.startswith("--sweep_")]
-    if sweep_flags:
-        raise ArgumentError(
-            f"{', '.join(sweep_flags)} describe a sweep: run `python -m hf_kd.sweep` with the same arguments "
-            "(run_glue_kd.py trains one run)."
-        )
-    if unknown:
-        raise ArgumentError(f"Unknown arguments: {' '.join(unknown)}. See `run_glue_kd.py --help` for the options.")
-    return model_args, data_args, training_args
-
-
-def config_file_to_argv(path: str) -> list[str]:
-    """Turn a YAML/JSON file of argument names (or the original's YAML form) into command-line flags."""
-    if not os.path.isfile(path):
-        raise ArgumentError(f"Config file {path} does not exist.")
-    text = Path(path).read_text()
-    values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    if not isinstance(values, dict):
-        raise ArgumentError(f"Config file {path} must hold a mapping of argument names to values.")
-    from hf_kd.seed_config import is_seed_config, translate_seed_config
-
-    if is_seed_config(values):
-        values = translate_seed_config(values, source=path)
-    argv: list[str] = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        argv.append(f"--{key}")
-        argv.extend(str(item) for item in value) if isinstance(value, list) else argv.append(str(value))
-    return argv

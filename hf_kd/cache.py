@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
+from hf_kd.adapters import LayerFeatures
 from hf_kd.data import INDEX_COLUMN
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ class TeacherCache:
         self.tensors = tensors
 
     def lookup(self, indices: torch.Tensor, device: torch.device):
-        from hf_kd.trainers.base import LayerFeatures
-
         rows = indices.cpu()
         features = {name: tensor[rows].to(device) for name, tensor in self.tensors.items()}
         groups = {

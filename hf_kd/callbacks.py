@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 
 OFFLINE_MODES = ("offline", "debug")
 

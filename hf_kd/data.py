@@ -17,7 +17,8 @@ from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dat
 from torch.nn.utils.rnn import pad_sequence
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from hf_kd.arguments import ArgumentError, DataTrainingArguments
+from hf_kd.arguments import DataTrainingArguments
+from hf_kd.errors import ArgumentError
 from hf_kd.generator import draw_mask, maskable_positions
 from hf_kd.losses import IGNORE_LABEL
 
@@ -112,7 +113,13 @@ def load_raw(data_args: DataTrainingArguments, cache_dir: str | None = None) -> 
                 f"--task_name {data_args.task_name!r} is not a GLUE task ({', '.join(TASK_TO_KEYS)}); "
                 "for other data pass --train_file and --validation_file."
             )
-        raw = load_dataset("nyu-mll/glue", task, cache_dir=cache_dir)
+        try:
+            raw = load_dataset("nyu-mll/glue", task, cache_dir=cache_dir)
+        except Exception as error:  # offline, no access, a broken cache: datasets raises many types
+            raise ArgumentError(
+                f"--task_name {task}: GLUE could not be loaded from the Hub ({type(error).__name__}: {error}). "
+                "Pass --train_file and --validation_file with local copies."
+            ) from None
         if task == "mnli":
             raw["validation"] = raw["validation_matched"]
         return DatasetDict({split: raw[split] for split in ("train", "validation")})
@@ -128,24 +135,25 @@ def _load_file(
     if not os.path.isfile(path):
         raise ArgumentError(f"Data file {path} does not exist: check {option}.")
     extension = path.rsplit(".", 1)[-1].lower()
+    if extension not in ("csv", "tsv", "json", "jsonl"):
+        raise ArgumentError(f"Data file {path}: use a .csv, .tsv, .json or .jsonl file.")
     header_lines = 1 if extension in ("csv", "tsv") and task != "cola" else 0
-    with open(path, encoding="utf-8") as f:
-        first_lines = list(itertools.islice((line for line in f if line.strip()), header_lines + 1))
+    try:
+        with open(path, encoding="utf-8") as f:
+            first_lines = list(itertools.islice((line for line in f if line.strip()), header_lines + 1))
+    except UnicodeDecodeError as error:
+        raise ArgumentError(f"Data file {path} is not UTF-8 text ({error}): re-encode it as UTF-8.") from None
     if len(first_lines) <= header_lines:
         raise ArgumentError(f"Data file {path} has no rows.")
-    if extension in ("json", "jsonl"):
-        dataset = load_dataset("json", data_files=path, split="train", cache_dir=cache_dir)
-    elif extension in ("csv", "tsv"):
-        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if extension == "tsv" else {}
-        with open(path, encoding="utf-8") as f:
-            first_line = f.readline()
-        if task == "cola" and "sentence" not in first_line.split(options.get("delimiter", ",")):
-            options["column_names"] = COLA_TSV_COLUMNS
-        dataset = load_dataset(
-            "csv", data_files=path, split="train", cache_dir=cache_dir, keep_default_na=False, **options
-        )
-    else:
-        raise ArgumentError(f"Data file {path}: use a .csv, .tsv, .json or .jsonl file.")
+    try:
+        dataset = _read_table(path, extension, task, cache_dir)
+    except ArgumentError:
+        raise
+    except Exception as error:  # datasets / pyarrow raise many types for a malformed file
+        raise ArgumentError(
+            f"Data file {path} could not be read as {extension.upper()} ({type(error).__name__}: {error}). "
+            "Check its format: a header row, one example per line, the same columns in every row."
+        ) from None
     renames = {
         old: new
         for old, new in GLUE_TSV_COLUMNS.items()
@@ -156,6 +164,17 @@ def _load_file(
             {k: v for k, v in {"sentence1": "premise", "sentence2": "hypothesis"}.items() if k in dataset.column_names}
         )
     return dataset.rename_columns(renames) if renames else dataset
+
+
+def _read_table(path: str, extension: str, task: str | None, cache_dir: str | None) -> Dataset:
+    if extension in ("json", "jsonl"):
+        return load_dataset("json", data_files=path, split="train", cache_dir=cache_dir)
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if extension == "tsv" else {}
+    with open(path, encoding="utf-8") as f:
+        first_line = f.readline()
+    if task == "cola" and "sentence" not in first_line.split(options.get("delimiter", ",")):
+        options["column_names"] = COLA_TSV_COLUMNS
+    return load_dataset("csv", data_files=path, split="train", cache_dir=cache_dir, keep_default_na=False, **options)
 
 
 def text_columns(dataset: Dataset, task: str | None, source: str) -> tuple[str, str | None]:
@@ -270,8 +289,6 @@ def load_unlabelled(
 ) -> Dataset:
     """`--unlabeled_file`: text-only rows with the training data's text columns, each marked unlabelled."""
     path, limit = data_args.unlabeled_file, data_args.max_unlabeled_samples
-    if limit is not None and limit < 1:
-        raise ArgumentError(f"--max_unlabeled_samples must be >= 1, got {limit}.")
     dataset = _load_file(path, task, cache_dir, option="--unlabeled_file")  # refuses a file without rows
     wanted = [column for column in columns if column is not None]
     missing = [column for column in wanted if column not in dataset.column_names]
@@ -314,8 +331,6 @@ def prepare_data(
     cache_dir: str | None = None,
 ) -> TaskData:
     """Load, subsample, label and tokenise the training and validation splits."""
-    if not 0 < data_args.data_ratio <= 1:
-        raise ArgumentError(f"--data_ratio must lie in (0, 1], got {data_args.data_ratio}.")
     task = normalise_task_name(data_args.task_name)
     raw = load_raw(data_args, cache_dir)
     if "train" not in raw:

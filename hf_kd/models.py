@@ -12,13 +12,15 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from hf_kd.adapters import adapter_for
-from hf_kd.arguments import ArgumentError, ModelArguments
+from hf_kd.adapters import adapter_for, position_limit
+from hf_kd.arguments import ModelArguments
 from hf_kd.data import TaskData
+from hf_kd.errors import ArgumentError
 
 logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,6 +63,37 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
         ) from error
 
 
+def load_config(name: str, flag: str, model_args: ModelArguments) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(name, **_hub_options(model_args))
+    except (OSError, ValueError, KeyError) as error:
+        raise ArgumentError(f"{flag} {name!r} is not a model directory or Hub model ({error}).") from error
+
+
+def check_model_configs(model_args: ModelArguments, max_seq_length: int, roles: tuple[str, ...]) -> None:
+    """Options that depend on the models, checked on their configs before any data or weights load."""
+    flags = {
+        "student": "--model_name_or_path",
+        "teacher": "--teacher_name_or_path",
+        "generator": "--generator_name_or_path",
+    }
+    names = {"student": model_args.model_name_or_path, "teacher": model_args.teacher_name_or_path}
+    names["generator"] = model_args.generator_name_or_path
+    limits = {}
+    for role in roles:
+        if not names[role]:
+            continue  # refused with its own message where the model loads
+        limit = position_limit(load_config(names[role], flags[role], model_args))
+        if limit is not None:
+            limits[role] = limit
+    if limits and max_seq_length > min(limits.values()):
+        shortest = min(limits, key=limits.get)
+        raise ArgumentError(
+            f"--max_seq_length {max_seq_length} is longer than the {shortest}'s position embeddings allow "
+            f"({limits[shortest]} tokens; limits {limits}): pass --max_seq_length {limits[shortest]} or less."
+        )
+
+
 def label_maps(data: TaskData) -> dict:
     """Label names in the config so that saved models reload with their real label count and names."""
     if data.is_regression:
@@ -98,10 +131,7 @@ def _load_classifier(
     name: str, flag: str, model_args: ModelArguments, data: TaskData, keep_labels: bool = False
 ) -> PreTrainedModel:
     """Load a sequence classifier; `keep_labels` keeps a fine-tuned model's own label map for checking."""
-    try:
-        config = AutoConfig.from_pretrained(name, **_hub_options(model_args))
-    except (OSError, ValueError) as error:
-        raise ArgumentError(f"{flag} {name!r} is not a model directory or Hub model ({error}).") from error
+    config = load_config(name, flag, model_args)
     fine_tuned = any(arch.endswith("ForSequenceClassification") for arch in config.architectures or [])
     # transformers 5 leaves default label maps (LABEL_0, ...) out of saved configs, and some families default
     # to another label count (BART: 3): only a config with real label names is trusted as it is
@@ -109,6 +139,8 @@ def _load_classifier(
     options = {} if keep_labels and fine_tuned and named else label_maps(data)
     try:
         return AutoModelForSequenceClassification.from_pretrained(name, **options, **_hub_options(model_args))
+    except (OSError, ValueError) as error:  # no weights there, or a config it cannot build
+        raise ArgumentError(f"{flag} {name!r}: no sequence classifier loads from it ({error}).") from error
     except RuntimeError as error:  # a classifier head of another size
         raise ArgumentError(
             f"{flag} {name!r} has a classification head for another number of labels than the data's "
@@ -119,9 +151,18 @@ def _load_classifier(
 def _load_state_dict(model: PreTrainedModel, path: str) -> None:
     if not os.path.isfile(path):
         raise ArgumentError(f"--teacher_state_dict {path} does not exist.")
-    state = (
-        load_file(path) if path.endswith(".safetensors") else torch.load(path, map_location="cpu", weights_only=True)
-    )
+    try:
+        state = (
+            load_file(path)
+            if path.endswith(".safetensors")
+            else torch.load(path, map_location="cpu", weights_only=True)
+        )
+    except Exception as error:  # torch and safetensors raise many types for a file that is not a state dict
+        raise ArgumentError(
+            f"--teacher_state_dict {path} is not a readable state dict ({type(error).__name__}: {error})."
+        ) from None
+    if not isinstance(state, dict):
+        raise ArgumentError(f"--teacher_state_dict {path} holds a {type(state).__name__}, not a state dict.")
     state = {key.removeprefix("module."): value for key, value in state.items()}
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -154,21 +195,20 @@ def load_generator(model_args: ModelArguments) -> PreTrainedModel:
     name = model_args.generator_name_or_path
     if not name:
         raise ArgumentError("This method needs a masked-LM generator: pass --generator_name_or_path.")
+    architectures = load_config(name, "--generator_name_or_path", model_args).architectures or []
+    if architectures and not any(
+        arch.endswith(("MaskedLM", "ForPreTraining", "ForConditionalGeneration")) for arch in architectures
+    ):
+        raise ArgumentError(
+            f"--generator_name_or_path {name!r} is a {architectures[0]}, not a masked language model: "
+            "its LM head would be random. Use a masked LM (e.g. distilroberta-base)."
+        )
     try:
-        config = AutoConfig.from_pretrained(name, **_hub_options(model_args))
-        architectures = config.architectures or []
-        if architectures and not any(
-            arch.endswith(("MaskedLM", "ForPreTraining", "ForConditionalGeneration")) for arch in architectures
-        ):
-            raise ArgumentError(
-                f"--generator_name_or_path {name!r} is a {architectures[0]}, not a masked language model: "
-                "its LM head would be random. Use a masked LM (e.g. distilroberta-base)."
-            )
         return AutoModelForMaskedLM.from_pretrained(name, **_hub_options(model_args))
-    except ValueError as error:
-        if isinstance(error, ArgumentError):
-            raise
-        raise ArgumentError(f"--generator_name_or_path {name!r} is not a masked language model ({error}).") from error
+    except (OSError, ValueError) as error:
+        raise ArgumentError(
+            f"--generator_name_or_path {name!r}: no masked language model loads from it ({error})."
+        ) from error
 
 
 def check_compatible(

@@ -20,7 +20,7 @@ import os
 import statistics
 from pathlib import Path
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, exit_on_argument_error
 
 METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]

@@ -12,13 +12,21 @@ import datasets
 import transformers
 from transformers import set_seed
 
-from hf_kd.arguments import ArgumentError, parse_args
 from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
+from hf_kd.config import parse_args
 from hf_kd.data import DistillationCollator, prepare_data
+from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.hub import model_card, push_student
 from hf_kd.metrics import build_compute_metrics, main_metric
-from hf_kd.models import check_compatible, load_generator, load_student, load_teacher, load_tokenizer
-from hf_kd.trainers import AdversarialTrainer, trainer_class
+from hf_kd.models import (
+    check_compatible,
+    check_model_configs,
+    load_generator,
+    load_student,
+    load_teacher,
+    load_tokenizer,
+)
+from hf_kd.trainers import AdversarialTrainer, configure_method
 
 logger = logging.getLogger("hf_kd")
 RESULTS_FILE = "all_results.json"
@@ -73,7 +81,17 @@ def save_student(trainer, output_dir: str) -> None:
 
 
 def check_output_dir(training_args) -> None:
-    """Refuse to write over a finished run unless asked; resuming from a checkpoint is always fine."""
+    """A folder hf_kd can create or write into, and no finished run in it unless asked; resuming is always fine."""
+    folder = training_args.output_dir
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ArgumentError(f"--output_dir {folder} is an existing file, not a folder: pick another --output_dir.")
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ArgumentError(f"--output_dir {folder}: {existing} is a file, so the folder cannot be created.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArgumentError(f"--output_dir {folder}: {existing} is not writable. Pick a folder you can write to.")
     results = os.path.join(training_args.output_dir, RESULTS_FILE)
     if os.path.isfile(results) and not training_args.overwrite_output_dir and not training_args.resume_from_checkpoint:
         raise ArgumentError(
@@ -139,7 +157,7 @@ def unlabelled_without_teacher(method: str, what: str) -> str:
 
 def build_trainer(model_args, data_args, training_args, repetition: int = 0):
     """Data, models and the method's trainer from parsed arguments; every input check happens here."""
-    method = trainer_class(training_args.method)
+    method = configure_method(training_args)
     adversarial = issubclass(method, AdversarialTrainer)
     needs_teacher = adversarial or any(w > 0 for t, w in training_args.loss_weights.items() if t != "ce")
     if needs_teacher and not model_args.teacher_name_or_path:
@@ -148,6 +166,8 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         raise ArgumentError(f"Method '{method.method}' needs a masked-LM generator: pass --generator_name_or_path.")
     if data_args.unlabeled_file and not needs_teacher:
         raise ArgumentError(unlabelled_without_teacher(method.method, "--unlabeled_file"))
+    roles = ("student", "teacher", "generator")[: 3 if adversarial else 2 if needs_teacher else 1]
+    check_model_configs(model_args, data_args.max_seq_length, roles)
     neptune = neptune_settings(training_args) if training_args.report_to_neptune else None
     set_seed(training_args.seed)
 
@@ -181,17 +201,22 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
 
     extra = {"generator": generator} if adversarial else {}
     pad_to = 8 if training_args.bf16 or training_args.fp16 else None
-    trainer = method(
-        model=student,
-        teacher=teacher,
-        args=training_args,
-        train_dataset=data.train if training_args.do_train else None,
-        eval_dataset=data.validation if training_args.do_eval else None,
-        processing_class=tokenizer,
-        data_collator=DistillationCollator(tokenizer, pad_to_multiple_of=pad_to),
-        compute_metrics=build_compute_metrics(data.task_name, data.is_regression),
-        **extra,
-    )
+    try:
+        trainer = method(
+            model=student,
+            teacher=teacher,
+            args=training_args,
+            train_dataset=data.train if training_args.do_train else None,
+            eval_dataset=data.validation if training_args.do_eval else None,
+            processing_class=tokenizer,
+            data_collator=DistillationCollator(tokenizer, pad_to_multiple_of=pad_to),
+            compute_metrics=build_compute_metrics(data.task_name, data.is_regression),
+            **extra,
+        )
+    except ArgumentError:
+        raise
+    except ValueError as error:  # the Trainer's own refusals of an option combination
+        raise ArgumentError(f"The Trainer refused the arguments: {error}") from None
     if neptune is not None:
         parameters = run_parameters(model_args, data_args, training_args, repetition)
         trainer.add_callback(NeptuneCallback(neptune, parameters, tags=training_args.neptune_tags))
@@ -259,12 +284,16 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def exit_on_argument_error(function, program: str = "hf_kd") -> None:
-    """Run a command-line entry point; bad input ends it with the message and exit status 2, no traceback."""
+    """Run a command-line entry point; bad input ends it with one line and exit status 2, a loss that
+    diverged with one line and status 1: a traceback is left for bugs in hf_kd."""
     try:
         function()
     except ArgumentError as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLossError as error:
+        print(f"{program}: training stopped: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def cli() -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shlex
 
-from hf_kd.arguments import ArgumentError
 from hf_kd.data import TASK_TO_KEYS
+from hf_kd.errors import ArgumentError
 from hf_kd.metrics import main_metric
+from hf_kd.trainers import trainer_class
 
 # keys only the original's files have: one of them marks a file as a seed config
 SEED_ONLY_KEYS = {
@@ -64,8 +65,6 @@ def is_seed_config(values: dict) -> bool:
 
 def translate_seed_config(values: dict, source: str = "config", announce: bool = True) -> dict:
     """hf_kd argument names and values for an original YAML experiment file."""
-    from hf_kd.trainers import trainer_class
-
     values = dict(values)
     out: dict = {}
     method_name = str(values.pop("method", "KD"))

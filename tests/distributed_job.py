@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hf_kd.arguments import parse_args
+from hf_kd.config import parse_args
 from hf_kd.run import build_trainer
 
 

@@ -5,7 +5,8 @@ import math
 import pytest
 import yaml
 
-from hf_kd.arguments import ArgumentError, parse_args
+from hf_kd.config import parse_args
+from hf_kd.errors import ArgumentError
 from hf_kd.seed_config import translate_seed_config
 from hf_kd.trainers import TRAINERS, trainer_class
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 from hf_kd.run import main
 from hf_kd.testing import build_family
 from tests.conftest import cli_args
@@ -70,7 +70,10 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
     AutoModelForSequenceClassification.from_pretrained(bert.student).save_pretrained(no_tokenizer)
     return {
         "unknown method": (replace(base(), "--method", "distil"), r"--method 'distil'.*Known methods: normal, kd"),
-        "negative weight": ([*base(), "--weight_kd", "-1"], r"--weight_kd must be >= 0"),
+        "negative weight": (
+            [*base(), "--weight_kd", "-1"],
+            r"--weight_kd must be in \[0, 1000\] \(0 switches the term off\), got -1.0",
+        ),
         "weight of another method": (
             [*base(), "--weight_rail", "0.3"],
             r"--weight_rail is not a loss term of method 'kd'",
@@ -79,11 +82,11 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             [*base(), "--generator_weight_kd_perturbed", "0.3"],
             r"--generator_weight_kd_perturbed is not",
         ),
-        "data_ratio zero": ([*base(), "--data_ratio", "0"], r"--data_ratio must lie in \(0, 1\]"),
-        "data_ratio above one": ([*base(), "--data_ratio", "1.5"], r"--data_ratio must lie in \(0, 1\]"),
+        "data_ratio zero": ([*base(), "--data_ratio", "0"], r"--data_ratio must be in \(0, 1\]"),
+        "data_ratio above one": ([*base(), "--data_ratio", "1.5"], r"--data_ratio must be in \(0, 1\]"),
         "mlm_probability above one": (
             [*base("cilda"), "--mlm_probability", "1.5"],
-            r"--mlm_probability must lie in \[0, 1\]",
+            r"--mlm_probability must be in \[0, 1\]",
         ),
         "non-GLUE task without files": (
             replace(replace(replace(base(), "--train_file", None), "--validation_file", None), "--task_name", "imdb"),
@@ -114,8 +117,8 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             replace(base(), "--train_file", write("bad.tsv", "sentence\tlabel\ngood\t1\nbad\t7\n")),
             r"labels \['7'\] outside the label set",
         ),
-        "empty split after max samples": (
-            [*base(), "--max_train_samples", "0"],
+        "empty split after data_ratio": (
+            [*base(), "--data_ratio", "0.0001"],
             r"train split .* is empty after --data_ratio / --max_train_samples",
         ),
         "teacher with other label count": (
@@ -202,7 +205,7 @@ CASE_NAMES = [
     "no text column",
     "no label column",
     "label outside the set",
-    "empty split after max samples",
+    "empty split after data_ratio",
     "teacher with other label count",
     "teacher missing",
     "generator missing",

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 from hf_kd.run import main
 from tests.conftest import cli_args
 

@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 from hf_kd.run import main
 from hf_kd.trainers import TRAINERS
 from tests.conftest import ROOT, cli_args

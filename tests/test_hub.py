@@ -10,7 +10,7 @@ import yaml
 from huggingface_hub import HfApi
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 from hf_kd.run import main
 from tests.conftest import cli_args
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 from hf_kd.run import main, resolve_checkpoint
 from tests.conftest import ROOT, cli_args
 

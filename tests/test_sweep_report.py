@@ -10,7 +10,7 @@ import statistics
 import pytest
 from PIL import Image
 
-from hf_kd.arguments import ArgumentError
+from hf_kd.errors import ArgumentError
 from hf_kd.report import paired_differences, report
 from hf_kd.sweep import run_sweep, summarise
 from tests.conftest import cli_args

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_kd.arguments import parse_args
+from hf_kd.config import parse_args
 from hf_kd.run import build_trainer
 from hf_kd.trainers import TRAINERS, AdversarialTrainer, NonFiniteLossError
 from hf_kd.trainers.adversarial import AlternationSchedule

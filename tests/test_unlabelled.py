@@ -10,8 +10,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from hf_kd.arguments import ArgumentError, DataTrainingArguments, parse_args
+from hf_kd.arguments import DataTrainingArguments
+from hf_kd.config import parse_args
 from hf_kd.data import prepare_data
+from hf_kd.errors import ArgumentError
 from hf_kd.losses import IGNORE_LABEL, task_loss
 from hf_kd.run import RUN_INFO_FILE, build_trainer, main
 from hf_kd.trainers import TRAINERS

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.trainers.adversarial import AdversarialTrainer, CildaMinILDTrainer, CildaTrainer, MateKDTrainer
-from hf_kd.trainers.base import DistillationTrainer, NonFiniteLossError
+from hf_kd.trainers.base import DistillationTrainer
 from hf_kd.trainers.simple import KDTrainer, NormalTrainer, RailKDTrainer
 
 TRAINERS: dict[str, type[DistillationTrainer]] = {
@@ -18,12 +19,17 @@ def trainer_class(method: str) -> type[DistillationTrainer]:
     for cls in TRAINERS.values():
         if key == cls.method or key in cls.aliases:
             return cls
-    from hf_kd.arguments import ArgumentError
-
     raise ArgumentError(
         f"Unknown --method '{method}'. Known methods: {', '.join(TRAINERS)} "
         "(seed names normal, KD, RAIL_c, MATE, CILDA, CILDA_minILD are accepted too)."
     )
+
+
+def configure_method(args) -> type[DistillationTrainer]:
+    """Settle `args` (a `DistillationTrainingArguments`) on its method: canonical name and loss weights."""
+    cls = trainer_class(args.method)
+    args.apply_method(cls.method, cls.default_weights, cls.default_generator_weights)
+    return cls
 
 
 __all__ = [
@@ -37,5 +43,6 @@ __all__ = [
     "NonFiniteLossError",
     "NormalTrainer",
     "RailKDTrainer",
+    "configure_method",
     "trainer_class",
 ]

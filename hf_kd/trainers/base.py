@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -21,10 +20,10 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from hf_kd.adapters import ForwardResult, adapter_for
-from hf_kd.arguments import ArgumentError
+from hf_kd.adapters import ForwardResult, LayerFeatures, adapter_for
 from hf_kd.cache import TeacherCache
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN
+from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.losses import crd_loss, kd_loss, labelled_rows, log_batch_size_scale, mean_pool, rail_loss, task_loss
 
 logger = logging.getLogger(__name__)
@@ -32,19 +31,6 @@ PROJECTIONS_FILE = "hf_kd_projections.safetensors"
 EXTRAS_DIR = "hf_kd_extras"
 MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 TEACHER_TERMS = ("kd", "rail", "crd", "kd_perturbed", "crd_perturbed")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite."""
-
-
-@dataclass
-class LayerFeatures:
-    """A model's logits and the per-layer features the intermediate-layer losses read."""
-
-    logits: torch.Tensor
-    pooled: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): mean over the sequence
-    sentence: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): at the sentence position
 
 
 class Projections(nn.Module):
@@ -69,6 +55,7 @@ class DistillationTrainer(Trainer):
     def __init__(self, model: PreTrainedModel, teacher: PreTrainedModel | None = None, **kwargs: Any) -> None:
         # everything that can be refused is checked before the Trainer creates the output directory
         args = kwargs["args"]
+        args.apply_method(self.method, self.default_weights, self.default_generator_weights)
         self.weights: dict[str, float] = dict(args.loss_weights)
         if any(self.uses(term) for term in TEACHER_TERMS) and teacher is None:
             raise ArgumentError(f"Method '{self.method}' needs a teacher: pass --teacher_name_or_path.")
