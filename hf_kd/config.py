@@ -20,7 +20,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from hf_kd.arguments import DataTrainingArguments, DistillationTrainingArguments, ModelArguments
-from hf_kd.errors import ArgumentError
+from hf_kd.errors import ArgumentError, brief
 from hf_kd.seed_config import is_seed_config, translate_seed_config
 from hf_kd.trainers import configure_method
 
@@ -54,7 +54,7 @@ def parse_args(
     except ArgumentError:
         raise
     except (ValueError, TypeError) as error:  # the Trainer's own refusals (conflicting strategies, ...)
-        raise ArgumentError(f"The training arguments conflict: {error}") from None
+        raise ArgumentError(f"The training arguments conflict: {brief(error)}") from None
     sweep_flags = [flag for flag in unknown if flag.startswith("--sweep_")]
     if sweep_flags:
         raise ArgumentError(
@@ -78,7 +78,7 @@ def read_config_file(path: str) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ArgumentError(f"Config file {path} cannot be read as UTF-8 text ({error}).") from None
+        raise ArgumentError(f"Config file {path} cannot be read as UTF-8 text ({brief(error)}).") from None
     if path.endswith(".json"):
         try:
             values = json.loads(text)

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from hf_kd.arguments import DataTrainingArguments
-from hf_kd.errors import ArgumentError
+from hf_kd.errors import ArgumentError, brief
 from hf_kd.generator import draw_mask, maskable_positions
 from hf_kd.losses import IGNORE_LABEL
 
@@ -117,7 +117,7 @@ def load_raw(data_args: DataTrainingArguments, cache_dir: str | None = None) -> 
             raw = load_dataset("nyu-mll/glue", task, cache_dir=cache_dir)
         except Exception as error:  # offline, no access, a broken cache: datasets raises many types
             raise ArgumentError(
-                f"--task_name {task}: GLUE could not be loaded from the Hub ({type(error).__name__}: {error}). "
+                f"--task_name {task}: GLUE could not be loaded from the Hub ({brief(error)}). "
                 "Pass --train_file and --validation_file with local copies."
             ) from None
         if task == "mnli":
@@ -142,7 +142,7 @@ def _load_file(
         with open(path, encoding="utf-8") as f:
             first_lines = list(itertools.islice((line for line in f if line.strip()), header_lines + 1))
     except UnicodeDecodeError as error:
-        raise ArgumentError(f"Data file {path} is not UTF-8 text ({error}): re-encode it as UTF-8.") from None
+        raise ArgumentError(f"Data file {path} is not UTF-8 text ({brief(error)}): re-encode it as UTF-8.") from None
     if len(first_lines) <= header_lines:
         raise ArgumentError(f"Data file {path} has no rows.")
     try:
@@ -151,7 +151,7 @@ def _load_file(
         raise
     except Exception as error:  # datasets / pyarrow raise many types for a malformed file
         raise ArgumentError(
-            f"Data file {path} could not be read as {extension.upper()} ({type(error).__name__}: {error}). "
+            f"Data file {path} could not be read as {extension.upper()} ({brief(error)}). "
             "Check its format: a header row, one example per line, the same columns in every row."
         ) from None
     renames = {
@@ -254,7 +254,7 @@ def _label_ids(
         try:
             numbers = [float(value) for value in numbers]
         except (TypeError, ValueError) as error:
-            raise ArgumentError(f"{source}: a regression label is not a number ({error}).") from None
+            raise ArgumentError(f"{source}: a regression label is not a number ({brief(error)}).") from None
         return dataset.remove_columns("label").add_column("label", numbers).cast_column(
             "label", Value("float32")
         ), missing

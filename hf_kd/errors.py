@@ -12,3 +12,11 @@ class ArgumentError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite during training."""
+
+
+def brief(error: BaseException, limit: int = 300) -> str:
+    """A third-party error as one short line for a message of ours: its type and the first line of its text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -20,7 +20,7 @@ from transformers import (
 from hf_kd.adapters import adapter_for, position_limit
 from hf_kd.arguments import ModelArguments
 from hf_kd.data import TaskData
-from hf_kd.errors import ArgumentError
+from hf_kd.errors import ArgumentError, brief
 
 logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -59,7 +59,7 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(name, **_hub_options(model_args))
     except (OSError, ValueError) as error:
         raise ArgumentError(
-            f"Could not load a tokenizer from {name!r} ({error}). Pass --tokenizer_name with a tokenizer directory or Hub name."
+            f"Could not load a tokenizer from {name!r} ({brief(error)}). Pass --tokenizer_name with a tokenizer directory or Hub name."
         ) from error
 
 
@@ -67,7 +67,7 @@ def load_config(name: str, flag: str, model_args: ModelArguments) -> PretrainedC
     try:
         return AutoConfig.from_pretrained(name, **_hub_options(model_args))
     except (OSError, ValueError, KeyError) as error:
-        raise ArgumentError(f"{flag} {name!r} is not a model directory or Hub model ({error}).") from error
+        raise ArgumentError(f"{flag} {name!r} is not a model directory or Hub model ({brief(error)}).") from error
 
 
 def check_model_configs(model_args: ModelArguments, max_seq_length: int, roles: tuple[str, ...]) -> None:
@@ -140,11 +140,11 @@ def _load_classifier(
     try:
         return AutoModelForSequenceClassification.from_pretrained(name, **options, **_hub_options(model_args))
     except (OSError, ValueError) as error:  # no weights there, or a config it cannot build
-        raise ArgumentError(f"{flag} {name!r}: no sequence classifier loads from it ({error}).") from error
+        raise ArgumentError(f"{flag} {name!r}: no sequence classifier loads from it ({brief(error)}).") from error
     except RuntimeError as error:  # a classifier head of another size
         raise ArgumentError(
             f"{flag} {name!r} has a classification head for another number of labels than the data's "
-            f"{data.num_labels}: start from its base model instead ({error})."
+            f"{data.num_labels}: start from its base model instead ({brief(error)})."
         ) from error
 
 
@@ -158,9 +158,7 @@ def _load_state_dict(model: PreTrainedModel, path: str) -> None:
             else torch.load(path, map_location="cpu", weights_only=True)
         )
     except Exception as error:  # torch and safetensors raise many types for a file that is not a state dict
-        raise ArgumentError(
-            f"--teacher_state_dict {path} is not a readable state dict ({type(error).__name__}: {error})."
-        ) from None
+        raise ArgumentError(f"--teacher_state_dict {path} is not a readable state dict ({brief(error)}).") from None
     if not isinstance(state, dict):
         raise ArgumentError(f"--teacher_state_dict {path} holds a {type(state).__name__}, not a state dict.")
     state = {key.removeprefix("module."): value for key, value in state.items()}
@@ -207,7 +205,7 @@ def load_generator(model_args: ModelArguments) -> PreTrainedModel:
         return AutoModelForMaskedLM.from_pretrained(name, **_hub_options(model_args))
     except (OSError, ValueError) as error:
         raise ArgumentError(
-            f"--generator_name_or_path {name!r}: no masked language model loads from it ({error})."
+            f"--generator_name_or_path {name!r}: no masked language model loads from it ({brief(error)})."
         ) from error
 
 

@@ -15,7 +15,7 @@ from transformers import set_seed
 from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
 from hf_kd.config import parse_args
 from hf_kd.data import DistillationCollator, prepare_data
-from hf_kd.errors import ArgumentError, NonFiniteLossError
+from hf_kd.errors import ArgumentError, NonFiniteLossError, brief
 from hf_kd.hub import model_card, push_student
 from hf_kd.metrics import build_compute_metrics, main_metric
 from hf_kd.models import (
@@ -216,7 +216,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
     except ArgumentError:
         raise
     except ValueError as error:  # the Trainer's own refusals of an option combination
-        raise ArgumentError(f"The Trainer refused the arguments: {error}") from None
+        raise ArgumentError(f"The Trainer refused the arguments: {brief(error)}") from None
     if neptune is not None:
         parameters = run_parameters(model_args, data_args, training_args, repetition)
         trainer.add_callback(NeptuneCallback(neptune, parameters, tags=training_args.neptune_tags))

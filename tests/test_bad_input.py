@@ -51,6 +51,11 @@ def other_vocab(tmp_path_factory, sst2_texts):
 
 def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
     """(arguments, pattern the message must match) for every bad input."""
+
+    def write_bytes(name: str, data: bytes) -> str:
+        (tmp_path / name).write_bytes(data)
+        return str(tmp_path / name)
+
     base = lambda method="kd": cli_args(bert, sst2_files, tmp_path / "out", method)  # noqa: E731
     no_rows = write("empty.tsv", "sentence\tlabel\n")
     three_labels = str(tmp_path / "three")
@@ -182,6 +187,56 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             [write("s3.yaml", yaml.safe_dump({"method": "KD", "lr": [1e-5, 2e-5]}))],
             r"--sweep_learning_rates describe a sweep: run `python -m hf_kd.sweep`",
         ),
+        "max_seq_length beyond the position embeddings": (
+            replace(cli_args(roberta, sst2_files, tmp_path / "out", "kd"), "--max_seq_length", "71"),
+            r"--max_seq_length 71 is longer than the student's position embeddings allow \(70 tokens",
+        ),
+        "negative KD temperature": ([*base(), "--kd_temperature", "-2"], r"--kd_temperature must be in \[0.01, 100\]"),
+        "zero CRD temperature": ([*base("cilda"), "--crd_temperature", "0"], r"--crd_temperature must be in"),
+        "NaN learning rate": ([*base(), "--learning_rate", "nan"], r"--learning_rate must be in \(0, 1\], got nan"),
+        "zero batch size": ([*base(), "--per_device_train_batch_size", "0"], r"--per_device_train_batch_size must be"),
+        "seed beyond 32 bits": ([*base(), "--seed", str(2**32)], r"--seed must be in \[0, 4294967295\]"),
+        "label smoothing": ([*base(), "--label_smoothing_factor", "0.1"], r"hf_kd's CE has no label smoothing"),
+        "conflicting Trainer options": (
+            [*base(), "--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "epoch"],
+            r"The training arguments conflict: .*strategy",
+        ),
+        "output_dir is a file": (
+            replace(base(), "--output_dir", write("taken", "keep me")),
+            r"--output_dir .*taken is an existing file, not a folder",
+        ),
+        "flag with a typo": ([*base(), "--learnig_rate", "1e-4"], r"did you mean --learning_rate\?"),
+        "malformed YAML": (
+            [write("bad.yaml", "method: kd\nlearning_rate: [1e-4\nseed: 3\n")],
+            r"bad.yaml, line 3, column",
+        ),
+        "malformed JSON": ([write("bad.json", '{"method": "kd",}')], r"bad.json, line 1, column 17"),
+        "unknown config key": (
+            [write("typo.yaml", "method: kd\nlearning_rte: 0.0001\n")],
+            r"unknown key\(s\) 'learning_rte' \(did you mean --learning_rate\?\)",
+        ),
+        "state dict that is not one": (
+            [*base(), "--teacher_state_dict", write("garbage.bin", "not a state dict")],
+            r"--teacher_state_dict .*garbage.bin is not a readable state dict \(UnpicklingError: [^\n]*\)\.$",
+        ),
+        "generator path that does not exist": (
+            replace(base("mate_kd"), "--generator_name_or_path", str(tmp_path / "no-generator")),
+            r"--generator_name_or_path .*no-generator' is not a model directory",
+        ),
+        "data file that is not UTF-8": (
+            replace(
+                base(), "--train_file", write_bytes("latin.tsv", "sentence\tlabel\ncaf\xe9\t1\n".encode("latin-1"))
+            ),
+            r"latin.tsv is not UTF-8 text",
+        ),
+        "malformed JSON lines": (
+            replace(
+                replace(base(), "--task_name", None),
+                "--train_file",
+                write("rows.jsonl", '{"sentence": "a", "label": 1}\n{oops\n'),
+            ),
+            r"rows.jsonl could not be read as JSONL",
+        ),
         "seed nume without deno": (
             [write("s4.yaml", yaml.safe_dump({"method": "KD", "lambda_nume": [1, 1], "outdir": "o"}))],
             r"lambda_nume and lambda_deno come together",
@@ -224,14 +279,32 @@ CASE_NAMES = [
     "seed key without equivalent",
     "seed sweep of learning rates",
     "seed nume without deno",
+    "max_seq_length beyond the position embeddings",
+    "negative KD temperature",
+    "zero CRD temperature",
+    "NaN learning rate",
+    "zero batch size",
+    "seed beyond 32 bits",
+    "label smoothing",
+    "conflicting Trainer options",
+    "output_dir is a file",
+    "flag with a typo",
+    "malformed YAML",
+    "malformed JSON",
+    "unknown config key",
+    "state dict that is not one",
+    "generator path that does not exist",
+    "data file that is not UTF-8",
+    "malformed JSON lines",
 ]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_bad_input_is_refused_before_training(case, bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
     args, pattern = cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path)[case]
-    with pytest.raises(ArgumentError, match=pattern):
+    with pytest.raises(ArgumentError, match=pattern) as error:
         main(args)
+    assert "\n" not in str(error.value)  # one line on the command line
     assert not (tmp_path / "out").exists()  # nothing written: the error came before any training
 
 

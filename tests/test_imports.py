@@ -1,0 +1,72 @@
+"""hf_kd's modules import one another one way: no circle, function-level imports included."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import hf_kd
+
+PACKAGE = Path(hf_kd.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the hf_kd modules it imports anywhere in its source (the package facade left out)."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if name == "hf_kd":
+            continue
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            target = next((n for n in names if n in modules), None)  # `from pkg import submodule` too
+            if target not in (None, "hf_kd", name):
+                targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_sees_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_hf_kd_imports_one_way():
+    graph = import_graph()
+    assert graph["hf_kd.trainers.base"] >= {"hf_kd.cache", "hf_kd.errors"}  # the graph is really read
+    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+    assert graph["hf_kd.errors"] == set()
+    assert "hf_kd.trainers" not in graph["hf_kd.arguments"]
