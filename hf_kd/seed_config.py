@@ -2,6 +2,11 @@
 
 `run_glue_kd.py old_experiment.yaml` works: the file is recognised by its keys, translated, and the
 equivalent command line is printed. Keys without an equivalent are named in an error.
+
+A translated file reproduces what the original code computed, where hf_kd's own defaults differ
+(`ORIGINAL_TRAINING_LOOP`, and per method below): no gradient clipping, a constant schedule, the
+last incomplete batch dropped, one mask per example drawn while preprocessing, RAIL pooled over
+padding, and MATE's generator step weighted by `lambdas[2]`.
 """
 
 from __future__ import annotations
@@ -57,6 +62,17 @@ RENAMED = {
     "linear": "projection_dim",
 }
 SEED_METHODS = {"bart_rail_c": "rail_kd", "bart_cilda": "cilda"}
+# what the original's training loop did, whatever its YAML said (its KD_admin.py / training loop)
+ORIGINAL_TRAINING_LOOP = {
+    "max_grad_norm": 0.0,  # it never clipped the student's gradients
+    "dataloader_drop_last": True,  # the last incomplete batch was dropped (losses divided by the configured size)
+    "eval_strategy": "epoch",  # it evaluated after every epoch
+}
+ORIGINAL_ADVERSARIAL_LOOP = {
+    "generator_max_grad_norm": 0.0,  # nor the generator's
+    "static_mask": True,  # masks were drawn once, while preprocessing
+    "student_dropout_in_generator_step": False,  # T and S in eval mode in the max step (g_train_mode)
+}
 
 
 def is_seed_config(values: dict) -> bool:
@@ -66,11 +82,13 @@ def is_seed_config(values: dict) -> bool:
 def translate_seed_config(values: dict, source: str = "config", announce: bool = True) -> dict:
     """hf_kd argument names and values for an original YAML experiment file."""
     values = dict(values)
-    out: dict = {}
     method_name = str(values.pop("method", "KD"))
     method = trainer_class(SEED_METHODS.get(method_name.lower(), method_name))
-    out["method"] = method.method
+    out: dict = {"method": method.method, **ORIGINAL_TRAINING_LOOP, "lr_scheduler_type": "constant"}
+    if method.default_generator_weights:
+        out.update(ORIGINAL_ADVERSARIAL_LOOP)
     values.pop("model_name", None)  # the family is read from the models' configs
+    notes: list[str] = []
 
     tasks = values.pop("tasks", values.pop("task", None))
     tasks = [str(t).lower().replace("-", "") for t in (tasks if isinstance(tasks, list) else [tasks])] if tasks else []
@@ -116,8 +134,9 @@ def translate_seed_config(values: dict, source: str = "config", announce: bool =
         out["metric_for_best_model"] = main_metric(task, is_regression=task == "stsb")
     if values.pop("mask_fix", False):
         out["mask_mode"] = "fixed_count"
-    if "sent_pool" in values:
-        out["rail_pooling"] = "masked_mean" if values.pop("sent_pool") else "mean"
+    if method.method == "rail_kd" or "sent_pool" in values:
+        # the original pooled over padding; its sent_pool switch meant real tokens only (and crashed when on)
+        out["rail_pooling"] = "masked_mean" if values.pop("sent_pool", False) else "mean"
     if values.pop("alpha2", False):
         out["scale_crd_by_log_batch"] = True
     linear_method = values.pop("linear_method", "training")
@@ -130,7 +149,7 @@ def translate_seed_config(values: dict, source: str = "config", announce: bool =
         raise ArgumentError(
             f"{source}: Neptune keys {unsupported or ['use_neptune']} have no equivalent yet; remove them."
         )
-    out.update(_weights(values, method, source))
+    out.update(_weights(values, method, source, notes))
     for key in list(values):
         if key in RENAMED:
             out[RENAMED[key]] = values.pop(key)
@@ -139,11 +158,16 @@ def translate_seed_config(values: dict, source: str = "config", announce: bool =
     if announce:
         flags = " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in out.items())
         print(f"hf_kd: translated the original config {source}; equivalent arguments:\n  {flags}")
+        for note in notes:
+            print(f"hf_kd: note: {note}")
     return out
 
 
-def _weights(values: dict, method, source: str) -> dict:
-    """`lambdas` (or `lambda_nume` / `lambda_deno`) and `alpha`, in the order of the method's terms."""
+def _weights(values: dict, method, source: str, notes: list[str]) -> dict:
+    """`lambdas` (or `lambda_nume` / `lambda_deno`) and `alpha`, in the order of the method's terms.
+
+    MATE's max step reads `lambdas[2]` (the min step's weight of the perturbed KD term), never `alpha`.
+    """
     out = {}
     terms, generator_terms = list(method.default_weights), list(method.default_generator_weights)
     lambdas = values.pop("lambdas", None)
@@ -156,9 +180,16 @@ def _weights(values: dict, method, source: str) -> dict:
                 f"{source}: lambda_nume and lambda_deno must have equal lengths and no zero denominator."
             )
         lambdas = [n / d for n, d in zip(nume, deno, strict=True)]
+    alpha = values.pop("alpha", None)
+    if method.method == "mate_kd":
+        if alpha is not None:
+            notes.append(
+                f"{source}: alpha is ignored, as the original's MATE ignored it (its max step uses lambdas[2])."
+            )
+        alpha = None if lambdas is None or len(lambdas) != len(terms) else [lambdas[terms.index("kd_perturbed")]]
     for given, names, prefix, key in (
         (lambdas, terms, "weight_", "lambdas"),
-        (values.pop("alpha", None), generator_terms, "generator_weight_", "alpha"),
+        (alpha, generator_terms, "generator_weight_", "alpha"),
     ):
         if given is None:
             continue

@@ -67,7 +67,7 @@ def test_generator_step_changes_generator_and_projections_only(families, sst2_fi
     for role, model in (("teacher", trainer.teacher), ("student", trainer.model)):
         model.register_forward_pre_hook(
             lambda module, args, kwargs, role=role: calls.append(
-                (role, kwargs.get("input_ids"), torch.is_grad_enabled())
+                (role, kwargs.get("input_ids"), torch.is_grad_enabled(), module.training)
             ),
             with_kwargs=True,
         )
@@ -78,8 +78,9 @@ def test_generator_step_changes_generator_and_projections_only(families, sst2_fi
     assert all(p.grad is None for p in trainer.model.parameters())  # no weight gradients were even computed
     if projections is not None:
         assert changed(projections, trainer.projections) == 1.0  # CILDA family: W_t, W_s maximise too
-    # one perturbed pass each, no clean pass (the original's discarded forward), graph kept for the generator
-    assert [(role, ids, grad) for role, ids, grad in calls] == [("teacher", None, True), ("student", None, True)]
+    # one perturbed pass each, no clean pass (the original's discarded forward), graph kept for the generator,
+    # teacher and student in eval mode (no dropout), as the original's g_train_mode
+    assert calls == [("teacher", None, True, False), ("student", None, True, False)]
     assert trainer.lr_scheduler.scheduler.last_epoch == 0  # the student's scheduler did not move
 
 
@@ -87,11 +88,24 @@ def test_generator_step_changes_generator_and_projections_only(families, sst2_fi
 def test_student_step_runs_teacher_and_generator_without_graph(families, sst2_files, tmp_path, method):
     trainer = make_trainer(families["bert"], sst2_files, tmp_path, method, "--n_generator_iter", "0")
     grad_modes = []
-    for model in (trainer.teacher, trainer.generator):
-        model.register_forward_pre_hook(lambda *args: grad_modes.append(torch.is_grad_enabled()))
+    for model in (trainer.teacher, trainer.generator, trainer.model):
+        model.register_forward_pre_hook(
+            lambda module, args: grad_modes.append((type(module).__name__, torch.is_grad_enabled(), module.training))
+        )
     trainer.training_step(trainer.model, first_batch(trainer))
-    assert grad_modes == [False, False]  # generator once (sampling), teacher once (clean + perturbed together)
+    # generator once (sampling), student, teacher once (clean + perturbed together); only the student in train mode
+    assert [(grad, training) for _, grad, training in grad_modes] == [(False, False), (True, True), (False, False)]
     assert all(p.grad is None for p in trainer.generator.parameters())
+
+
+def test_student_dropout_in_generator_step_is_an_option(families, sst2_files, tmp_path):
+    trainer = make_trainer(
+        families["bert"], sst2_files, tmp_path, "mate_kd", "--student_dropout_in_generator_step", "true"
+    )
+    modes = []
+    trainer.model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    trainer.training_step(trainer.model, first_batch(trainer))
+    assert modes == [True]
 
 
 def test_alternation_schedule_counts_batches_across_cycles():

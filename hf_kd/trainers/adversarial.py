@@ -187,7 +187,7 @@ class AdversarialTrainer(DistillationTrainer):
         inputs = self._prepare_inputs(inputs)
         student = self.accelerator.unwrap_model(model)
         self.generator.train()
-        student.train()
+        student.train(self.args.student_dropout_in_generator_step)  # eval mode, as the original's max step
         parameters = [p for group in self.generator_optimizer.param_groups for p in group["params"]]
         with frozen(student), self.accelerator.autocast():
             terms = self.generator_terms(student, inputs)
