@@ -283,6 +283,13 @@ class DistillationTrainingArguments(TrainingArguments):
     )
     neptune_tags: list[str] = field(default_factory=list, metadata={"help": "Tags of the Neptune run."})
     neptune_method_label: str | None = field(default=None, metadata={"help": "The original code's `nep_method` field."})
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "The Trainer's NaN filter of logged losses (off: it reads the loss on the host every step; "
+            "--nonfinite_loss handles non-finite losses)."
+        },
+    )
     nonfinite_loss: str = field(
         default="raise",
         metadata={

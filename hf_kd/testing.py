@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import os
+import traceback
 from dataclasses import dataclass
 
+import torch
 from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -141,3 +144,49 @@ def build_family(
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
     return paths
+
+
+class HostSyncRecorder(TorchDispatchMode):
+    """Records the operators that make the host wait for a CUDA device, also when run on CPU.
+
+    A scalar read (`.item()`, `bool(tensor)`, `if tensor:`), and operators whose output size depends on
+    the data (`nonzero`, `masked_select`, indexing with a boolean mask) synchronise on CUDA; on CPU they
+    run without one, so this mode lets a CPU test assert that a training step has none. Each call is
+    recorded as (operator, where): the innermost caller outside torch, as `module.py:function`.
+    Optimizer steps passed to `ignore_optimizer` are left out: their step counters live on the host.
+    """
+
+    SYNCING = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.is_nonzero", "aten.equal"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+        self._paused = 0
+
+    def ignore_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        def pause(*args) -> None:
+            self._paused += 1
+
+        def resume(*args) -> None:
+            self._paused -= 1
+
+        optimizer.register_step_pre_hook(pause)
+        optimizer.register_step_post_hook(resume)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        boolean_index = name in ("aten.index", "aten.index_put", "aten.index_put_") and any(
+            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] or [])
+        )
+        if not self._paused and (name in self.SYNCING or boolean_index):
+            self.calls.append((f"{name} (boolean mask)" if boolean_index else name, _caller()))
+        return func(*args, **(kwargs or {}))
+
+
+def _caller() -> str:
+    """`module.py:function` of the innermost frame outside torch and this file."""
+    torch_folder = os.path.dirname(torch.__file__)
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.startswith(torch_folder) and frame.filename != __file__:
+            return f"{os.path.basename(frame.filename)}:{frame.name}"
+    return "?"

@@ -184,3 +184,16 @@ def test_cilda_minild_options_end_to_end(bert, sst2_files, tmp_path, extra):
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     logged = [entry for entry in history if "loss_crd" in entry]
     assert logged and all(math.isfinite(entry["loss_crd"]) for entry in logged) and math.isfinite(results["eval_loss"])
+
+
+def test_torch_compile_kd_end_to_end(bert, sst2_files, tmp_path):
+    """--torch_compile: the student runs compiled inside the KD step and saves without the wrapper's prefix."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    results = main(cli_args(bert, sst2_files, tmp_path / "out", "kd", "--torch_compile", "true", "--max_steps", "4"))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # something was really compiled
+    assert results["train_samples"] == 96 and 0 <= results["eval_accuracy"] <= 1
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    assert not any(key.startswith("_orig_mod.") for key in saved)
+    reference = load_file(Path(bert.student) / "model.safetensors")
+    assert set(saved) == set(reference)

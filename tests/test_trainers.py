@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -93,8 +95,9 @@ def test_student_step_runs_teacher_and_generator_without_graph(families, sst2_fi
             lambda module, args: grad_modes.append((type(module).__name__, torch.is_grad_enabled(), module.training))
         )
     trainer.training_step(trainer.model, first_batch(trainer))
-    # generator once (sampling), student, teacher once (clean + perturbed together); only the student in train mode
-    assert [(grad, training) for _, grad, training in grad_modes] == [(False, False), (True, True), (False, False)]
+    # generator once (sampling), teacher once (clean + perturbed together) before the student; only the
+    # student in train mode
+    assert [(grad, training) for _, grad, training in grad_modes] == [(False, False), (False, False), (True, True)]
     assert all(p.grad is None for p in trainer.generator.parameters())
 
 
@@ -184,6 +187,42 @@ def test_nonfinite_term_stops_training_naming_term_and_step(families, sst2_files
     _poison_teacher(trainer)
     with pytest.raises(NonFiniteLossError, match=r"loss_kd became non-finite at step 0.*--nonfinite_loss skip"):
         trainer.training_step(trainer.model, first_batch(trainer))
+
+
+def test_deferred_nonfinite_check_names_the_first_term_and_step(families, sst2_files, tmp_path):
+    """On accelerators the check reads a device-side record at logging steps: same term, same step."""
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, "kd")
+    trainer.check_nonfinite_every_step = False
+    batch = first_batch(trainer)
+    trainer.training_step(trainer.model, batch)
+    trainer.raise_if_nonfinite()  # a finite step passes
+    trainer.state.global_step = 1
+    _poison_teacher(trainer)
+    trainer.training_step(trainer.model, batch)  # no stop inside the step: that would need a host sync
+    trainer.state.global_step = 2
+    trainer.training_step(trainer.model, batch)
+    with pytest.raises(NonFiniteLossError, match=r"loss_kd became non-finite at step 1:.*--nonfinite_loss skip"):
+        trainer.raise_if_nonfinite()
+
+
+def test_deferred_nonfinite_check_stops_training_before_a_checkpoint(families, sst2_files, tmp_path):
+    trainer = make_trainer(
+        families["bert"],
+        sst2_files,
+        tmp_path,
+        "kd",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "100",
+    )
+    trainer.check_nonfinite_every_step = False
+    _poison_teacher(trainer)
+    with pytest.raises(NonFiniteLossError, match=r"loss_kd became non-finite at step 0"):
+        trainer.train()
+    assert not any(name.startswith("checkpoint-") for name in os.listdir(tmp_path))
 
 
 @pytest.mark.parametrize("method", ["kd", "cilda_minild"])

@@ -165,9 +165,14 @@ class AdversarialTrainer(DistillationTrainer):
         if self.generator_accepts_token_types and "token_type_ids" in inputs:
             extra["token_type_ids"] = inputs["token_type_ids"]
         projection = self.generator.get_output_embeddings()
+
+        def select_masked(module: nn.Module, args: tuple) -> tuple:
+            # a boolean selection: its size depends on the mask, so it is the step's one host sync on GPUs
+            return (args[0][mask], *args[1:])
+
         hook = None
         if projection is not None:
-            hook = projection.register_forward_pre_hook(lambda module, args: (args[0][mask], *args[1:]))
+            hook = projection.register_forward_pre_hook(select_masked)
         try:
             logits = self.generator(input_ids=masked_ids, **extra).logits
         finally:
