@@ -52,12 +52,13 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     """Average a (B, L, H) hidden state over the sequence; over real tokens only when a mask is given.
 
     Passing `attention_mask=None` reproduces the original code's plain mean, padding included.
+    The sums accumulate in float32 without a float32 copy of the (B, L, H) input: under bf16 that copy
+    (one per teacher layer) cost as much as the KD step itself.
     """
-    hidden = hidden.float()
     if attention_mask is None:
-        return hidden.mean(dim=1)
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return hidden.sum(dim=1, dtype=torch.float32) / hidden.size(1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # 0/1: the product is exact in any precision
+    return (hidden * weights).sum(dim=1, dtype=torch.float32) / weights.sum(dim=1, dtype=torch.float32).clamp_min(1.0)
 
 
 def rail_loss(teacher_projected: torch.Tensor, student_projected: torch.Tensor) -> torch.Tensor:

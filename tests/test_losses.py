@@ -64,6 +64,16 @@ def test_mean_pool_masked_and_plain():
     assert mean_pool(hidden, None)[0].tolist() == pytest.approx([104 / 3, 106 / 3], rel=1e-6)  # padding too (original)
 
 
+def test_mean_pool_of_bf16_states_accumulates_in_float32():
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 64, 32).bfloat16()
+    mask = (torch.arange(64) < torch.tensor([[64], [40], [10], [1]])).long()
+    pooled = mean_pool(hidden, mask)
+    reference = (hidden.double() * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    assert pooled.dtype == torch.float32
+    assert torch.allclose(pooled.double(), reference, atol=1e-6)  # no bf16 rounding of the sums
+
+
 def test_rail_loss_is_mean_distance_of_unit_vectors():
     u = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     v = torch.tensor([[4.0, 3.0], [0.0, 2.0]])

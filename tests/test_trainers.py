@@ -189,6 +189,19 @@ def test_nonfinite_term_stops_training_naming_term_and_step(families, sst2_files
         trainer.training_step(trainer.model, first_batch(trainer))
 
 
+def test_rail_pools_only_the_paired_teacher_layers(families, sst2_files, tmp_path):
+    trainer = make_trainer(families["bert"], sst2_files, tmp_path, "rail_kd")
+    trainer.draw_layers(epoch=0)
+    batch = trainer._prepare_inputs(first_batch(trainer))
+    with torch.no_grad():
+        result = trainer.teacher_adapter.forward(trainer.teacher, batch, output_hidden_states=True)
+    every = trainer.features(result, batch)
+    paired = trainer.features(result, batch, rail_layers_only=True)
+    layers = trainer.rail_layers("encoder")
+    assert every.pooled["encoder"].shape[1] == 4 and paired.pooled["encoder"].shape[1] == len(layers) == 2
+    assert torch.equal(paired.pooled["encoder"], every.pooled["encoder"][:, layers])
+
+
 def test_deferred_nonfinite_check_names_the_first_term_and_step(families, sst2_files, tmp_path):
     """On accelerators the check reads a device-side record at logging steps: same term, same step."""
     trainer = make_trainer(families["bert"], sst2_files, tmp_path, "kd")

@@ -158,7 +158,11 @@ class DistillationTrainer(Trainer):
         clean_needed = any(self.uses(t) for t in ("kd", "rail", "crd"))
         perturbed_needed = any(self.uses(t) for t in ("kd_perturbed", "crd_perturbed"))
         cached = self.teacher_cache is not None and clean_needed
-        clean = self.teacher_cache.lookup(inputs[INDEX_COLUMN], self.args.device) if cached else None
+        clean = None
+        if cached:
+            clean = self.teacher_cache.lookup(inputs[INDEX_COLUMN], self.args.device)
+            if clean.pooled is not None:  # the cache pooled every layer: keep this epoch's RAIL-KD layers
+                clean.pooled = {stack: value[:, self.rail_layers(stack)] for stack, value in clean.pooled.items()}
         if not (perturbed_needed or (clean_needed and not cached)):
             return clean, None
         with torch.no_grad():
@@ -168,7 +172,7 @@ class DistillationTrainer(Trainer):
         if cached:
             return clean, self.features(result, inputs)
         clean_result, perturbed_result = _split(result, size)
-        clean = self.features(clean_result, inputs)
+        clean = self.features(clean_result, inputs, rail_layers_only=True)
         return clean, None if perturbed_result is None else self.features(perturbed_result, inputs)
 
     def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -247,15 +251,21 @@ class DistillationTrainer(Trainer):
         """Teacher layers paired with the student's (RAIL-KD draws new ones every epoch)."""
         raise NotImplementedError
 
-    def features(self, result: ForwardResult, inputs: dict[str, torch.Tensor]) -> LayerFeatures:
-        """What RAIL-KD (pooled layers) and the contrastive loss (sentence position) read of a forward."""
+    def features(
+        self, result: ForwardResult, inputs: dict[str, torch.Tensor], rail_layers_only: bool = False
+    ) -> LayerFeatures:
+        """What RAIL-KD (pooled layers) and the contrastive loss (sentence position) read of a forward.
+
+        `rail_layers_only` pools just the teacher layers RAIL-KD pairs this epoch (e.g. 6 of 24)
+        instead of all of them; the teacher-output cache pools all, since the pairing changes.
+        """
         pooled = sentence = None
         if result.hidden and self.projection_features == "rail":
             mask = inputs.get("attention_mask") if self.args.rail_pooling == "masked_mean" else None
-            pooled = {
-                stack: torch.stack([mean_pool(h, mask) for h in layers], dim=1)
-                for stack, layers in result.hidden.items()
-            }
+            pooled = {}
+            for stack, layers in result.hidden.items():
+                wanted = self.rail_layers(stack) if rail_layers_only else range(len(layers))
+                pooled[stack] = torch.stack([mean_pool(layers[i], mask) for i in wanted], dim=1)
         if result.hidden and self.projection_features == "crd":
             positions = self.student_adapter.sentence_positions(inputs)
             rows = torch.arange(len(positions), device=positions.device)
@@ -266,12 +276,11 @@ class DistillationTrainer(Trainer):
         return LayerFeatures(result.logits, pooled, sentence)
 
     def rail(self, teacher: LayerFeatures, student: LayerFeatures) -> torch.Tensor:
-        """RAIL-KD: the epoch's teacher layers against all student layers, per stack, summed."""
+        """RAIL-KD: the epoch's teacher layers (already selected) against all student layers, per stack, summed."""
         total = 0.0
         for stack, student_pooled in student.pooled.items():
-            teacher_pooled = teacher.pooled[stack][:, self.rail_layers(stack)]
             total = total + rail_loss(
-                self.projections.teacher[stack](teacher_pooled.flatten(1).float()),
+                self.projections.teacher[stack](teacher.pooled[stack].flatten(1).float()),
                 self.projections.student[stack](student_pooled.flatten(1).float()),
             )
         return total
