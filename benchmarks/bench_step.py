@@ -1,21 +1,32 @@
 #!/usr/bin/env python
-"""Time one training step of every method against the passes it cannot avoid.
+"""Time one training step of every method against the passes it cannot avoid and an original-shaped loop.
 
-    python benchmarks/bench_step.py [--batch_size 32] [--seq_len 128] [--repeats 5] [--json out.json]
+    python benchmarks/bench_step.py --geometry tiny --threads 1 --json benchmarks/results_cpu.json
+    python benchmarks/bench_step.py --device cuda --geometry large --precision fp32 bf16 bf16-teacher
 
-Models are built here from configs (RoBERTa family, 50,265-token vocabulary as RoBERTa's): teacher
-6 layers x 256, student 3 layers x 128, generator 2 layers x 128 (a masked LM). Each case runs in a
-fresh process (peak memory is per case): CPU by default, CUDA when present. Rows:
+Models are built here from configs (RoBERTa family, RoBERTa's special tokens):
 
-- `teacher forward`, `student fwd+bwd`, `generator forward`, `generator fwd+bwd`: the passes alone.
-- `normal`: a plain fine-tuning step of the student (forward, backward, AdamW).
-- `<method>`: a student (min) step; `<method> [generator]`: a generator (max) step.
-- `necessary` is the sum of the unavoidable passes of the row (formula in the `necessary` column;
-  T teacher forward, S student fwd+bwd, N a plain student step = S + AdamW, Gf / G generator
-  forward / fwd+bwd): KD and RAIL-KD T + N; min steps of the adversarial methods, whose clean and
-  perturbed batches both pass teacher and student, 2T + N + S + Gf; generator steps G + T + S
-  (teacher and student forward with backward to their inputs, counted as T + S).
-- `cache epoch ratio`: a KD epoch with `--cache_teacher_outputs` over one without (cache built before).
+- `tiny`: teacher 4 x 128, student 2 x 128, generator 4 x 128, vocabulary 1,000;
+- `small`: teacher 6 x 256, student 3 x 128, generator 2 x 128, vocabulary 50,265;
+- `large`: RoBERTa-large teacher and generator (24 x 1024), DistilRoBERTa student (6 x 768),
+  vocabulary 50,265 (a GPU geometry).
+
+Each case runs in a fresh process (peak memory is per case), all cases `--rounds` times in turn,
+and the fastest round counts (the least disturbed on a shared machine). Rows:
+
+- the passes alone: `teacher forward`, `student fwd+bwd`, `generator forward`, `generator fwd+bwd`,
+  and `normal`, a plain fine-tuning step of the student (forward, backward, AdamW);
+- `reference kd` / `reference rail_kd`: the original code's step in plain PyTorch (teacher's no-grad
+  forward, student forward, CE + KL summed and divided by the batch size, RAIL on the pooled layers,
+  backward, AdamW), on the same models;
+- `<method>`: hf_kd's student (min) step; `kd cached`: the KD step with `--cache_teacher_outputs` in
+  its steady state (no teacher pass); `<method> [generator]`: the generator (max) step.
+
+`necessary` sums the unavoidable passes of a row (T teacher forward, S student fwd+bwd, N a plain
+student step = S + AdamW, Gf / G generator forward / fwd+bwd): KD and RAIL-KD T + N; the adversarial
+min steps, whose clean and perturbed batches both pass teacher and student, 2T + N + S + Gf; generator
+steps G + T + S (teacher and student forward with backward to their inputs, counted as T + S).
+On CPU, `faults` is the minor page faults per step (fresh memory the allocator had to map).
 """
 
 from __future__ import annotations
@@ -35,40 +46,59 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-VOCAB = 50265
 METHODS = ["kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
 ADVERSARIAL = ["mate_kd", "cilda", "cilda_minild"]
+PASSES = ["teacher forward", "student fwd+bwd", "generator forward", "generator fwd+bwd", "normal"]
+# (layers, hidden, heads) of teacher, student and generator, and the vocabulary size
+GEOMETRIES = {
+    "tiny": {"teacher": (4, 128, 2), "student": (2, 128, 2), "generator": (4, 128, 2), "vocab": 1000},
+    "small": {"teacher": (6, 256, 4), "student": (3, 128, 4), "generator": (2, 128, 4), "vocab": 50265},
+    "large": {"teacher": (24, 1024, 16), "student": (6, 768, 12), "generator": (24, 1024, 16), "vocab": 50265},
+}
+PRECISIONS = {"fp32": (False, None), "bf16": (True, None), "bf16-teacher": (True, "bfloat16")}
 
 
-def build(folder: str):
-    """Tokenizer (RoBERTa's special tokens, a 50,265-entry vocabulary) and the three models, saved."""
+def cases(selected: list[str] | None = None) -> list[str]:
+    every = [
+        *PASSES,
+        "reference kd",
+        "reference rail_kd",
+        *METHODS,
+        "kd cached",
+        *[f"{m} [generator]" for m in ADVERSARIAL],
+    ]
+    if not selected:
+        return every
+    wanted = {*selected, *PASSES, *(reference_of(case) for case in selected)}  # what their ratios need
+    return [case for case in every if case in wanted]
+
+
+def build(folder: str, geometry: str) -> None:
+    """Tokenizer (RoBERTa's special tokens) and the three models, saved."""
     import torch
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, RobertaConfig, RobertaTokenizer
 
-    vocab = {
-        "<s>": 0,
-        "<pad>": 1,
-        "</s>": 2,
-        "<unk>": 3,
-        **{f"w{i}": i for i in range(4, VOCAB - 1)},
-        "<mask>": VOCAB - 1,
-    }
+    sizes = GEOMETRIES[geometry]
+    vocab_size = sizes["vocab"]
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, vocab_size - 1)}}
+    vocab["<mask>"] = vocab_size - 1
     with open(os.path.join(folder, "vocab.json"), "w") as f:
         json.dump(vocab, f)
     with open(os.path.join(folder, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n")
     tokenizer = RobertaTokenizer(vocab=os.path.join(folder, "vocab.json"), merges=os.path.join(folder, "merges.txt"))
     torch.manual_seed(0)
-    for name, layers, hidden, auto in (
-        ("teacher", 6, 256, AutoModelForSequenceClassification),
-        ("student", 3, 128, AutoModelForSequenceClassification),
-        ("generator", 2, 128, AutoModelForMaskedLM),
+    for role, auto in (
+        ("teacher", AutoModelForSequenceClassification),
+        ("student", AutoModelForSequenceClassification),
+        ("generator", AutoModelForMaskedLM),
     ):
+        layers, hidden, heads = sizes[role]
         config = RobertaConfig(
-            vocab_size=VOCAB,
+            vocab_size=vocab_size,
             hidden_size=hidden,
             num_hidden_layers=layers,
-            num_attention_heads=4,
+            num_attention_heads=heads,
             intermediate_size=4 * hidden,
             max_position_embeddings=514,
             type_vocab_size=1,
@@ -77,21 +107,25 @@ def build(folder: str):
             eos_token_id=2,
             num_labels=2,
         )
-        auto.from_config(config).save_pretrained(os.path.join(folder, name))
-        tokenizer.save_pretrained(os.path.join(folder, name))
+        auto.from_config(config).save_pretrained(os.path.join(folder, role))
+        tokenizer.save_pretrained(os.path.join(folder, role))
 
 
-def dataset(size: int, seq_len: int):
+def dataset(size: int, seq_len: int, vocab_size: int):
+    """Random token rows with about a quarter of padding, so masked pooling and masking matter."""
     import torch
     from datasets import Dataset
 
     generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(4, VOCAB - 1, (size, seq_len), generator=generator)
-    ids[:, 0], ids[:, -1] = 0, 2
+    lengths = torch.randint(seq_len // 2, seq_len + 1, (size,), generator=generator)
+    ids = torch.randint(4, vocab_size - 1, (size, seq_len), generator=generator)
+    rows = []
+    for row, length in zip(ids.tolist(), lengths.tolist(), strict=True):
+        rows.append([0, *row[1 : length - 1], 2])
     return Dataset.from_dict(
         {
-            "input_ids": ids.tolist(),
-            "attention_mask": [[1] * seq_len] * size,
+            "input_ids": rows,
+            "attention_mask": [[1] * len(row) for row in rows],
             "label": torch.randint(0, 2, (size,), generator=generator).tolist(),
             "hf_kd_index": list(range(size)),
         }
@@ -106,9 +140,13 @@ def make_trainer(folder: str, method: str, options: dict):
     from hf_kd.data import DistillationCollator
     from hf_kd.trainers import TRAINERS
 
+    bf16, teacher_dtype = PRECISIONS[options["precision"]]
+    device = options["device"]
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(folder, "student"))
     student = AutoModelForSequenceClassification.from_pretrained(os.path.join(folder, "student"))
     teacher = AutoModelForSequenceClassification.from_pretrained(os.path.join(folder, "teacher"))
+    if teacher_dtype:
+        teacher.to(getattr(torch, teacher_dtype))
     args = DistillationTrainingArguments(
         output_dir=os.path.join(folder, "out", method),
         method=method,
@@ -117,17 +155,18 @@ def make_trainer(folder: str, method: str, options: dict):
         per_device_train_batch_size=options["batch_size"],
         per_device_eval_batch_size=options["batch_size"],
         disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=options["bf16"],
+        use_cpu=device == "cpu",
+        bf16=bf16,
     )
     extra = {}
     if method in ADVERSARIAL:
         extra["generator"] = AutoModelForMaskedLM.from_pretrained(os.path.join(folder, "generator"))
+    vocab_size = GEOMETRIES[options["geometry"]]["vocab"]
     trainer = TRAINERS[method](
         model=student.to(args.device),
         teacher=teacher if method != "normal" else None,
         args=args,
-        train_dataset=dataset(options["batch_size"] * options["epoch_batches"], options["seq_len"]),
+        train_dataset=dataset(options["batch_size"] * 2, options["seq_len"], vocab_size),
         processing_class=tokenizer,
         data_collator=DistillationCollator(tokenizer),
         **extra,
@@ -137,34 +176,83 @@ def make_trainer(folder: str, method: str, options: dict):
     return trainer
 
 
-def timed(function, warmup: int, repeats: int) -> float:
+def reference_step(trainer, batch: dict, kind: str):
+    """The original code's KD / RAIL-KD step in plain PyTorch on the trainer's models (METHODS.md):
+    teacher first under no_grad, plain mean pooling, every term divided by the configured batch size."""
+    import torch
+    import torch.nn.functional as F
+
+    teacher, student = trainer.teacher, trainer.model
+    rail = kind == "rail_kd"
+    projections = trainer.projections
+    parameters = list(student.parameters()) + (list(projections.parameters()) if rail else [])
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+    layers = sorted(torch.randperm(len(teacher.roberta.encoder.layer))[: len(student.roberta.encoder.layer)].tolist())
+    size = len(batch["input_ids"])
+
+    def step() -> None:
+        student.train()
+        with torch.no_grad(), trainer.accelerator.autocast():
+            teacher_out = teacher(**inputs, output_hidden_states=rail)
+        with trainer.accelerator.autocast():
+            student_out = student(**inputs, labels=batch["labels"], output_hidden_states=rail)
+        kd = F.kl_div(
+            F.log_softmax(student_out.logits.float(), -1), F.softmax(teacher_out.logits.float(), -1), reduction="sum"
+        )
+        loss = 0.5 * student_out.loss + 0.5 * kd / size
+        if rail:
+            teacher_pooled = torch.cat([teacher_out.hidden_states[1:][i].float().mean(1) for i in layers], -1)
+            student_pooled = torch.cat([h.float().mean(1) for h in student_out.hidden_states[1:]], -1)
+            distance = F.normalize(projections.teacher["encoder"](teacher_pooled), dim=-1) - F.normalize(
+                projections.student["encoder"](student_pooled), dim=-1
+            )
+            loss = loss + 0.333 * distance.norm(dim=-1).sum() / size
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def timed(function, warmup: int, repeats: int, cuda: bool) -> tuple[float, float]:
+    """Median seconds of `repeats` calls after `warmup`, and minor page faults per call."""
     import torch
 
     def sync():
-        if torch.cuda.is_available():
+        if cuda:
             torch.cuda.synchronize()
 
     for _ in range(warmup):
         function()
     times = []
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(repeats):
         sync()
         start = time.perf_counter()
         function()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / repeats
+    return statistics.median(times), faults
 
 
 def run_case(folder: str, case: str, options: dict, queue) -> None:
-    """One measurement in this (fresh) process; puts {seconds, peak_mb} on the queue."""
+    """One measurement in this (fresh) process; puts {seconds, peak_mb, faults} on the queue."""
     import torch
 
     from hf_kd.cache import TeacherCache
     from hf_kd.trainers.adversarial import AlternationSchedule
 
+    torch.set_num_threads(options["threads"])
     torch.manual_seed(0)
-    method = case.split()[0] if case.split()[0] in [*METHODS, "normal"] else "mate_kd"
+    if options["keep_freed_memory"]:
+        from hf_kd.run import keep_freed_memory
+
+        keep_freed_memory()
+    cuda = options["device"] == "cuda"
+    name = case.removeprefix("reference ").split()[0]
+    method = name if name in [*METHODS, "normal"] else "mate_kd"
     trainer = make_trainer(folder, method, options)
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     model, teacher = trainer.model, trainer.teacher
@@ -204,48 +292,42 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
         "student fwd+bwd": student_fwd_bwd,
         "generator forward": generator_forward,
         "generator fwd+bwd": generator_fwd_bwd,
+        "normal": student_step,
     }
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     if case in passes:
-        seconds = timed(passes[case], options["warmup"], options["repeats"])
-    elif case == "cache epoch ratio":
-        loader = list(trainer.get_train_dataloader())
-
-        def epoch():
-            for item in loader:
-                trainer.training_step(model, trainer._prepare_inputs(item))
-                trainer.optimizer.step()
-                model.zero_grad(set_to_none=True)
-
-        uncached = timed(epoch, 1, max(1, options["repeats"] // 2))
+        function = passes[case]
+    elif case.startswith("reference"):
+        function = reference_step(trainer, batch, name)
+    elif case == "kd cached":
         trainer.teacher_cache = TeacherCache._compute(trainer, trainer.train_dataset)
-        cached = timed(epoch, 1, max(1, options["repeats"] // 2))
-        seconds = cached / uncached
+        function = student_step
     else:
         generator_step = case.endswith("[generator]")
         trainer.schedule = AlternationSchedule(1, 1) if generator_step else AlternationSchedule(0, 1)
 
-        def step():
+        def function():
             trainer.batches_seen = 0
             student_step() if not generator_step else trainer.training_step(model, batch)
 
-        seconds = timed(step, options["warmup"], options["repeats"])
-    if torch.cuda.is_available():
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    seconds, faults = timed(function, options["warmup"], options["repeats"], cuda)
+    if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"seconds": seconds, "peak_mb": peak})
+    queue.put({"seconds": seconds, "peak_mb": peak, "faults": faults})
 
 
 def necessary(case: str, t: dict) -> tuple[float | None, str]:
-    """The unavoidable work of a step: T teacher forward, S student fwd+bwd, N a plain student step
-    (S + AdamW), Gf / G the generator's forward / fwd+bwd."""
+    """The unavoidable work of a step (see the module docstring)."""
     teacher, student, plain = t["teacher forward"], t["student fwd+bwd"], t["normal"]
     if case == "normal":
         return student, "S"
-    if case in ("kd", "rail_kd"):
+    if case in ("kd", "rail_kd", "reference kd", "reference rail_kd"):
         return teacher + plain, "T + N"
+    if case == "kd cached":
+        return plain, "N"
     if case in ADVERSARIAL:
         return 2 * teacher + plain + student + t["generator forward"], "2T + N + S + Gf"
     if case.endswith("[generator]"):
@@ -253,75 +335,110 @@ def necessary(case: str, t: dict) -> tuple[float | None, str]:
     return None, ""
 
 
+def reference_of(case: str) -> str | None:
+    return {"kd": "reference kd", "rail_kd": "reference rail_kd", "kd cached": "reference kd"}.get(case)
+
+
+def measure(options: dict) -> dict[str, dict]:
+    """Every case `rounds` times, each in a fresh process; the fastest round of each."""
+    context = multiprocessing.get_context("spawn")
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        build(folder, options["geometry"])
+        for round_index in range(options["rounds"]):
+            for case in cases(options["cases"]):
+                queue = context.Queue()
+                process = context.Process(target=run_case, args=(folder, case, options, queue))
+                process.start()
+                result = queue.get()
+                process.join()
+                print(f"  round {round_index + 1}: {case}: {result['seconds']:.4f} s", file=sys.stderr)
+                if case not in results or result["seconds"] < results[case]["seconds"]:
+                    results[case] = result
+    return results
+
+
+def table(results: dict[str, dict], options: dict) -> list[dict]:
+    times = {case: value["seconds"] for case, value in results.items()}
+    rows = []
+    for case in cases(options["cases"]):
+        need, formula = necessary(case, times)
+        reference = reference_of(case)
+        rows.append(
+            {
+                "case": case,
+                "precision": options["precision"],
+                "seconds": times[case],
+                "steps_per_second": 1 / times[case],
+                "samples_per_second": options["batch_size"] / times[case],
+                "peak_mb": results[case]["peak_mb"],
+                "faults_per_step": results[case]["faults"],
+                "necessary_seconds": need,
+                "necessary": formula,
+                "ratio_to_necessary": None if need is None else times[case] / need,
+                "ratio_to_reference": None if reference is None else times[case] / times[reference],
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict], cuda: bool) -> None:
+    memory = "peak GPU MB" if cuda else "peak RSS MB"
+    print(f"| step | time (s) | steps/s | samples/s | {memory} | faults | necessary (s) | / necessary | / original-shaped |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        need = "" if row["necessary_seconds"] is None else f"{row['necessary_seconds']:.4f} ({row['necessary']})"
+        to_need = "" if row["ratio_to_necessary"] is None else f"{row['ratio_to_necessary']:.2f}"
+        to_reference = "" if row["ratio_to_reference"] is None else f"**{row['ratio_to_reference']:.2f}**"
+        faults = "" if cuda else f"{row['faults_per_step']:.0f}"
+        print(
+            f"| {row['case']} | {row['seconds']:.4f} | {row['steps_per_second']:.1f} | "
+            f"{row['samples_per_second']:.0f} | {row['peak_mb']:.0f} | {faults} | {need} | {to_need} | {to_reference} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--geometry", choices=list(GEOMETRIES), default="tiny")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=["fp32"])
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per case")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--epoch_batches", type=int, default=8, help="batches of the cache epoch comparison")
-    parser.add_argument("--bf16", action="store_true", help="mixed precision (GPU)")
+    parser.add_argument("--rounds", type=int, default=2, help="times every case is measured; the fastest counts")
+    parser.add_argument(
+        "--keep_freed_memory",
+        action="store_true",
+        help="every case with the allocator setting run_glue_kd.py applies on CPU (hf_kd.run.keep_freed_memory)",
+    )
+    parser.add_argument("--cases", nargs="+", help="measure only these rows (those their ratios need too)")
     parser.add_argument("--json", help="also write the results here")
     options = vars(parser.parse_args())
-    cases = [
-        "teacher forward",
-        "student fwd+bwd",
-        "generator forward",
-        "generator fwd+bwd",
-        "normal",
-        *METHODS,
-        *[f"{m} [generator]" for m in ADVERSARIAL],
-        "cache epoch ratio",
-    ]
-    context = multiprocessing.get_context("spawn")
-    results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        build(folder)
-        for case in cases:
-            queue = context.Queue()
-            process = context.Process(target=run_case, args=(folder, case, options, queue))
-            process.start()
-            results[case] = queue.get()
-            process.join()
-            print(f"  measured {case}: {results[case]['seconds']:.3f}", file=sys.stderr)
-    times = {case: value["seconds"] for case, value in results.items()}
     import torch
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(
-        f"\nbatch {options['batch_size']} x {options['seq_len']}, vocabulary {VOCAB}, {device}, torch {torch.__version__}\n"
-    )
-    print("| step | time (s) | samples/s | peak memory (MB) | necessary (s) | ratio |")
-    print("|---|---|---|---|---|---|")
-    rows = []
-    for case in cases[:-1]:
-        need, formula = necessary(case, times)
-        seconds = times[case]
-        row = {
-            "case": case,
-            "seconds": seconds,
-            "samples_per_second": options["batch_size"] / seconds,
-            "peak_mb": results[case]["peak_mb"],
-            "necessary_seconds": need,
-            "necessary": formula,
-            "ratio": None if need is None else seconds / need,
-        }
-        rows.append(row)
-        ratio = "" if need is None else f"{row['ratio']:.2f}"
-        necessary_text = "" if need is None else f"{need:.3f} ({formula})"
+    if options["device"] == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device here.")
+    if options["device"] == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, as the original ran
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"CPU ({options['threads']} thread{'s' if options['threads'] > 1 else ''})"
+    all_rows = []
+    for precision in options["precision"]:
+        run_options = {**options, "precision": precision}
+        rows = table(measure(run_options), run_options)
+        all_rows += rows
         print(
-            f"| {case} | {seconds:.3f} | {row['samples_per_second']:.1f} | {row['peak_mb']:.0f} | {necessary_text} | {ratio} |"
+            f"\n{options['geometry']} geometry, batch {options['batch_size']} x {options['seq_len']}, {precision}, "
+            f"{device}, torch {torch.__version__}, fastest of {options['rounds']} rounds (median of "
+            f"{options['repeats']} steps each)\n"
         )
-    print(
-        f"\ncache epoch ratio (KD, cached / uncached, {options['epoch_batches']} batches): {times['cache epoch ratio']:.2f}"
-    )
+        print_table(rows, options["device"] == "cuda")
     if options["json"]:
         with open(options["json"], "w") as f:
-            json.dump(
-                {"options": options, "device": device, "rows": rows, "cache_epoch_ratio": times["cache epoch ratio"]},
-                f,
-                indent=2,
-            )
+            json.dump({"options": options, "device": device, "rows": all_rows}, f, indent=2)
 
 
 if __name__ == "__main__":

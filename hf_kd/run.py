@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -136,6 +137,24 @@ def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def keep_freed_memory() -> bool:
+    """On Linux with glibc, keep freed memory for reuse instead of handing it back to the system.
+
+    By default glibc returns freed blocks above a threshold (and the heap's top) to the system, so a
+    CPU training step maps its activations afresh every step: ~18,000 page faults a step, and the
+    copies and GEMM outputs that first touch the pages pay for them. The process keeps at most its
+    peak memory instead. Returns whether the setting was applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameters (malloc.h)
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+
+
 def setup_logging(training_args) -> None:
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
@@ -227,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     """Run one distillation (or fine-tune) and write the student and its results to --output_dir."""
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
+    if training_args.device.type == "cpu":
+        keep_freed_memory()
     check_output_dir(training_args)
     training_args.resume_from_checkpoint = resolve_checkpoint(
         training_args.resume_from_checkpoint, training_args.output_dir
