@@ -384,7 +384,9 @@ def table(results: dict[str, dict], options: dict) -> list[dict]:
 
 def print_table(rows: list[dict], cuda: bool) -> None:
     memory = "peak GPU MB" if cuda else "peak RSS MB"
-    print(f"| step | time (s) | steps/s | samples/s | {memory} | faults | necessary (s) | / necessary | / original-shaped |")
+    print(
+        f"| step | time (s) | steps/s | samples/s | {memory} | faults | necessary (s) | / necessary | / original-shaped |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         need = "" if row["necessary_seconds"] is None else f"{row['necessary_seconds']:.4f} ({row['necessary']})"
