@@ -108,6 +108,7 @@ class AdversarialTrainer(DistillationTrainer):
             betas=(self.args.adam_beta1, self.args.adam_beta2),
             eps=self.args.adam_epsilon,
             maximize=True,
+            fused=self.args.device.type in ("cpu", "cuda"),  # one kernel per step, as the student's optimizer
         )
         self.generator_scheduler = None  # made once the number of steps is known
 
