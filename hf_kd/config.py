@@ -55,6 +55,8 @@ def parse_args(
         raise
     except (ValueError, TypeError) as error:  # the Trainer's own refusals (conflicting strategies, ...)
         raise ArgumentError(f"The training arguments conflict: {brief(error)}") from None
+    except (ImportError, OSError) as error:  # an option whose package or file is missing (--deepspeed, ...)
+        raise ArgumentError(f"The training arguments need something missing here: {brief(error)}") from None
     sweep_flags = [flag for flag in unknown if flag.startswith("--sweep_")]
     if sweep_flags:
         raise ArgumentError(

@@ -221,6 +221,8 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
     extra = {"generator": generator} if adversarial else {}
     pad_to = 8 if training_args.bf16 or training_args.fp16 else None
     try:
+        # the optimizer is made when training starts: check now, before the Trainer makes --output_dir
+        method.get_optimizer_cls_and_kwargs(training_args, student)
         trainer = method(
             model=student,
             teacher=teacher,
@@ -234,7 +236,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         )
     except ArgumentError:
         raise
-    except ValueError as error:  # the Trainer's own refusals of an option combination
+    except (ValueError, RuntimeError, ImportError) as error:  # refused options, a tracker or optimizer not installed
         raise ArgumentError(f"The Trainer refused the arguments: {brief(error)}") from None
     if neptune is not None:
         parameters = run_parameters(model_args, data_args, training_args, repetition)

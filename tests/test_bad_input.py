@@ -237,6 +237,14 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             ),
             r"rows.jsonl could not be read as JSONL",
         ),
+        "tracker that is not installed": (
+            replace(base(), "--report_to", "wandb"),
+            r"The Trainer refused the arguments: RuntimeError: WandbCallback requires wandb",
+        ),
+        "optimizer from a package that is not installed": (
+            [*base(), "--optim", "adamw_bnb_8bit"],
+            r"The Trainer refused the arguments: ImportError: You need to install `bitsandbytes`",
+        ),
         "seed nume without deno": (
             [write("s4.yaml", yaml.safe_dump({"method": "KD", "lambda_nume": [1, 1], "outdir": "o"}))],
             r"lambda_nume and lambda_deno come together",
@@ -296,6 +304,8 @@ CASE_NAMES = [
     "generator path that does not exist",
     "data file that is not UTF-8",
     "malformed JSON lines",
+    "tracker that is not installed",
+    "optimizer from a package that is not installed",
 ]
 
 
