@@ -197,7 +197,8 @@ def reference_step(trainer, batch: dict, kind: str):
     parameters = list(student.parameters()) + (list(projections.parameters()) if rail else [])
     optimizer = torch.optim.AdamW(parameters, lr=1e-4)
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
-    layers = sorted(torch.randperm(len(teacher.roberta.encoder.layer))[: len(student.roberta.encoder.layer)].tolist())
+    pairs = torch.randperm(teacher.config.num_hidden_layers)[: student.config.num_hidden_layers]
+    layers = sorted(pairs.tolist())
     size = len(batch["input_ids"])
 
     def step() -> None:

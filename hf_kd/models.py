@@ -70,20 +70,19 @@ def load_config(name: str, flag: str, model_args: ModelArguments) -> PretrainedC
         raise ArgumentError(f"{flag} {name!r} is not a model directory or Hub model ({brief(error)}).") from error
 
 
-def check_model_configs(model_args: ModelArguments, max_seq_length: int, roles: tuple[str, ...]) -> None:
+def check_model_configs(model_args: ModelArguments, max_seq_length: int, roles: list[str]) -> None:
     """Options that depend on the models, checked on their configs before any data or weights load."""
-    flags = {
-        "student": "--model_name_or_path",
-        "teacher": "--teacher_name_or_path",
-        "generator": "--generator_name_or_path",
+    models = {
+        "student": ("--model_name_or_path", model_args.model_name_or_path),
+        "teacher": ("--teacher_name_or_path", model_args.teacher_name_or_path),
+        "generator": ("--generator_name_or_path", model_args.generator_name_or_path),
     }
-    names = {"student": model_args.model_name_or_path, "teacher": model_args.teacher_name_or_path}
-    names["generator"] = model_args.generator_name_or_path
     limits = {}
     for role in roles:
-        if not names[role]:
+        flag, name = models[role]
+        if not name:
             continue  # refused with its own message where the model loads
-        limit = position_limit(load_config(names[role], flags[role], model_args))
+        limit = position_limit(load_config(name, flag, model_args))
         if limit is not None:
             limits[role] = limit
     if limits and max_seq_length > min(limits.values()):

@@ -84,13 +84,13 @@ def save_student(trainer, output_dir: str) -> None:
 def check_output_dir(training_args) -> None:
     """A folder hf_kd can create or write into, and no finished run in it unless asked; resuming is always fine."""
     folder = training_args.output_dir
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise ArgumentError(f"--output_dir {folder} is an existing file, not a folder: pick another --output_dir.")
-    existing = os.path.abspath(folder)
+    existing = os.path.abspath(folder)  # the folder, or its nearest ancestor that exists
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise ArgumentError(f"--output_dir {folder}: {existing} is a file, so the folder cannot be created.")
+        raise ArgumentError(
+            f"--output_dir {folder}: {existing} is an existing file, not a folder. Pick another --output_dir."
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ArgumentError(f"--output_dir {folder}: {existing} is not writable. Pick a folder you can write to.")
     results = os.path.join(training_args.output_dir, RESULTS_FILE)
@@ -185,7 +185,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         raise ArgumentError(f"Method '{method.method}' needs a masked-LM generator: pass --generator_name_or_path.")
     if data_args.unlabeled_file and not needs_teacher:
         raise ArgumentError(unlabelled_without_teacher(method.method, "--unlabeled_file"))
-    roles = ("student", "teacher", "generator")[: 3 if adversarial else 2 if needs_teacher else 1]
+    roles = ["student", *(["teacher"] if needs_teacher else []), *(["generator"] if adversarial else [])]
     check_model_configs(model_args, data_args.max_seq_length, roles)
     neptune = neptune_settings(training_args) if training_args.report_to_neptune else None
     set_seed(training_args.seed)

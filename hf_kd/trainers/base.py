@@ -300,9 +300,7 @@ class DistillationTrainer(Trainer):
         """Keep, on the device, the first step at which each term was non-finite (-1: never)."""
         step = torch.full((), self.state.global_step, dtype=torch.long, device=self.args.device)
         for name, value in terms.items():
-            first = self._first_nonfinite_step.get(prefix + name)
-            if first is None:
-                first = torch.full((), -1, dtype=torch.long, device=self.args.device)
+            first = self._first_nonfinite_step.get(prefix + name, step.new_full((), -1))
             bad = ~torch.isfinite(value.detach()).all()
             self._first_nonfinite_step[prefix + name] = torch.where(bad & (first < 0), step, first)
 
