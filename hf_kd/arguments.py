@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
+import torch
 from transformers import TrainingArguments
 
 from hf_kd.errors import ArgumentError
@@ -131,6 +132,14 @@ def check_ranges(arguments) -> None:
         if value not in bound:
             note = f" ({bound.note})" if bound.note else ""
             raise ArgumentError(f"--{item.name} must be {bound}{note}, got {value}.")
+
+
+def _has_accelerator(use_cpu: bool) -> bool:
+    """Whether training may run on an accelerator (pinned host memory helps only there)."""
+    if use_cpu:
+        return False
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 @dataclass
@@ -306,6 +315,8 @@ class DistillationTrainingArguments(TrainingArguments):
         self.report_to = [name for name in self.report_to if name != "neptune"]
         self.loss_weights: dict[str, float] | None = None  # set by apply_method
         self.generator_loss_weights: dict[str, float] | None = None
+        if self.dataloader_pin_memory and not _has_accelerator(self.use_cpu):
+            self.dataloader_pin_memory = False  # nothing to pin for; torch would warn on every dataloader
 
     def apply_method(self, method: str, defaults: dict[str, float], generator_defaults: dict[str, float]) -> None:
         """Settle on a method (a canonical name, from `hf_kd.trainers`): its default weights, overridden by

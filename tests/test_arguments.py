@@ -72,6 +72,17 @@ def test_student_alias():
     assert model_args.model_name_or_path == "some/student"
 
 
+def test_pinned_memory_only_where_an_accelerator_can_use_it(monkeypatch):
+    """Pinning host memory helps only an accelerator; without one torch warns on every dataloader."""
+    import torch
+
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert parse_args(BASE)[2].dataloader_pin_memory is False
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    assert parse_args(["--dataloader_pin_memory", "true", *BASE])[2].dataloader_pin_memory is True
+    assert parse_args(["--use_cpu", "true", *BASE])[2].dataloader_pin_memory is False
+
+
 SEED_YAML = """
 method: CILDA_minILD
 model_name: roberta
