@@ -367,23 +367,41 @@ def reference_of(case: str) -> str | None:
     return {"kd": "reference kd", "rail_kd": "reference rail_kd", "kd cached": "reference kd"}.get(case)
 
 
-def measure(options: dict) -> dict[str, dict]:
-    """Every case `rounds` times, each in a fresh process; the fastest round of each."""
+def measure(folder: str, options: dict) -> dict[str, dict]:
+    """Every case `rounds` times, each in a fresh process (or, with `in_process`, one after the other in
+    this one); the fastest round of each."""
     context = multiprocessing.get_context("spawn")
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        build(folder, options["geometry"])
-        for round_index in range(options["rounds"]):
-            for case in cases(options["cases"]):
+    for round_index in range(options["rounds"]):
+        for case in cases(options["cases"]):
+            if options["in_process"]:
+                result = run_case_here(folder, case, options)
+            else:
                 queue = context.Queue()
                 process = context.Process(target=run_case, args=(folder, case, options, queue))
                 process.start()
                 result = queue.get()
                 process.join()
-                print(f"  round {round_index + 1}: {case}: {result['seconds']:.4f} s", file=sys.stderr)
-                if case not in results or result["seconds"] < results[case]["seconds"]:
-                    results[case] = result
+            print(f"  round {round_index + 1}: {case}: {result['seconds']:.4f} s", file=sys.stderr)
+            if case not in results or result["seconds"] < results[case]["seconds"]:
+                results[case] = result
     return results
+
+
+def run_case_here(folder: str, case: str, options: dict) -> dict:
+    """`run_case` in this process, its models and optimizer states freed afterwards (on a GPU the peak
+    is reset per case, so it stays per case; on CPU the peak RSS is the process's)."""
+    import gc
+    import queue
+
+    import torch
+
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    run_case(folder, case, options, results)
+    gc.collect()  # the trainer's reference cycles hold the models
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return results.get()
 
 
 def table(results: dict[str, dict], options: dict) -> list[dict]:
@@ -444,6 +462,12 @@ def main() -> None:
         help="hf_kd's rows and the passes with the allocator setting run_glue_kd.py applies on CPU "
         "(hf_kd.run.keep_freed_memory); the original-shaped rows keep the default, as the original ran",
     )
+    parser.add_argument(
+        "--in_process",
+        action="store_true",
+        help="run the cases one after the other in this process (saves a start-up per case: for a short GPU "
+        "session; the CPU's peak RSS is then the process's, not the case's)",
+    )
     parser.add_argument("--cases", nargs="+", help="measure only these rows (those their ratios need too)")
     parser.add_argument("--json", help="also write the results here")
     options = vars(parser.parse_args())
@@ -457,19 +481,22 @@ def main() -> None:
     else:
         device = f"CPU ({options['threads']} thread{'s' if options['threads'] > 1 else ''})"
     all_rows = []
-    for precision in options["precision"]:
-        run_options = {**options, "precision": precision}
-        rows = table(measure(run_options), run_options)
-        all_rows += rows
-        print(
-            f"\n{options['geometry']} geometry, batch {options['batch_size']} x {options['seq_len']}, {precision}, "
-            f"{device}, torch {torch.__version__}, fastest of {options['rounds']} rounds (median of "
-            f"{options['repeats']} steps each)\n"
-        )
-        print_table(rows, options["device"] == "cuda")
-    if options["json"]:
-        with open(options["json"], "w") as f:
-            json.dump({"options": options, "device": device, "rows": all_rows}, f, indent=2)
+    with tempfile.TemporaryDirectory() as folder:
+        build(folder, options["geometry"])
+        for precision in options["precision"]:
+            run_options = {**options, "precision": precision}
+            rows = table(measure(folder, run_options), run_options)
+            all_rows += rows
+            print(
+                f"\n{options['geometry']} geometry, batch {options['batch_size']} x {options['seq_len']}, {precision}, "
+                f"{device}, torch {torch.__version__}, fastest of {options['rounds']} rounds (median of "
+                f"{options['repeats']} steps each)\n",
+                flush=True,
+            )
+            print_table(rows, options["device"] == "cuda")
+            if options["json"]:  # after every precision, so a run stopped early keeps what it measured
+                with open(options["json"], "w") as f:
+                    json.dump({"options": options, "device": device, "rows": all_rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_session.sh prepare    # here, once: fills .gpu/ (ignored by git, 52 MB)
 #   then, with the device tool, carry [".gpu"] and run (each well inside the 10-minute limit):
-#   bash benchmarks/gpu_session.sh speed      # bench_step, RoBERTa-large geometry, fp32/bf16/bf16-teacher (~3 min)
+#   bash benchmarks/gpu_session.sh speed      # bench_step, RoBERTa-large geometry, fp32/bf16/bf16-teacher (<= 9 min)
 #   bash benchmarks/gpu_session.sh quality    # quality grid: methods and CILDA+minILD ablations (~8 min)
 #
 # The device image has torch, transformers and pyarrow but not datasets, dill and multiprocess: they
@@ -78,8 +78,10 @@ EOF
 
 speed() {
     setup
-    python3 benchmarks/bench_step.py --device "$DEVICE" --geometry "$GEOMETRY" --precision fp32 bf16 bf16-teacher \
-        --rounds "${ROUNDS:-2}" --json "$OUT/bench_step_$GEOMETRY.json" 2>&1 | tee "$OUT/bench_step_$GEOMETRY.txt"
+    # one process for every case (a start-up per case would not fit); JSON written after each precision
+    timeout "${SPEED_TIMEOUT:-540}" python3 benchmarks/bench_step.py --device "$DEVICE" --geometry "$GEOMETRY" \
+        --precision fp32 bf16 bf16-teacher --in_process --rounds "${ROUNDS:-1}" --repeats 10 \
+        --json "$OUT/bench_step_$GEOMETRY.json" 2>&1 | tee "$OUT/bench_step_$GEOMETRY.txt" || true
 }
 
 quality() {
@@ -99,8 +101,8 @@ quality() {
         --ablation "t2=--kd_temperature 2" \
         --ablation "fixed_generator=--n_generator_iter 0" \
         --ablation "projection_256=--projection_dim 256" >"$OUT/quality_log.txt" 2>&1 || true
-    python3 benchmarks/quality_sst2.py "${options[@]}" --report_only >/dev/null 2>>"$OUT/quality_log.txt" || true
-    cp benchmarks/RESULTS.md "$OUT/RESULTS.md" || true
+    python3 benchmarks/quality_sst2.py "${options[@]}" --report_only --report "$OUT/RESULTS_GPU.md" \
+        >/dev/null 2>>"$OUT/quality_log.txt" || true
     cp "$runs/results.json" "$OUT/quality_results.json" || true
     # every run's results, logs and flags (no weights), to re-run the report here with --report_only
     (cd "$runs" && find . -name '*.json' -o -name '*.txt' | tar czf - -T -) >"$OUT/quality_runs.tgz" || true

@@ -24,7 +24,7 @@ learning rate with the best mean held-out accuracy is chosen, from the same swee
 Dev (all 872 GLUE SST-2 dev sentences) is then reported for the chosen runs, with the paired
 per-seed difference against no KD (mean, std, 95% t-interval). Finished runs are reused; results
 are saved as each job finishes (`--deadline_minutes` stops starting new ones). Writes
-`OUTPUT_DIR/results.json`, `benchmarks/RESULTS.md` and `benchmarks/quality_sst2.png`.
+`OUTPUT_DIR/results.json`, `--report` (`benchmarks/RESULTS.md`) and its chart (`benchmarks/quality_sst2.png`).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ SAMPLE_ROWS = 4000  # the bundled data/sst2/train.tsv: the first 4,000 rows of G
 # RESULTS.md below this line is written by hand (what the numbers say) and kept when the tables are rewritten.
 ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites the tables above -->"
 SCRIPT = ROOT / "scripts" / "run_glue_kd.py"
+DEFAULT_REPORT = ROOT / "benchmarks" / "RESULTS.md"
 ABLATION_FLAGS = "ablation_flags.txt"  # in each <setting>_<ablation> folder: the flags that ablation adds
 
 
@@ -325,12 +326,13 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         for r in runs
         if not (r["method"] == "normal" and r["setting"] == "unlabelled")  # its few_labels runs, listed above
     ]
-    lines += ["", "![methods](quality_sst2.png)", ""]
-    results_md = ROOT / "benchmarks" / "RESULTS.md"
+    results_md = Path(options.report)
+    chart = results_md.parent / "quality_sst2.png" if results_md == DEFAULT_REPORT else results_md.with_suffix(".png")
+    lines += ["", f"![methods]({chart.name})", ""]
     previous = results_md.read_text() if results_md.is_file() else ""
     analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
     results_md.write_text("\n".join(lines) + "\n" + analysis)
-    plot(table_rows, teacher, settings, methods, len(options.seeds))
+    plot(table_rows, teacher, settings, methods, len(options.seeds), chart)
     return table_rows
 
 
@@ -378,7 +380,9 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
     ]
 
 
-def plot(rows: dict[str, dict], teacher: dict, settings: list[str], methods: list[str], n_seeds: int) -> None:
+def plot(
+    rows: dict[str, dict], teacher: dict, settings: list[str], methods: list[str], n_seeds: int, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -405,7 +409,7 @@ def plot(rows: dict[str, dict], teacher: dict, settings: list[str], methods: lis
     axis.legend(ncol=len(settings) + 1, fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(ROOT / "benchmarks" / "quality_sst2.png", dpi=120)
+    figure.savefig(path, dpi=120)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -440,6 +444,7 @@ def parse_options(argv: list[str] | None = None):
         default=str(ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"),
         help="GLUE's SST-2 train.tsv (67,349 sentences): teacher data, held-out and unlabelled text",
     )
+    parser.add_argument("--report", default=str(DEFAULT_REPORT), help="the Markdown report (chart beside it)")
     parser.add_argument("--report_only", action="store_true", help="rewrite RESULTS.md from the finished runs")
     options = parser.parse_args(argv)
     for key, value in PRESETS[options.preset].items():
@@ -536,7 +541,7 @@ def benchmark(argv: list[str] | None = None) -> None:
     if teacher is None or teacher["dev"] is None:
         sys.exit(f"No finished teacher in {out / 'teacher'}: run without --report_only first.")
     write_report(finished_runs(out), teacher, options, counts, command)
-    print((ROOT / "benchmarks" / "RESULTS.md").read_text())
+    print(Path(options.report).read_text())
 
 
 if __name__ == "__main__":
