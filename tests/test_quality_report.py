@@ -1,0 +1,77 @@
+"""The quality benchmark's report: every finished run on disk, methods against no KD on dev, ablations
+against the method's defaults on held-out, both paired by seed (checked against hand computations)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality_sst2", ROOT / "benchmarks" / "quality_sst2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def finished(folder: Path, heldout: float, dev: float) -> None:
+    (folder / "dev").mkdir(parents=True)
+    (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": heldout}))
+    (folder / "dev" / "all_results.json").write_text(json.dumps({"eval_accuracy": dev}))
+    (folder / "wall_time.json").write_text(json.dumps({"seconds": 60.0}))
+
+
+# held-out and dev accuracy per seed 42, 43, 44
+NO_KD = ([0.80, 0.81, 0.79], [0.78, 0.80, 0.77])
+DEFAULT = ([0.84, 0.83, 0.85], [0.81, 0.82, 0.80])
+NO_CRD = ([0.85, 0.85, 0.84], [0.82, 0.81, 0.82])
+
+
+def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path):
+    runs = tmp_path / "runs"
+    for folder, (heldout, dev) in [
+        (runs / "few_labels" / "normal", NO_KD),
+        (runs / "few_labels" / "cilda_minild", DEFAULT),
+        (runs / "few_labels_no_crd" / "cilda_minild", NO_CRD),
+    ]:
+        for seed, h, d in zip([42, 43, 44], heldout, dev, strict=True):
+            finished(folder / "lr-0.0001" / f"seed-{seed}", h, d)
+    (runs / "few_labels_no_crd" / quality.ABLATION_FLAGS).write_text("--weight_crd 0")
+    (runs / "few_labels" / "kd" / "lr-0.0001" / "seed-42").mkdir(parents=True)  # unfinished: not reported
+
+    found = quality.finished_runs(tmp_path)
+    assert len(found) == 9 and {r["variant"] for r in found} == {"", "no_crd"}
+    report = tmp_path / "report" / "R.md"
+    report.parent.mkdir()
+    options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(report))
+    rows = quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "unlabelled": 10}, "cmd")
+    text = report.read_text()
+
+    # cilda_minild against no KD on dev: differences +3, +2, +3 points
+    assert rows["few_labels/cilda_minild"]["paired_difference"]["differences"] == pytest.approx([0.03, 0.02, 0.03])
+    assert f"| cilda_minild | 0.0001 | 84.00 | 81.00 ± {100 * statistics.stdev(DEFAULT[1]):.2f} | +2.67 [" in text
+    assert "| 3/3 |" in text and "kd" not in rows
+    # the ablation against the default on held-out: +1, +2, -1 points; on dev +1, -1, +2
+    heldout = [a - b for a, b in zip(NO_CRD[0], DEFAULT[0], strict=True)]
+    mean = 100 * statistics.fmean(heldout)
+    row = next(line for line in text.splitlines() if "| no_crd |" in line)
+    assert row.startswith(f"| few_labels | cilda_minild | no_crd | `--weight_crd 0` | 84.00 | 84.67 | {mean:+.2f} [")
+    assert row.endswith("| 2/3 | +0.67 |")
+    assert (report.parent / "R.png").is_file() and "![methods](R.png)" in text
+
+
+def test_ablation_flags_are_checked(quality):
+    with pytest.raises(SystemExit):
+        quality.parse_options(["--ablation", "no flags"])
+    with pytest.raises(SystemExit):
+        quality.parse_options(["--ablation", "a=--x 1", "--ablation", "a=--y 2"])
+    options = quality.parse_options(["--extra_args", "--bf16 true", "--ablation", "t2=--kd_temperature 2"])
+    assert options.variants == {"": ["--bf16", "true"], "t2": ["--bf16", "true", "--kd_temperature", "2"]}
