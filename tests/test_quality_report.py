@@ -45,10 +45,13 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
         for seed, h, d in zip([42, 43, 44], heldout, dev, strict=True):
             finished(folder / "lr-0.0001" / f"seed-{seed}", h, d)
     (runs / "few_labels_no_crd" / quality.ABLATION_FLAGS).write_text("--weight_crd 0")
+    for seed, h in [(42, 0.83), (43, 0.85)]:  # a two-seed lead is paired on the seeds it has
+        finished(runs / "few_labels_t2" / "cilda_minild" / "lr-0.0001" / f"seed-{seed}", h, 0.8)
+    finished(runs / "few_labels_t4" / "cilda_minild" / "lr-0.0001" / "seed-42", 0.9, 0.9)  # one seed: no row
     (runs / "few_labels" / "kd" / "lr-0.0001" / "seed-42").mkdir(parents=True)  # unfinished: not reported
 
     found = quality.finished_runs(tmp_path)
-    assert len(found) == 9 and {r["variant"] for r in found} == {"", "no_crd"}
+    assert len(found) == 12 and {r["variant"] for r in found} == {"", "no_crd", "t2", "t4"}
     report = tmp_path / "report" / "R.md"
     report.parent.mkdir()
     options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(report))
@@ -65,6 +68,9 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     row = next(line for line in text.splitlines() if "| no_crd |" in line)
     assert row.startswith(f"| few_labels | cilda_minild | no_crd | `--weight_crd 0` | 84.00 | 84.67 | {mean:+.2f} [")
     assert row.endswith("| 2/3 | +0.67 |")
+    row = next(line for line in text.splitlines() if "| t2 |" in line)
+    assert "| `` | 83.50 | 84.00 | +0.50 [" in row and row.endswith("| 1/2 | -1.50 |")  # seeds 42, 43 only
+    assert "| cilda_minild | t4 |" not in text  # (its run is listed under "Every run")
     assert (report.parent / "R.png").is_file() and "![methods](R.png)" in text
 
 
