@@ -78,10 +78,11 @@ EOF
 
 speed() {
     setup
-    # one process for every case (a start-up per case would not fit); JSON written after each precision
+    # one process for every case (a start-up per case would not fit); JSON written after each precision;
+    # the KD step profiled in each precision: why a bf16 teacher made it slower (issue 14). $OUT: 6 files of 8
     timeout "${SPEED_TIMEOUT:-540}" python3 benchmarks/bench_step.py --device "$DEVICE" --geometry "$GEOMETRY" \
         --precision fp32 bf16 bf16-teacher --in_process --rounds "${ROUNDS:-1}" --repeats 10 \
-        --json "$OUT/bench_step_$GEOMETRY.json" 2>&1 | tee "$OUT/bench_step_$GEOMETRY.txt" || true
+        --profile kd --profile_dir "$OUT" --json "$OUT/bench_step_$GEOMETRY.json" 2>&1 | tee "$OUT/bench_step_$GEOMETRY.txt" || true
 }
 
 quality() {
