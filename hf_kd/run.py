@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 import datasets
+import torch
 import transformers
 from transformers import set_seed
 
@@ -319,8 +320,20 @@ def exit_on_argument_error(function, program: str = "hf_kd") -> None:
         sys.exit(1)
 
 
+def leave_process_group() -> None:
+    """End a torchrun job's process group once every rank is done.
+
+    A gloo group left for the interpreter's exit to tear down can abort a rank that finished
+    ("terminate called without an active exception"), failing a run that succeeded.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def cli() -> None:
     exit_on_argument_error(main)
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_kd.config import parse_args
-from hf_kd.run import build_trainer
+from hf_kd.run import build_trainer, leave_process_group
 
 
 def main() -> None:
@@ -36,6 +36,7 @@ def main() -> None:
         save_file(state, os.path.join(dump_dir, f"{name}-rank{rank}.safetensors"))
     with open(os.path.join(dump_dir, f"eval-rank{rank}.json"), "w") as f:
         json.dump({"evaluated": evaluated, "metrics": metrics, "world_size": trainer.args.world_size}, f)
+    leave_process_group()
 
 
 if __name__ == "__main__":

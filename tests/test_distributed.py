@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_kd.run import leave_process_group
 from tests.conftest import ROOT, cli_args
 
 
@@ -62,3 +63,12 @@ def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, 
         report = json.loads((tmp_path / f"eval-rank{rank}.json").read_text())
         assert report["world_size"] == 2
         assert report["evaluated"] == [48]  # the 48 validation sentences, each once, gathered from both ranks
+
+
+def test_leave_process_group_ends_the_group(tmp_path):
+    """The CLI ends a torchrun job's group itself rather than leave gloo to the interpreter's exit."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert torch.distributed.is_initialized()
+    leave_process_group()
+    assert not torch.distributed.is_initialized()
+    leave_process_group()  # outside a group it does nothing
