@@ -321,13 +321,13 @@ def exit_on_argument_error(function, program: str = "hf_kd") -> None:
 
 
 def leave_process_group() -> None:
-    """End a torchrun job's process group once every rank is done.
+    """End a torchrun job's process group after its last collective (the final evaluation).
 
     A gloo group left for the interpreter's exit to tear down can abort a rank that finished
-    ("terminate called without an active exception"), failing a run that succeeded.
+    ("terminate called without an active exception"), failing a run that succeeded. No barrier:
+    rank 0 may still be pushing to the Hub, which needs no other rank.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
