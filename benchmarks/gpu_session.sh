@@ -100,6 +100,7 @@ q.train_generator_head('$MINILM', texts, Path('/tmp/generator_long'), steps=${GE
         --ablation "alpha2=--scale_crd_by_log_batch true" \
         --ablation "no_crd=--weight_crd 0 --weight_crd_perturbed 0 --generator_weight_crd_perturbed 0" \
         --ablation "kd_perturbed_third=--weight_kd_perturbed 0.333" \
+        --ablation "no_ce_kd_third=--weight_ce_perturbed 0 --weight_kd_perturbed 0.333" \
         --ablation "t2=--kd_temperature 2" \
         --ablation "fixed_generator=--n_generator_iter 0" \
         --ablation "projection_256=--projection_dim 256" \
