@@ -155,25 +155,28 @@ def train_generator_head(base: str, texts: list[str], output_dir: Path, steps: i
 
 # ------------------------------------------------------------------------------------------ jobs
 class Runner:
-    """Runs hf_kd jobs as subprocesses, `jobs` at a time, each with its share of the CPU threads."""
+    """Runs hf_kd jobs as subprocesses, `jobs` at a time, each with its share of the CPU threads; a job
+    that runs alone (the teacher, before the pool starts) gets them all."""
 
     def __init__(self, jobs: int, deadline: float | None) -> None:
         self.jobs, self.deadline = jobs, deadline
-        self.threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // jobs))
+        self.all_threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        self.threads = max(1, self.all_threads // jobs)
         self.lock = threading.Lock()
 
-    def run(self, name: str, folder: Path, args: list[str]) -> dict | None:
+    def run(self, name: str, folder: Path, args: list[str], alone: bool = False) -> dict | None:
         """Train (unless finished), then evaluate on dev; None when the deadline passed before the start."""
         if not (folder / RESULTS_FILE).is_file():
             if self.deadline is not None and time.time() > self.deadline:
                 return None
             folder.mkdir(parents=True, exist_ok=True)
             start = time.time()
-            self._call(name, folder / "log.txt", [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"])
+            args = [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"]
+            self._call(name, folder / "log.txt", args, self.all_threads if alone else self.threads)
             (folder / "wall_time.json").write_text(json.dumps({"seconds": time.time() - start}))
         return read_run(folder)
 
-    def evaluate(self, name: str, model_dir: Path, dev_file: Path, labelled_file: Path) -> None:
+    def evaluate(self, name: str, model_dir: Path, dev_file: Path, labelled_file: Path, alone: bool = False) -> None:
         """Dev accuracy of a trained model with the library's own evaluation, in `model_dir/dev`."""
         if (model_dir / "dev" / RESULTS_FILE).is_file():
             return
@@ -181,10 +184,10 @@ class Runner:
         args += ["--task_name", "sst2", "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
         args += ["--max_seq_length", "64", "--per_device_eval_batch_size", "128", "--report_to", "none"]
         args += ["--output_dir", str(model_dir / "dev"), "--overwrite_output_dir", "true"]
-        self._call(f"{name} [dev]", model_dir / "dev_log.txt", args)
+        self._call(f"{name} [dev]", model_dir / "dev_log.txt", args, self.all_threads if alone else self.threads)
 
-    def _call(self, name: str, log: Path, args: list[str]) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    def _call(self, name: str, log: Path, args: list[str], threads: int) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
         with self.lock:
             print(f"== start {name}", flush=True)
         with open(log, "w") as out:
@@ -497,8 +500,8 @@ def benchmark(argv: list[str] | None = None) -> None:
         teacher_args = ["--method", "normal", "--model_name_or_path", base, "--learning_rate", "5e-5"]
         teacher_args += ["--max_steps", str(options.teacher_steps)] if options.teacher_steps else []
         teacher_args += ["--num_train_epochs", "1", "--seed", "42", "--train_file", str(files["full"]), *common]
-        runner.run("teacher", out / "teacher", teacher_args)
-        runner.evaluate("teacher", out / "teacher", dev, labelled)
+        runner.run("teacher", out / "teacher", teacher_args, alone=True)
+        runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
         student_init, generator = out / "student_init", out / "generator"
         if not (student_init / "config.json").is_file():
             from hf_kd.student_init import shrink

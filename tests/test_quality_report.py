@@ -81,3 +81,16 @@ def test_ablation_flags_are_checked(quality):
         quality.parse_options(["--ablation", "a=--x 1", "--ablation", "a=--y 2"])
     options = quality.parse_options(["--extra_args", "--bf16 true", "--ablation", "t2=--kd_temperature 2"])
     assert options.variants == {"": "", "t2": "--kd_temperature 2"} and options.extra_args == "--bf16 true"
+
+
+def test_a_job_alone_gets_every_thread_and_pooled_jobs_share_them(quality, tmp_path, monkeypatch):
+    """The teacher trains before the pool starts: with --jobs 2 it must not run on half the cores."""
+    seen = []
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setattr(quality.subprocess, "call", lambda args, env, **_: seen.append(env["OMP_NUM_THREADS"]) or 0)
+    runner = quality.Runner(jobs=2, deadline=None)
+    runner.run("teacher", tmp_path / "teacher", [], alone=True)
+    runner.evaluate("teacher", tmp_path / "teacher", tmp_path / "dev.tsv", tmp_path / "train.tsv", alone=True)
+    runner.run("student", tmp_path / "student", [])
+    runner.evaluate("student", tmp_path / "student", tmp_path / "dev.tsv", tmp_path / "train.tsv")
+    assert seen == ["4", "4", "2", "2"]
