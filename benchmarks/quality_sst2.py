@@ -210,6 +210,12 @@ def read_run(folder: Path) -> dict | None:
     }
 
 
+def needs_generator(options) -> bool:
+    """Whether any run, default or ablated, is of a method that perturbs text with the MLM generator."""
+    ablated = set(options.ablation_methods) if len(options.variants) > 1 else set()
+    return bool({"mate_kd", "cilda", "cilda_minild"} & (set(options.methods) | ablated))
+
+
 def run_folder(out: Path, setting: str, method: str, learning_rate: float, seed: int, tag: str = "") -> Path:
     """No KD learns from labels only, so its `unlabelled` runs are its `few_labels` runs."""
     setting = "few_labels" if method == "normal" and setting == "unlabelled" else setting
@@ -507,8 +513,7 @@ def benchmark(argv: list[str] | None = None) -> None:
             from hf_kd.student_init import shrink
 
             shrink(base, [2, 5], str(student_init))
-        adversarial = {"mate_kd", "cilda", "cilda_minild"} & set(options.methods)
-        if adversarial and not (generator / "config.json").is_file():
+        if needs_generator(options) and not (generator / "config.json").is_file():
             texts = [line.split("\t")[0] for line in labelled.read_text().splitlines()[1:]]
             train_generator_head(base, texts, generator)
         models = ["--model_name_or_path", str(student_init), "--teacher_name_or_path", str(out / "teacher")]

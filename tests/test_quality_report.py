@@ -94,3 +94,12 @@ def test_a_job_alone_gets_every_thread_and_pooled_jobs_share_them(quality, tmp_p
     runner.run("student", tmp_path / "student", [])
     runner.evaluate("student", tmp_path / "student", tmp_path / "dev.tsv", tmp_path / "train.tsv")
     assert seen == ["4", "4", "2", "2"]
+
+
+def test_an_ablated_adversarial_method_gets_its_generator(quality):
+    """`--methods normal --ablation_methods cilda_minild` runs CILDA+minILD, which needs the generator."""
+    ablated = ["--methods", "normal", "--ablation_methods", "cilda_minild", "--ablation", "t2=--kd_temperature 2"]
+    assert quality.needs_generator(quality.parse_options(ablated))
+    assert not quality.needs_generator(quality.parse_options(["--methods", "normal", "kd"]))
+    assert not quality.needs_generator(quality.parse_options(["--methods", "normal", "--ablation_methods", "kd"]))
+    assert quality.needs_generator(quality.parse_options(["--methods", "normal", "mate_kd"]))
