@@ -48,6 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hf_kd.report import group_statistics, paired_differences  # noqa: E402
 from hf_kd.run import RESULTS_FILE  # noqa: E402
+from hf_kd.trainers import AdversarialTrainer, trainer_class  # noqa: E402
 
 METHODS = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
 SETTINGS = {
@@ -172,7 +173,7 @@ class Runner:
             folder.mkdir(parents=True, exist_ok=True)
             start = time.time()
             args = [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"]
-            self._call(name, folder / "log.txt", args, self.all_threads if alone else self.threads)
+            self._call(name, folder / "log.txt", args, alone)
             (folder / "wall_time.json").write_text(json.dumps({"seconds": time.time() - start}))
         return read_run(folder)
 
@@ -184,9 +185,10 @@ class Runner:
         args += ["--task_name", "sst2", "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
         args += ["--max_seq_length", "64", "--per_device_eval_batch_size", "128", "--report_to", "none"]
         args += ["--output_dir", str(model_dir / "dev"), "--overwrite_output_dir", "true"]
-        self._call(f"{name} [dev]", model_dir / "dev_log.txt", args, self.all_threads if alone else self.threads)
+        self._call(f"{name} [dev]", model_dir / "dev_log.txt", args, alone)
 
-    def _call(self, name: str, log: Path, args: list[str], threads: int) -> None:
+    def _call(self, name: str, log: Path, args: list[str], alone: bool) -> None:
+        threads = self.all_threads if alone else self.threads
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
         with self.lock:
             print(f"== start {name}", flush=True)
@@ -212,8 +214,8 @@ def read_run(folder: Path) -> dict | None:
 
 def needs_generator(options) -> bool:
     """Whether any run, default or ablated, is of a method that perturbs text with the MLM generator."""
-    ablated = set(options.ablation_methods) if len(options.variants) > 1 else set()
-    return bool({"mate_kd", "cilda", "cilda_minild"} & (set(options.methods) | ablated))
+    ablated = options.ablation_methods if len(options.variants) > 1 else []
+    return any(issubclass(trainer_class(m), AdversarialTrainer) for m in [*options.methods, *ablated])
 
 
 def run_folder(out: Path, setting: str, method: str, learning_rate: float, seed: int, tag: str = "") -> Path:
