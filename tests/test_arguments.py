@@ -1,6 +1,7 @@
 """Arguments: method names, weights by name, config files, and the original YAML form."""
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -168,3 +169,12 @@ def test_seed_lambdas_follow_the_method_term_order():
         ]
         == "bert-base-uncased"
     )
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses(config):
+    """A config in configs/ that the parser refuses would fail the user at the first step."""
+    _, _, args = parse_args([str(config), "--report_to", "none"])
+    assert args.method == yaml.safe_load(config.read_text())["method"]
+    if config.name == "cilda_minild_reweighted.yaml":  # the weights RECIPES.md recommends
+        assert args.loss_weights["ce_perturbed"] == 0 and args.loss_weights["kd_perturbed"] == pytest.approx(1 / 3)
