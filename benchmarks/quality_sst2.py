@@ -214,7 +214,7 @@ def read_run(folder: Path) -> dict | None:
 
 def needs_generator(options) -> bool:
     """Whether any run, default or ablated, is of a method that perturbs text with the MLM generator."""
-    ablated = options.ablation_methods if len(options.variants) > 1 else []
+    ablated = [method for methods in options.ablated_methods.values() for method in methods]
     return any(issubclass(trainer_class(m), AdversarialTrainer) for m in [*options.methods, *ablated])
 
 
@@ -451,9 +451,10 @@ def parse_options(argv: list[str] | None = None):
         "--ablation",
         action="append",
         default=[],
-        metavar="NAME=FLAGS",
-        help="also run every selected method with these run_glue_kd.py flags, in folders <setting>_NAME; the "
-        "report compares it on held-out with the method's default flags, paired by seed (repeatable)",
+        metavar="NAME[@METHOD,...]=FLAGS",
+        help="also run these run_glue_kd.py flags, in folders <setting>_NAME, for the methods after @ (default: "
+        "--ablation_methods); the report compares it on held-out with the method's default flags, paired by "
+        "seed (repeatable)",
     )
     parser.add_argument(
         "--ablation_methods", nargs="+", choices=METHODS, help="the methods every --ablation runs (default: --methods)"
@@ -477,13 +478,21 @@ def parse_options(argv: list[str] | None = None):
         parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
     options.ablation_methods = options.ablation_methods or options.methods
     options.variants = {"": ""}  # name -> the flags it adds ("": the method's defaults)
+    options.ablated_methods = {}  # name -> the methods it runs
     for ablation in options.ablation:
-        name, _, flags = ablation.partition("=")
+        label, _, flags = ablation.partition("=")
+        name, at, only = label.partition("@")
         if not re.fullmatch(r"[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*", name) or not flags.strip():
-            parser.error(f"--ablation {ablation!r}: expected NAME=FLAGS, NAME in letters, digits, - and _")
+            parser.error(f"--ablation {ablation!r}: expected NAME[@METHOD,...]=FLAGS, NAME in letters, digits, - and _")
         if name in options.variants:
             parser.error(f"--ablation {name} is given twice")
+        methods = only.split(",") if at else options.ablation_methods
+        if unknown := [m for m in methods if m not in METHODS]:
+            parser.error(
+                f"--ablation {ablation!r}: unknown method {unknown[0]!r} after @ (choose from {', '.join(METHODS)})"
+            )
         options.variants[name] = flags.strip()
+        options.ablated_methods[name] = methods
     return options
 
 
@@ -530,7 +539,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                     (out / "runs" / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
                 data = ["--train_file", str(files["full"] if setting == "full" else labelled)]
                 data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
-                for method in options.ablation_methods if variant else options.methods:
+                for method in options.ablated_methods[variant] if variant else options.methods:
                     if setting == "unlabelled" and method != "normal":
                         data_of_method = [*data, "--unlabeled_file", str(files["unlabelled"])]
                     else:

@@ -83,6 +83,26 @@ def test_ablation_flags_are_checked(quality):
     assert options.variants == {"": "", "t2": "--kd_temperature 2"} and options.extra_args == "--bf16 true"
 
 
+def test_an_ablation_can_name_its_own_methods(quality):
+    """`NAME@METHOD,...=FLAGS` runs only there: a contrastive-weight ablation means nothing for KD."""
+    options = quality.parse_options(
+        [
+            "--methods",
+            "kd",
+            "rail_kd",
+            "--ablation",
+            "t4=--kd_temperature 4",
+            "--ablation",
+            "no_crd@cilda_minild=--weight_crd 0",
+        ]
+    )
+    assert options.variants == {"": "", "t4": "--kd_temperature 4", "no_crd": "--weight_crd 0"}
+    assert options.ablated_methods == {"t4": ["kd", "rail_kd"], "no_crd": ["cilda_minild"]}
+    assert quality.needs_generator(options)  # only the ablation runs an adversarial method
+    with pytest.raises(SystemExit):
+        quality.parse_options(["--ablation", "x@cilda_minlid=--weight_crd 0"])
+
+
 def test_a_job_alone_gets_every_thread_and_pooled_jobs_share_them(quality, tmp_path, monkeypatch):
     """The teacher trains before the pool starts: with --jobs 2 it must not run on half the cores."""
     seen = []
