@@ -214,8 +214,8 @@ def read_run(folder: Path) -> dict | None:
 
 def needs_generator(options) -> bool:
     """Whether any run, default or ablated, is of a method that perturbs text with the MLM generator."""
-    ablated = [method for methods in options.ablated_methods.values() for method in methods]
-    return any(issubclass(trainer_class(m), AdversarialTrainer) for m in [*options.methods, *ablated])
+    methods = {method for variant_methods in options.variant_methods.values() for method in variant_methods}
+    return any(issubclass(trainer_class(m), AdversarialTrainer) for m in methods)
 
 
 def run_folder(out: Path, setting: str, method: str, learning_rate: float, seed: int, tag: str = "") -> Path:
@@ -478,7 +478,7 @@ def parse_options(argv: list[str] | None = None):
         parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
     options.ablation_methods = options.ablation_methods or options.methods
     options.variants = {"": ""}  # name -> the flags it adds ("": the method's defaults)
-    options.ablated_methods = {}  # name -> the methods it runs
+    options.variant_methods = {"": options.methods}  # name -> the methods it runs
     for ablation in options.ablation:
         label, _, flags = ablation.partition("=")
         name, at, only = label.partition("@")
@@ -492,7 +492,7 @@ def parse_options(argv: list[str] | None = None):
                 f"--ablation {ablation!r}: unknown method {unknown[0]!r} after @ (choose from {', '.join(METHODS)})"
             )
         options.variants[name] = flags.strip()
-        options.ablated_methods[name] = methods
+        options.variant_methods[name] = methods
     return options
 
 
@@ -539,7 +539,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                     (out / "runs" / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
                 data = ["--train_file", str(files["full"] if setting == "full" else labelled)]
                 data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
-                for method in options.ablated_methods[variant] if variant else options.methods:
+                for method in options.variant_methods[variant]:
                     if setting == "unlabelled" and method != "normal":
                         data_of_method = [*data, "--unlabeled_file", str(files["unlabelled"])]
                     else:

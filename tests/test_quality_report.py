@@ -97,7 +97,7 @@ def test_an_ablation_can_name_its_own_methods(quality):
         ]
     )
     assert options.variants == {"": "", "t4": "--kd_temperature 4", "no_crd": "--weight_crd 0"}
-    assert options.ablated_methods == {"t4": ["kd", "rail_kd"], "no_crd": ["cilda_minild"]}
+    assert options.variant_methods == {"": ["kd", "rail_kd"], "t4": ["kd", "rail_kd"], "no_crd": ["cilda_minild"]}
     assert quality.needs_generator(options)  # only the ablation runs an adversarial method
     with pytest.raises(SystemExit):
         quality.parse_options(["--ablation", "x@cilda_minlid=--weight_crd 0"])
