@@ -262,6 +262,23 @@ class DistillationTrainingArguments(TrainingArguments):
         },
     )
     static_mask: bool = field(default=False, metadata={"help": "Draw each example's mask once, as the original did."})
+    contrastive_negatives: str = field(
+        default="effective_batch",
+        metadata={
+            "help": "effective_batch: the contrastive terms compare every row with all rows of the optimizer step "
+            "(all micro-batches and processes), so the update does not depend on the batch layout; micro_batch: "
+            "with the rows of its own micro-batch on its own process, as the original's accelerate loop did.",
+            "choices": ["effective_batch", "micro_batch"],
+        },
+    )
+    keyed_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "Draw the adversarial methods' masks and sampling noise from generators keyed by (seed, example, "
+            "step), so that a run gives the same student under any batch layout (gradient accumulation, number of "
+            "processes). Costs a few small draws and one host read per step."
+        },
+    )
     student_dropout_in_generator_step: bool = field(
         default=False,
         metadata={

@@ -9,8 +9,12 @@ generator, feeds the sampled token ids directly.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
+
+from hf_kd.losses import at_least_float32
 
 
 def maskable_positions(
@@ -28,14 +32,16 @@ def draw_mask(
     probability: float,
     fixed_count: bool = False,
     generator: torch.Generator | None = None,
+    scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Choose masked positions among `maskable` (bool, B x L).
 
     Bernoulli form: every maskable position independently with `probability`.
     `fixed_count` (the original's `mask_fix`): exactly floor(probability * n_maskable) per example,
-    drawn uniformly without replacement.
+    drawn uniformly without replacement. `scores` (uniform, B x L) replaces the random draw.
     """
-    scores = torch.rand(maskable.shape, device=maskable.device, generator=generator)
+    if scores is None:
+        scores = torch.rand(maskable.shape, device=maskable.device, generator=generator)
     if not fixed_count:
         return (scores < probability) & maskable
     counts = torch.floor(maskable.sum(dim=1) * probability).long()
@@ -44,31 +50,56 @@ def draw_mask(
     return ranks < counts.unsqueeze(1)
 
 
-def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
+def keyed_uniform(keys: list[int], counts: list[int], width: int, device: torch.device) -> torch.Tensor:
+    """`counts[i]` rows of `width` uniform numbers for each key, from a generator seeded by that key alone.
+
+    Keyed by example and step, a draw does not depend on which other rows share the batch, the process
+    or the micro-batch: the same run gives the same numbers under any batch layout (`--keyed_sampling`).
+    """
+    parts = [
+        torch.rand(count, width, device=device, generator=torch.Generator(device=device).manual_seed(key))
+        for key, count in zip(keys, counts, strict=True)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, width, device=device)
+
+
+def row_key(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, example, step, purpose); stable across processes and runs."""
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def gumbel_noise(like: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Standard Gumbel noise `-log(-log(U))`: on CPU 4x faster than `exponential_` (which F.gumbel_softmax uses)."""
-    uniform = torch.rand_like(like, dtype=torch.float).clamp_(min=torch.finfo(torch.float).tiny)
+    if uniform is None:
+        uniform = torch.rand_like(like, dtype=torch.float)
+    uniform = uniform.float().clamp(min=torch.finfo(torch.float).tiny)
     return uniform.log_().neg_().log_().neg_()
 
 
-def gumbel_one_hot(logits: torch.Tensor) -> torch.Tensor:
+def gumbel_one_hot(logits: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Straight-through Gumbel-softmax sample (hard one-hot, temperature 1) that keeps gradients.
 
     The same estimator as `F.gumbel_softmax(logits, tau=1, hard=True)`: the value is the one-hot of
-    `argmax(logits + g)`, the gradient that of `softmax(logits + g)`.
+    `argmax(logits + g)`, the gradient that of `softmax(logits + g)`. `uniform` (like `logits`) replaces
+    the random draw.
     """
-    soft = torch.softmax(logits.float() + gumbel_noise(logits), dim=-1)
+    soft = torch.softmax(at_least_float32(logits) + gumbel_noise(logits, uniform), dim=-1)
     hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
     return hard - soft.detach() + soft
 
 
 @torch.no_grad()
-def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Token ids drawn from `softmax(logits)`, the distribution of `gumbel_one_hot(logits).argmax(-1)`.
 
-    Inverse-CDF sampling needs one uniform number per row instead of one per vocabulary entry.
+    Inverse-CDF sampling needs one uniform number per row (`uniform`, N x 1, or a random draw) instead
+    of one per vocabulary entry.
     """
     cdf = torch.softmax(logits.float(), dim=-1).cumsum_(dim=-1)
-    uniform = torch.rand(cdf.size(0), 1, device=cdf.device) * cdf[:, -1:]
+    if uniform is None:
+        uniform = torch.rand(cdf.size(0), 1, device=cdf.device)
+    uniform = uniform.float() * cdf[:, -1:]
     return torch.searchsorted(cdf, uniform).squeeze(-1).clamp_(max=cdf.size(-1) - 1)
 
 

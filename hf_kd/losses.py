@@ -14,38 +14,57 @@ import torch.nn.functional as F
 IGNORE_LABEL = -100  # an unlabelled example's class label (the Trainer's convention); NaN for regression
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """float32 for half precisions; float64 stays (the layout tests run in float64 to see past rounding)."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
 def labelled_rows(labels: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the rows that carry a gold label: not `IGNORE_LABEL` (classification), not NaN (regression)."""
     return ~torch.isnan(labels) if labels.is_floating_point() else labels != IGNORE_LABEL
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+Normaliser = torch.Tensor | float | None
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, normaliser: Normaliser = None) -> torch.Tensor:
     """The model's own loss over the labelled rows: cross-entropy, or MSE for one-output regression (STS-B).
 
-    Unlabelled rows (see `labelled_rows`) are left out of both the sum and the count; a batch without
-    any labelled row gives 0 (with a graph), never NaN, and no host synchronisation is needed.
+    The sum over labelled rows is divided by `normaliser`, by default their count here. Under gradient
+    accumulation or several processes the trainer passes the labelled rows of the whole effective batch
+    (per process), so that the micro-batches' losses add up to the effective batch's mean. Unlabelled rows
+    (see `labelled_rows`) are left out of the sum and the count; a batch without any labelled row gives 0
+    (with a graph), never NaN, and no host synchronisation is needed.
     """
-    logits = logits.float()
+    logits = at_least_float32(logits)
     keep = labelled_rows(labels)
-    count = keep.sum().clamp_min(1)
+    count = keep.sum().clamp_min(1) if normaliser is None else normaliser
     if logits.size(-1) == 1:
         errors = (logits.squeeze(-1) - torch.where(keep, labels.float(), 0.0)) ** 2
         return (errors * keep).sum() / count
     return F.cross_entropy(logits, labels.long(), ignore_index=IGNORE_LABEL, reduction="sum") / count
 
 
-def kd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(softmax(z_t / tau) || softmax(z_s / tau)) * tau^2, summed over classes, mean over the batch.
+def kd_loss(
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    temperature: float = 1.0,
+    normaliser: Normaliser = None,
+) -> torch.Tensor:
+    """KL(softmax(z_t / tau) || softmax(z_s / tau)) * tau^2, summed over classes and rows, divided by
+    `normaliser` (by default the number of rows: the batch mean).
 
-    With one output (regression) it is the MSE between the two predictions; the temperature is unused.
+    With one output (regression) it is the squared error between the two predictions; the temperature
+    is unused.
     """
-    teacher_logits, student_logits = teacher_logits.float(), student_logits.float()
+    teacher_logits, student_logits = at_least_float32(teacher_logits), at_least_float32(student_logits)
+    rows = student_logits.size(0) if normaliser is None else normaliser
     if student_logits.size(-1) == 1:
-        return F.mse_loss(student_logits, teacher_logits)
+        return F.mse_loss(student_logits, teacher_logits, reduction="sum") / rows
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="sum", log_target=True)
+    return kl / rows * temperature**2
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -55,17 +74,22 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     The sums accumulate in float32 without a float32 copy of the (B, L, H) input: under bf16 that copy
     (one per teacher layer) cost as much as the KD step itself.
     """
+    dtype = at_least_float32(hidden[:0]).dtype
     if attention_mask is None:
-        return hidden.sum(dim=1, dtype=torch.float32) / hidden.size(1)
+        return hidden.sum(dim=1, dtype=dtype) / hidden.size(1)
     weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # 0/1: the product is exact in any precision
-    return (hidden * weights).sum(dim=1, dtype=torch.float32) / weights.sum(dim=1, dtype=torch.float32).clamp_min(1.0)
+    return (hidden * weights).sum(dim=1, dtype=dtype) / weights.sum(dim=1, dtype=dtype).clamp_min(1.0)
 
 
-def rail_loss(teacher_projected: torch.Tensor, student_projected: torch.Tensor) -> torch.Tensor:
-    """RAIL-KD: batch mean of the Euclidean distance between the L2-normalised projections."""
-    teacher_unit = F.normalize(teacher_projected.float(), dim=-1)
-    student_unit = F.normalize(student_projected.float(), dim=-1)
-    return (teacher_unit - student_unit).norm(dim=-1).mean()
+def rail_loss(
+    teacher_projected: torch.Tensor, student_projected: torch.Tensor, normaliser: Normaliser = None
+) -> torch.Tensor:
+    """RAIL-KD: the Euclidean distance between the L2-normalised projections, summed over rows and divided
+    by `normaliser` (by default the number of rows: the batch mean)."""
+    teacher_unit = F.normalize(at_least_float32(teacher_projected), dim=-1)
+    student_unit = F.normalize(at_least_float32(student_projected), dim=-1)
+    rows = student_unit.size(0) if normaliser is None else normaliser
+    return (teacher_unit - student_unit).norm(dim=-1).sum() / rows
 
 
 def crd_loss(
@@ -74,10 +98,12 @@ def crd_loss(
     """Contrastive (InfoNCE) loss: teacher rows are anchors, the student batch the candidates.
 
     `mean_i -log(exp(cos(u_i, v_i)/tau) / sum_j exp(cos(u_i, v_j)/tau))`, computed on the B x B cosine
-    similarity matrix at once instead of the original's Python loop over the batch.
+    similarity matrix at once instead of the original's Python loop over the batch. Every row's negatives
+    are the other rows, so the term does not split over micro-batches: the trainer evaluates it on the
+    whole effective batch (all micro-batches of an accumulated step, all processes).
     """
-    teacher_unit = F.normalize(teacher_projected.float(), dim=-1)
-    student_unit = F.normalize(student_projected.float(), dim=-1)
+    teacher_unit = F.normalize(at_least_float32(teacher_projected), dim=-1)
+    student_unit = F.normalize(at_least_float32(student_projected), dim=-1)
     similarities = teacher_unit @ student_unit.T / temperature
     targets = torch.arange(similarities.size(0), device=similarities.device)
     return F.cross_entropy(similarities, targets)

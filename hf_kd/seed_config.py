@@ -5,8 +5,9 @@ equivalent command line is printed. Keys without an equivalent are named in an e
 
 A translated file reproduces what the original code computed, where hf_kd's own defaults differ
 (`ORIGINAL_TRAINING_LOOP`, and per method below): no gradient clipping, a constant schedule, the
-last incomplete batch dropped, one mask per example drawn while preprocessing, RAIL pooled over
-padding, and MATE's generator step weighted by `lambdas[2]`.
+last incomplete batch dropped, one mask per example drawn while preprocessing, contrastive negatives
+from each device's micro-batch, RAIL pooled over padding, and MATE's generator step weighted by
+`lambdas[2]`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ ORIGINAL_ADVERSARIAL_LOOP = {
     "generator_max_grad_norm": 0.0,  # nor the generator's
     "static_mask": True,  # masks were drawn once, while preprocessing
     "student_dropout_in_generator_step": False,  # T and S in eval mode in the max step (g_train_mode)
+    "contrastive_negatives": "micro_batch",  # CRD over each device's micro-batch
 }
 
 

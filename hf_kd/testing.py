@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import traceback
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import torch
 from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     BartConfig,
@@ -144,6 +146,23 @@ def build_family(
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
     return paths
+
+
+def without_dropout(family: TinyFamily, folder: str) -> TinyFamily:
+    """A copy of `family` whose models have every dropout probability at 0, so that forwards are deterministic."""
+    copy = TinyFamily(family.tokenizer, *(os.path.join(folder, role) for role in ("teacher", "student", "generator")))
+    for source, target in (
+        (family.teacher, copy.teacher),
+        (family.student, copy.student),
+        (family.generator, copy.generator),
+    ):
+        shutil.copytree(source, target)
+        config = AutoConfig.from_pretrained(target)
+        for key, value in config.to_dict().items():
+            if "dropout" in key and isinstance(value, float):
+                setattr(config, key, 0.0)
+        config.save_pretrained(target)
+    return copy
 
 
 class HostSyncRecorder(TorchDispatchMode):

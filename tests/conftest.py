@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-from hf_kd.testing import build_family
+from hf_kd.testing import build_family, without_dropout
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT / "data" / "sst2"
@@ -35,6 +35,21 @@ def sst2_files(tmp_path_factory) -> dict[str, str]:
         (folder / f"{name}.tsv").write_text("\n".join(lines) + "\n")
         files[name] = str(folder / f"{name}.tsv")
     return files
+
+
+@pytest.fixture
+def half_labelled(sst2_files, tmp_path) -> dict[str, str]:
+    """The 96 training sentences with every second label emptied, and a text-only file of 40 dev sentences."""
+    lines = Path(sst2_files["train"]).read_text().splitlines()
+    rows = [line if i % 2 == 0 else line.split("\t")[0] + "\t" for i, line in enumerate(lines[1:])]
+    (tmp_path / "train.tsv").write_text("\n".join([lines[0], *rows]) + "\n")
+    dev = Path(sst2_files["dev"]).read_text().splitlines()[1:41]
+    (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(line.split("\t")[0] for line in dev) + "\n")
+    return {
+        "train": str(tmp_path / "train.tsv"),
+        "dev": sst2_files["dev"],
+        "unlabelled": str(tmp_path / "unlabelled.tsv"),
+    }
 
 
 def _family(tmp_path_factory, texts, kind, student_kind=None):
@@ -59,6 +74,12 @@ def bart(tmp_path_factory, sst2_texts):
 @pytest.fixture(scope="session")
 def bert_to_distilbert(tmp_path_factory, sst2_texts):
     return _family(tmp_path_factory, sst2_texts, "bert", "distilbert")
+
+
+@pytest.fixture(scope="session")
+def deterministic_bert(bert, tmp_path_factory):
+    """The tiny BERT family with dropout off (tests/test_layouts.py, tests/test_distributed.py)."""
+    return without_dropout(bert, str(tmp_path_factory.mktemp("bert-no-dropout")))
 
 
 @pytest.fixture(scope="session")

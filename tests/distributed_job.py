@@ -1,6 +1,6 @@
 """Run under torchrun by tests/test_distributed.py: train, then dump this rank's trained weights.
 
-Usage: torchrun --nproc_per_node 2 tests/distributed_job.py DUMP_DIR -- <run_glue_kd.py arguments>
+Usage: torchrun --nproc_per_node 2 tests/distributed_job.py DUMP_DIR [--float64] -- <run_glue_kd.py arguments>
 """
 
 import json
@@ -16,9 +16,14 @@ from hf_kd.run import build_trainer, leave_process_group
 
 
 def main() -> None:
-    dump_dir, args = sys.argv[1], sys.argv[3:]
+    separator = sys.argv.index("--")
+    dump_dir, options, args = sys.argv[1], sys.argv[2:separator], sys.argv[separator + 1 :]
     model_args, data_args, training_args = parse_args(args)
     trainer, _ = build_trainer(model_args, data_args, training_args)
+    if "--float64" in options:  # as tests/test_layouts.py: exact arithmetic, no rounding to hide a mistake
+        for module in (trainer.model, trainer.teacher, getattr(trainer, "generator", None), trainer.projections):
+            if module is not None:
+                module.double()
     evaluated = []
     compute_metrics = trainer.compute_metrics
 
@@ -35,7 +40,15 @@ def main() -> None:
         state = {key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()}
         save_file(state, os.path.join(dump_dir, f"{name}-rank{rank}.safetensors"))
     with open(os.path.join(dump_dir, f"eval-rank{rank}.json"), "w") as f:
-        json.dump({"evaluated": evaluated, "metrics": metrics, "world_size": trainer.args.world_size}, f)
+        json.dump(
+            {
+                "evaluated": evaluated,
+                "metrics": metrics,
+                "world_size": trainer.args.world_size,
+                "log_history": trainer.state.log_history,
+            },
+            f,
+        )
     leave_process_group()
 
 

@@ -14,15 +14,11 @@ from safetensors.torch import load_file
 
 from hf_kd.run import leave_process_group
 from tests.conftest import ROOT, cli_args
+from tests.test_layouts import flat, layout_args, relative, train
 
 
-@pytest.mark.parametrize(("method", "unlabelled"), [("kd", False), ("cilda", False), ("cilda_minild", True)])
-def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, unlabelled):
-    extra = []
-    if unlabelled:  # 40 dev sentences as text-only training rows, mixed into the ranks' batches
-        texts = [line.split("\t")[0] for line in Path(sst2_files["dev"]).read_text().splitlines()[1:41]]
-        (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(texts) + "\n")
-        extra = ["--unlabeled_file", str(tmp_path / "unlabelled.tsv")]
+def run_two_processes(dump_dir: Path, arguments: list[str], *options: str) -> None:
+    """torchrun two CPU (gloo) processes of tests/distributed_job.py, dumping each rank's weights into dump_dir."""
     command = [
         sys.executable,
         "-m",
@@ -32,23 +28,29 @@ def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, 
         "--master_port",
         str(29500 + os.getpid() % 1000),
         str(ROOT / "tests" / "distributed_job.py"),
-        str(tmp_path),
+        str(dump_dir),
+        *options,
         "--",
-        *cli_args(
-            bert,
-            sst2_files,
-            tmp_path / "run",
-            method,
-            "--per_device_train_batch_size",
-            "4",
-            "--use_cpu",
-            "true",
-            *extra,
-        ),
+        *arguments,
+        "--use_cpu",
+        "true",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("method", "unlabelled"), [("kd", False), ("cilda", False), ("cilda_minild", True)])
+def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, unlabelled):
+    extra = []
+    if unlabelled:  # 40 dev sentences as text-only training rows, mixed into the ranks' batches
+        texts = [line.split("\t")[0] for line in Path(sst2_files["dev"]).read_text().splitlines()[1:41]]
+        (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(texts) + "\n")
+        extra = ["--unlabeled_file", str(tmp_path / "unlabelled.tsv")]
+    run_two_processes(
+        tmp_path,
+        cli_args(bert, sst2_files, tmp_path / "run", method, "--per_device_train_batch_size", "4", *extra),
+    )
     names = {"student"} | ({"generator", "projections"} if method != "kd" else set())
     for name in names:
         rank0, rank1 = (
@@ -63,6 +65,24 @@ def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, 
         report = json.loads((tmp_path / f"eval-rank{rank}.json").read_text())
         assert report["world_size"] == 2
         assert report["evaluated"] == [48]  # the 48 validation sentences, each once, gathered from both ranks
+
+
+@pytest.mark.parametrize(("method", "batch", "accumulation"), [("kd", 8, 1), ("cilda_minild", 4, 2)])
+def test_two_processes_give_the_update_of_one(deterministic_bert, half_labelled, tmp_path, method, batch, accumulation):
+    """2 processes x 8 rows (x 1), and 2 x 4 x 2 accumulated, end where one process with batches of 16 does."""
+    extra = ["--unlabeled_file", half_labelled["unlabelled"]]
+    weights, _, _, logs = train(deterministic_bert, half_labelled, tmp_path / "one", method, 16, 1, *extra)
+    arguments = cli_args(
+        deterministic_bert, half_labelled, tmp_path / "two", method, *layout_args(batch, accumulation), *extra
+    )
+    run_two_processes(tmp_path, arguments, "--float64")
+    for role, value in weights.items():
+        trained = load_file(tmp_path / f"{role}-rank0.safetensors")
+        assert relative(flat({name: trained[name] for name in value}), flat(value)) < 1e-5, role
+    history = json.loads((tmp_path / "eval-rank0.json").read_text())["log_history"]
+    two_logs = [{k: v for k, v in entry.items() if k.startswith(("loss", "generator_loss"))} for entry in history]
+    for entry, other in zip(logs, [entry for entry in two_logs if entry], strict=True):
+        assert other == pytest.approx(entry, rel=1e-5, abs=1e-7)
 
 
 def test_leave_process_group_ends_the_group(tmp_path):

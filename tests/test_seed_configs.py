@@ -79,6 +79,7 @@ def test_translated_seed_config_reproduces_the_original(method, bert, sst2_files
     adversarial = bool(generator_weights)
     if adversarial:  # generator unclipped, one mask per example, T and S without dropout in the max step
         assert args.generator_max_grad_norm == 0.0 and args.static_mask
+        assert args.contrastive_negatives == "micro_batch"
         assert not args.student_dropout_in_generator_step
     if method == "RAIL_c":
         assert args.rail_pooling == "mean"  # the original pooled over padding

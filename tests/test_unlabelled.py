@@ -31,21 +31,6 @@ def tokenizer(bert):
     return AutoTokenizer.from_pretrained(bert.tokenizer)
 
 
-@pytest.fixture
-def half_labelled(sst2_files, tmp_path) -> dict[str, str]:
-    """The 96 training sentences with every second label emptied, and a text-only file of 40 dev sentences."""
-    lines = Path(sst2_files["train"]).read_text().splitlines()
-    rows = [line if i % 2 == 0 else line.split("\t")[0] + "\t" for i, line in enumerate(lines[1:])]
-    (tmp_path / "train.tsv").write_text("\n".join([lines[0], *rows]) + "\n")
-    dev = Path(sst2_files["dev"]).read_text().splitlines()[1:41]
-    (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(line.split("\t")[0] for line in dev) + "\n")
-    return {
-        "train": str(tmp_path / "train.tsv"),
-        "dev": sst2_files["dev"],
-        "unlabelled": str(tmp_path / "unlabelled.tsv"),
-    }
-
-
 # ---------------------------------------------------------------------------------------- losses
 def test_task_loss_averages_over_labelled_rows_only():
     logits = torch.tensor([[2.0, -1.0], [0.3, 0.4], [1.5, 0.5], [-0.2, 0.9]])
@@ -137,7 +122,7 @@ def test_mixed_batch_terms_match_a_hand_computation(bert, half_labelled, tmp_pat
     trainer.model.eval()  # no dropout, so the hand computation sees the same logits
     with torch.no_grad():  # the tiny random teacher is nearly uniform: sharpen it so KD is far from zero
         trainer.teacher.classifier.weight.mul_(300.0)
-    terms = trainer.student_terms(trainer.model, batch)
+    terms = trainer.student_terms(batch, trainer.student_forward(trainer.model, batch))
     model_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
         student = trainer.model(**model_inputs).logits.tolist()

@@ -1,7 +1,11 @@
 """Adversarial distillation (MATE-KD, CILDA, CILDA+minILD): alternating generator and student steps.
 
-Batches are counted across epochs; in every cycle of `n_generator_iter + n_student_iter` batches the
-first `n_generator_iter` are max steps and the rest min steps, each batch feeding exactly one step.
+Effective batches (one optimizer step's micro-batches on every process) are counted across epochs; in
+every cycle of `n_generator_iter + n_student_iter` of them the first `n_generator_iter` are max steps and
+the rest min steps, each effective batch feeding exactly one step. Under gradient accumulation the
+generator's gradient is accumulated over the micro-batches, each divided by the effective batch's rows
+(the original's accelerate loop divided by the accumulation steps: the same for equal micro-batches),
+and the generator takes one optimizer step per effective batch.
 
 - Max step: the generator (and, for CILDA / CILDA+minILD, the projections) *maximise* the generator
   terms with their own AdamW (`maximize=True`) and scheduler. Teacher and student run with frozen
@@ -25,9 +29,20 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, get_scheduler
 
-from hf_kd.generator import draw_mask, gumbel_one_hot, maskable_positions, perturbed_embeddings, sample_tokens
+from hf_kd.data import INDEX_COLUMN
+from hf_kd.errors import ArgumentError
+from hf_kd.generator import (
+    draw_mask,
+    gumbel_one_hot,
+    keyed_uniform,
+    maskable_positions,
+    perturbed_embeddings,
+    row_key,
+    sample_tokens,
+)
 from hf_kd.losses import kd_loss
-from hf_kd.trainers.base import DistillationTrainer, average_gradients
+from hf_kd.trainers.base import DistillationTrainer
+from hf_kd.trainers.effective import StepFeatures, StepPlan, average_gradients, replay_rng, rng_state
 
 GENERATOR_DIR = "hf_kd_generator"
 GENERATOR_OPTIMIZER_FILE = "hf_kd_generator_optimizer.pt"
@@ -44,16 +59,13 @@ class AlternationSchedule:
     def is_generator_step(self, batch_index: int) -> bool:
         return batch_index % (self.n_generator + self.n_student) < self.n_generator
 
-    def student_updates(self, optimizer_steps: int, accumulation: int = 1) -> int:
-        """Optimizer steps (of `accumulation` batches each) that contain at least one min step."""
-        return sum(
-            any(not self.is_generator_step(step * accumulation + i) for i in range(accumulation))
-            for step in range(optimizer_steps)
-        )
+    def student_updates(self, optimizer_steps: int) -> int:
+        """Optimizer steps (effective batches) that are min steps."""
+        return sum(not self.is_generator_step(step) for step in range(optimizer_steps))
 
 
 class _StudentStepScheduler:
-    """Wraps the student's scheduler so that it advances only after windows that held a min step."""
+    """Wraps the student's scheduler so that it advances only after min steps."""
 
     def __init__(self, scheduler, trainer: AdversarialTrainer) -> None:
         self.scheduler, self.trainer = scheduler, trainer
@@ -100,7 +112,8 @@ class AdversarialTrainer(DistillationTrainer):
         self.generator_accepts_token_types = "token_type_ids" in inspect.signature(self.generator.forward).parameters
         self.generator_weights: dict[str, float] = dict(self.args.generator_loss_weights)
         self.schedule = AlternationSchedule(self.args.n_generator_iter, self.args.n_student_iter)
-        self.batches_seen = 0
+        self.batches_seen = 0  # effective batches
+        self._step_kind: str | None = None  # of the effective batch under way
         self._min_steps_since_update = 0
         self.generator_optimizer = torch.optim.AdamW(
             self._generator_parameter_groups(),
@@ -128,7 +141,7 @@ class AdversarialTrainer(DistillationTrainer):
     # ------------------------------------------------------------------------------------ schedule
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            updates = self.schedule.student_updates(num_training_steps, self.args.gradient_accumulation_steps)
+            updates = self.schedule.student_updates(num_training_steps)
             super().create_scheduler(max(updates, 1), optimizer)
             self.lr_scheduler = _StudentStepScheduler(self.lr_scheduler, self)
         if self.generator_scheduler is None:
@@ -136,24 +149,58 @@ class AdversarialTrainer(DistillationTrainer):
                 self.args.generator_lr_scheduler_type,
                 optimizer=self.generator_optimizer,
                 num_warmup_steps=0,
-                num_training_steps=max(num_training_steps * self.args.gradient_accumulation_steps, 1),
+                num_training_steps=max(num_training_steps, 1),
             )
         return self.lr_scheduler
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        is_generator_step = self.schedule.is_generator_step(self.batches_seen)
+    def step_kind(self) -> str:
+        """Decided at an effective batch's first micro-batch, kept for the rest of it."""
+        if self._step_kind is None:
+            self._step_kind = "generator" if self.schedule.is_generator_step(self.batches_seen) else "student"
+        return self._step_kind
+
+    def step_weights(self, kind: str) -> dict[str, float]:
+        return self.generator_weights if kind == "generator" else self.weights
+
+    def end_step(self, kind: str) -> None:
+        if kind == "generator":
+            self.update_generator()
+        else:
+            self._min_steps_since_update += 1
         self.batches_seen += 1
-        if is_generator_step:
-            return self.generator_step(model, inputs)
-        self._min_steps_since_update += 1
-        return super().training_step(model, inputs, num_items_in_batch)
+        self._step_kind = None
+        super().end_step(kind)
 
     # ------------------------------------------------------------------------------------- masking
     def draw_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.args.static_mask:
             return inputs["static_mlm_mask"].bool()
         maskable = maskable_positions(inputs["input_ids"], inputs.get("attention_mask"), self.special_token_ids)
-        return draw_mask(maskable, self.args.mlm_probability, fixed_count=self.args.mask_mode == "fixed_count")
+        rows, length = maskable.shape
+        scores = self.keyed_uniform(inputs, "mask", [1] * rows, length)
+        return draw_mask(
+            maskable, self.args.mlm_probability, fixed_count=self.args.mask_mode == "fixed_count", scores=scores
+        )
+
+    def keyed_uniform(
+        self, inputs: dict[str, torch.Tensor], purpose: str, counts: list[int] | torch.Tensor, width: int
+    ) -> torch.Tensor | None:
+        """With `--keyed_sampling`, uniform numbers keyed by (seed, example, effective batch, purpose),
+        `counts[i]` rows for the batch's i-th example; else None (the global random stream)."""
+        if not self.args.keyed_sampling:
+            return None
+        if INDEX_COLUMN not in inputs:
+            raise ArgumentError(
+                f"--keyed_sampling keys draws by example, but the batch has no '{INDEX_COLUMN}' column: build the "
+                "training set with hf_kd.data.prepare_data, or add the column (each example's row number)."
+            )
+        counts = counts.tolist() if isinstance(counts, torch.Tensor) else counts
+        purposes = ("mask", "noise", "sample")
+        keys = [
+            row_key(self.args.seed, index, self.batches_seen, purposes.index(purpose))
+            for index in inputs[INDEX_COLUMN].tolist()
+        ]
+        return keyed_uniform(keys, counts, width, self.args.device)
 
     def generator_logits(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """The generator's vocabulary logits at the masked positions (N x V).
@@ -186,66 +233,103 @@ class AdversarialTrainer(DistillationTrainer):
         """Min step: the generator's sampled tokens at the masked positions, as ids (no graph)."""
         self.generator.eval()
         mask = self.draw_mask(inputs)
-        return inputs["input_ids"].masked_scatter(mask, sample_tokens(self.generator_logits(inputs, mask)))
+        uniform = self.keyed_uniform(inputs, "sample", mask.sum(dim=1), 1)
+        return inputs["input_ids"].masked_scatter(mask, sample_tokens(self.generator_logits(inputs, mask), uniform))
 
     # ------------------------------------------------------------------------------------ max step
     def generator_step(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One micro-batch of a max step: its share of the generator terms, backpropagated into the generator
+        (and, for CILDA / CILDA+minILD, the projections); the update comes at the effective batch's end."""
+        plan = self.step_plan("generator", model)
         inputs = self._prepare_inputs(inputs)
+        with self.accelerator.autocast():
+            features = plan.forward(inputs, None, None)
+            terms = self.generator_terms(inputs, features, plan.normalisers)
+            loss = self.weighted_sum(terms, plan.weights, plan.prefix, len(inputs["input_ids"]), plan.parameters)
+        loss.backward()
+        return torch.zeros((), device=self.args.device)  # the Trainer's `loss` log is replaced by the student's
+
+    def step_plan(self, kind: str, model: nn.Module, num_items_in_batch=None) -> StepPlan:
+        if kind != "generator":
+            return super().step_plan(kind, model, num_items_in_batch)
         student = self.accelerator.unwrap_model(model)
         self.generator.train()
         student.train(self.args.student_dropout_in_generator_step)  # eval mode, as the original's max step
+
+        def forward(inputs: dict[str, torch.Tensor], rng: tuple | None, earlier: StepFeatures | None) -> StepFeatures:
+            with frozen(student):
+                return self.generator_forward(student, inputs, rng)
+
+        return StepPlan(
+            forward=forward,
+            terms=lambda inputs, features, normalisers: self.generator_terms(
+                inputs, features, normalisers, contrastive=False
+            ),
+            weights=self.generator_weights,
+            prefix="generator_loss_",
+            parameters=[p for group in self.generator_optimizer.param_groups for p in group["params"]],
+            normalisers=self.normalisers(),
+            presence={},
+            backward=lambda loss: loss.backward(),
+            no_sync=contextlib.nullcontext,
+            teacher_grad=True,
+        )
+
+    def update_generator(self) -> None:
+        """The generator's optimizer step, once per effective max-step batch."""
         parameters = [p for group in self.generator_optimizer.param_groups for p in group["params"]]
-        with frozen(student), self.accelerator.autocast():
-            terms = self.generator_terms(student, inputs)
-            loss = self.weighted_sum(
-                terms, self.generator_weights, "generator_loss_", len(inputs["input_ids"]), parameters
-            )
-        projection_grads = self._stash_projection_grads()
-        self.generator_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         average_gradients(parameters, self.accelerator)
         if self.args.generator_max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(parameters, self.args.generator_max_grad_norm)
         self.generator_optimizer.step()
         self.generator_scheduler.step()
         self.generator_optimizer.zero_grad(set_to_none=True)
-        self._restore_projection_grads(projection_grads)
         self._record("generator_learning_rate", torch.tensor(self.generator_scheduler.get_last_lr()[0]))
-        return torch.zeros((), device=self.args.device)  # the Trainer's `loss` log is replaced by the student's
 
-    def generator_terms(self, student: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Max-step terms on the perturbed input, through the straight-through one-hot at masked positions."""
-        input_ids = inputs["input_ids"]
-        mask = self.draw_mask(inputs)
-        one_hot = gumbel_one_hot(self.generator_logits(inputs, mask))
-        use_crd = self.generator_weights.get("crd_perturbed", 0) > 0
-        teacher_embeds = perturbed_embeddings(self.teacher.get_input_embeddings(), input_ids, mask, one_hot)
-        student_embeds = perturbed_embeddings(student.get_input_embeddings(), input_ids, mask, one_hot)
-        teacher = self.teacher_adapter.forward(
-            self.teacher, inputs, inputs_embeds=teacher_embeds, output_hidden_states=use_crd
+    def generator_forward(
+        self, student: nn.Module, inputs: dict[str, torch.Tensor], rng: tuple | None = None
+    ) -> StepFeatures:
+        """Teacher and student on the perturbed input, through the straight-through one-hot at masked
+        positions; `rng` replays the random state (mask, generator dropout, noise) of an earlier pass."""
+        state = rng or rng_state(self.args.device)
+        with replay_rng(rng, self.args.device) if rng is not None else contextlib.nullcontext():
+            input_ids = inputs["input_ids"]
+            mask = self.draw_mask(inputs)
+            logits = self.generator_logits(inputs, mask)
+            one_hot = gumbel_one_hot(logits, self.keyed_uniform(inputs, "noise", mask.sum(dim=1), logits.size(-1)))
+            use_crd = self.generator_weights.get("crd_perturbed", 0) > 0
+            teacher_embeds = perturbed_embeddings(self.teacher.get_input_embeddings(), input_ids, mask, one_hot)
+            student_embeds = perturbed_embeddings(student.get_input_embeddings(), input_ids, mask, one_hot)
+            teacher = self.teacher_adapter.forward(
+                self.teacher, inputs, inputs_embeds=teacher_embeds, output_hidden_states=use_crd
+            )
+            student_out = self.student_adapter.forward(
+                student, inputs, inputs_embeds=student_embeds, output_hidden_states=use_crd
+            )
+        return StepFeatures(
+            teacher_perturbed=self.features(teacher, inputs),
+            student_perturbed=self.features(student_out, inputs),
+            rng=state,
         )
-        student_out = self.student_adapter.forward(
-            student, inputs, inputs_embeds=student_embeds, output_hidden_states=use_crd
-        )
+
+    def generator_terms(
+        self,
+        inputs: dict[str, torch.Tensor],
+        features: StepFeatures,
+        normalisers: tuple = (None, None),
+        contrastive: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Max-step terms on the perturbed input (the contrastive one only with `contrastive`)."""
+        rows, _ = normalisers
         terms = {}
         if self.generator_weights.get("kd_perturbed", 0) > 0:
-            terms["kd_perturbed"] = kd_loss(teacher.logits, student_out.logits, self.args.kd_temperature)
-        if use_crd:
-            terms["crd_perturbed"] = self.crd(self.features(teacher, inputs), self.features(student_out, inputs))
+            terms["kd_perturbed"] = kd_loss(
+                features.teacher_perturbed.logits, features.student_perturbed.logits, self.args.kd_temperature, rows
+            )
+        if contrastive:
+            for name, (teacher, student) in self.contrastive_pairs(features, self.generator_weights).items():
+                terms[name] = self.contrastive_term(teacher, student, len(inputs["input_ids"]))
         return terms
-
-    def _stash_projection_grads(self) -> list[torch.Tensor | None]:
-        if self.projections is None:
-            return []
-        grads = [p.grad for p in self.projections.parameters()]
-        for parameter in self.projections.parameters():
-            parameter.grad = None
-        return grads
-
-    def _restore_projection_grads(self, grads: list[torch.Tensor | None]) -> None:
-        if self.projections is not None:
-            for parameter, grad in zip(self.projections.parameters(), grads, strict=True):
-                parameter.grad = grad
 
     # ---------------------------------------------------------------------------- checkpoint extras
     def extra_state_modules(self) -> dict[str, nn.Module]:

@@ -4,10 +4,18 @@ Loss terms are computed by name (`ce`, `kd`, `rail`, `crd`, and `*_perturbed` fo
 methods) and weighted by `args.loss_weights`; a zero weight skips the term and any forward pass that
 only it needed. Each term is logged as the mean over the logging window next to the Trainer's `loss`.
 A subclass is one row of METHODS.md: its name, aliases and default weights.
+
+The update does not depend on how an effective batch is laid out (one batch, micro-batches under
+`--gradient_accumulation_steps`, or several processes): `get_batch_samples` counts the rows and the
+labelled rows of each optimizer step's micro-batches on every process, every per-row term is a sum over
+its rows divided by that count, and the contrastive terms, whose negatives are the other rows, are
+computed once on the whole effective batch (`effective.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import os
@@ -24,13 +32,36 @@ from hf_kd.adapters import ForwardResult, LayerFeatures, adapter_for
 from hf_kd.cache import TeacherCache
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN
 from hf_kd.errors import ArgumentError, NonFiniteLossError
-from hf_kd.losses import crd_loss, kd_loss, labelled_rows, log_batch_size_scale, mean_pool, rail_loss, task_loss
+from hf_kd.losses import (
+    at_least_float32,
+    crd_loss,
+    kd_loss,
+    labelled_rows,
+    log_batch_size_scale,
+    mean_pool,
+    rail_loss,
+    task_loss,
+)
+from hf_kd.trainers.effective import (
+    EffectiveBatch,
+    StepFeatures,
+    StepPlan,
+    average_gradients,
+    contrastive_cotangents,
+    gather_rows,
+    replay_rng,
+    rng_state,
+    split_sentences,
+    surrogate,
+)
 
 logger = logging.getLogger(__name__)
 PROJECTIONS_FILE = "hf_kd_projections.safetensors"
 EXTRAS_DIR = "hf_kd_extras"
 MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+PERTURBED_IDS = "hf_kd_perturbed_ids"  # the min step's sampled text, kept with its micro-batch
 TEACHER_TERMS = ("kd", "rail", "crd", "kd_perturbed", "crd_perturbed")
+CONTRASTIVE_TERMS = ("crd", "crd_perturbed")  # terms over the whole effective batch (negatives are other rows)
 
 
 class Projections(nn.Module):
@@ -43,6 +74,8 @@ class Projections(nn.Module):
 
 
 class DistillationTrainer(Trainer):
+    # compute_loss divides by the effective batch's row counts: the Trainer must not divide again
+    loss_is_scaled_for_ga: ClassVar[bool] = True
     method: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
     default_weights: ClassVar[dict[str, float]] = {}
@@ -70,8 +103,13 @@ class DistillationTrainer(Trainer):
         self.projections = None if dims is None else Projections(*dims, args.projection_dim).to(self.args.device)
         if self.projections is not None and self.projections_in_student_step:
             self.add_callback(_ClearProjectionGradients(self.projections))
+        # transformers < 5.2x reads this instead of loss_is_scaled_for_ga (with num_items_in_batch given)
+        self.model_accepts_loss_kwargs = True
+        self.effective_batch: EffectiveBatch | None = None  # counts of the optimizer step under way
+        self._pending_batches: list[dict[str, torch.Tensor]] = []  # micro-batches awaiting a contrastive step
         self._term_sums: dict[str, torch.Tensor] = {}
-        self._term_counts: dict[str, int] = {}
+        self._term_counts: dict[str, torch.Tensor | int] = {}
+        self._step_presence: dict[str, torch.Tensor | None] = {}  # terms recorded in the step under way
         self._student_loss_total, self._student_loss_steps = 0.0, 0
         self.skipped_batches = 0
         self.teacher_cache = None
@@ -99,55 +137,153 @@ class DistillationTrainer(Trainer):
     def uses(self, term: str) -> bool:
         return self.weights.get(term, 0.0) > 0
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's prefetch of one optimizer step's micro-batches, counting the rows the loss terms are
+        averaged over: all rows (teacher terms) and the labelled rows (CE), summed over the micro-batches and
+        every process. The labelled count is the `num_items_in_batch` the Trainer passes on."""
+        batches = list(itertools.islice(epoch_iterator, num_batches))
+        if not batches:
+            return batches, None
+        rows = float(sum(len(batch["input_ids"]) for batch in batches))
+        labelled = sum(labelled_rows(batch["labels"]).sum().to(device) for batch in batches if "labels" in batch)
+        counts = torch.stack([torch.tensor(rows, device=device), torch.as_tensor(labelled, device=device).float()])
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        self.effective_batch = EffectiveBatch(counts[0], counts[1], self.accelerator.num_processes, len(batches))
+        return batches, counts[1]
+
+    def normalisers(self, num_items_in_batch=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What this process divides per-row sums by: (all rows, labelled rows) of the effective batch, or
+        None for the micro-batch's own mean (a call outside the Trainer's loop)."""
+        batch = self.effective_batch
+        rows = None if batch is None else batch.row_normaliser()
+        labelled = None
+        if num_items_in_batch is not None:
+            count = torch.as_tensor(num_items_in_batch, device=self.args.device, dtype=torch.float32)
+            labelled = count.clamp_min(1) / self.accelerator.num_processes
+        return rows, labelled
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The student's weighted loss. `num_items_in_batch` is the effective batch's labelled rows (all
+        micro-batches, all processes): CE divides its sum by it, the teacher terms by the effective batch's
+        rows, so the micro-batches' gradients add up to the effective batch's (the Trainer does not divide)."""
         if not model.training:  # evaluation / prediction: the student alone
             student = self.student_adapter.forward(model, inputs)
             loss = task_loss(student.logits, inputs["labels"]) if "labels" in inputs else None
             return (loss, SequenceClassifierOutput(loss=loss, logits=student.logits)) if return_outputs else loss
+        normalisers = self.normalisers(num_items_in_batch)
         with self.accelerator.autocast():
-            terms = self.student_terms(model, inputs)
+            features = self.student_forward(model, inputs)
+            terms = self.student_terms(inputs, features, normalisers)
+        loss = self.weighted_sum(
+            terms,
+            self.weights,
+            "loss_",
+            len(inputs["input_ids"]),
+            self.student_parameters(model),
+            self.ce_presence(inputs, num_items_in_batch),
+        )
+        return (loss, terms) if return_outputs else loss
+
+    def student_parameters(self, model: nn.Module) -> list[torch.Tensor]:
         trained = [p for p in model.parameters() if p.requires_grad]
         if self.projections is not None and self.projections_in_student_step:
             trained += list(self.projections.parameters())
-        has_labels = labelled_rows(inputs["labels"]).any().float()  # CE terms are logged over labelled batches
-        presence = {name: has_labels for name in ("ce", "ce_perturbed")}
-        loss = self.weighted_sum(terms, self.weights, "loss_", len(inputs["input_ids"]), trained, presence)
-        return (loss, terms) if return_outputs else loss
+        return trained
 
-    def student_terms(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The min-step terms on the clean batch (and on `perturbed_ids`, where the method has them).
+    @staticmethod
+    def ce_presence(inputs: dict[str, torch.Tensor], num_items_in_batch=None) -> dict[str, torch.Tensor]:
+        """CE terms are logged as the mean over steps whose effective batch had labelled rows."""
+        if num_items_in_batch is None:
+            has_labels = labelled_rows(inputs["labels"]).any().float()
+        else:
+            has_labels = (torch.as_tensor(num_items_in_batch) > 0).float()
+        return {name: has_labels for name in ("ce", "ce_perturbed")}
+
+    def student_forward(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        rng: tuple | None = None,
+        teacher: tuple[LayerFeatures | None, LayerFeatures | None] | None = None,
+    ) -> StepFeatures:
+        """Teacher and student features on the clean batch (and on the perturbed ids, where the method has them).
 
         Clean and perturbed inputs share one forward pass per model. The teacher's no-grad pass runs
         before the student's: its buffers are freed before the student's graph is built, so the
         allocator reuses them instead of giving the heap back to the system and faulting it in again
-        every step (~18,000 page faults a step on CPU when the student ran first).
+        every step (~18,000 page faults a step on CPU when the student ran first). `teacher` reuses
+        features computed earlier, `rng` replays the student's random state of an earlier pass (dropout).
         """
         size = len(inputs["input_ids"])
         perturbed = any(self.uses(t) for t in ("ce_perturbed", "kd_perturbed", "crd_perturbed"))
-        input_ids = torch.cat([inputs["input_ids"], self.perturbed_ids(inputs)]) if perturbed else inputs["input_ids"]
+        input_ids = inputs["input_ids"]
+        if perturbed:
+            if PERTURBED_IDS not in inputs:  # kept, so that a second pass over the batch sees the same text
+                inputs[PERTURBED_IDS] = self.perturbed_ids(inputs)
+            input_ids = torch.cat([input_ids, inputs[PERTURBED_IDS]])
         hidden = any(self.uses(t) for t in ("rail", "crd", "crd_perturbed"))
-        teacher_clean, teacher_perturbed = self.teacher_features(inputs, input_ids, hidden)
-        student = self.student_adapter.forward(model, inputs, input_ids=input_ids, output_hidden_states=hidden)
+        teacher_clean, teacher_perturbed = teacher or self.teacher_features(inputs, input_ids, hidden)
+        state = rng or rng_state(self.args.device)
+        with replay_rng(rng, self.args.device) if rng is not None else contextlib.nullcontext():
+            student = self.student_adapter.forward(model, inputs, input_ids=input_ids, output_hidden_states=hidden)
         student_clean, student_perturbed = _split(student, size)
+        return StepFeatures(
+            teacher_clean,
+            teacher_perturbed,
+            self.features(student_clean, inputs),
+            None if student_perturbed is None else self.features(student_perturbed, inputs),
+            state,
+        )
+
+    def student_terms(
+        self,
+        inputs: dict[str, torch.Tensor],
+        features: StepFeatures,
+        normalisers: tuple = (None, None),
+        contrastive: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """The min-step terms; the contrastive ones only with `contrastive` (else the caller computes them
+        on the whole effective batch)."""
+        rows, labelled = normalisers
         labels = inputs["labels"]
+        temperature = self.args.kd_temperature
         terms: dict[str, torch.Tensor] = {}
         if self.uses("ce"):
-            terms["ce"] = task_loss(student_clean.logits, labels)
+            terms["ce"] = task_loss(features.student_clean.logits, labels, labelled)
         if self.uses("kd"):
-            terms["kd"] = kd_loss(teacher_clean.logits, student_clean.logits, self.args.kd_temperature)
+            terms["kd"] = kd_loss(features.teacher_clean.logits, features.student_clean.logits, temperature, rows)
         if self.uses("rail"):
-            terms["rail"] = self.rail(teacher_clean, self.features(student_clean, inputs))
-        if self.uses("crd"):
-            terms["crd"] = self.crd(teacher_clean, self.features(student_clean, inputs))
+            terms["rail"] = self.rail(features.teacher_clean, features.student_clean, rows)
         if self.uses("ce_perturbed"):
-            terms["ce_perturbed"] = task_loss(student_perturbed.logits, labels)
+            terms["ce_perturbed"] = task_loss(features.student_perturbed.logits, labels, labelled)
         if self.uses("kd_perturbed"):
             terms["kd_perturbed"] = kd_loss(
-                teacher_perturbed.logits, student_perturbed.logits, self.args.kd_temperature
+                features.teacher_perturbed.logits, features.student_perturbed.logits, temperature, rows
             )
-        if self.uses("crd_perturbed"):
-            terms["crd_perturbed"] = self.crd(teacher_perturbed, self.features(student_perturbed, inputs))
+        if contrastive:
+            for name, (teacher, student) in self.contrastive_pairs(features, self.weights).items():
+                terms[name] = self.contrastive_term(teacher, student, len(labels))
         return terms
+
+    def contrastive_term(self, teacher: LayerFeatures, student: LayerFeatures, rows: int) -> torch.Tensor:
+        """CRD in one micro-batch's pass: over every process's rows, or, with `--contrastive_negatives
+        micro_batch`, over this micro-batch alone, weighted by its share of the effective batch's rows."""
+        if self.args.contrastive_negatives == "effective_batch":
+            return self.crd(teacher, student)
+        value = self.crd(teacher, student, gather=False)
+        return value if self.effective_batch is None else value * (rows / self.effective_batch.row_normaliser())
+
+    @staticmethod
+    def contrastive_pairs(
+        features: StepFeatures, weights: dict[str, float]
+    ) -> dict[str, tuple[LayerFeatures, LayerFeatures]]:
+        """(teacher, student) features of each contrastive term that has a weight."""
+        pairs = {
+            "crd": (features.teacher_clean, features.student_clean),
+            "crd_perturbed": (features.teacher_perturbed, features.student_perturbed),
+        }
+        return {name: pair for name, pair in pairs.items() if weights.get(name, 0) > 0}
 
     def teacher_features(
         self, inputs: dict[str, torch.Tensor], input_ids: torch.Tensor, hidden: bool
@@ -197,10 +333,10 @@ class DistillationTrainer(Trainer):
         step, checkpoint or the end of training, from a device-side record of each term's first
         non-finite step: the message names the same term(s) and step.
         """
-        crd_scale = log_batch_size_scale(batch_size) if self.args.scale_crd_by_log_batch else 1.0
-        total = sum(
-            weights[name] / (crd_scale if name.startswith("crd") else 1.0) * value for name, value in terms.items()
-        )
+        crd_scale = log_batch_size_scale(self.effective_rows(batch_size)) if self.args.scale_crd_by_log_batch else 1.0
+        total = torch.zeros((), device=self.args.device)
+        for name, value in terms.items():
+            total = total + weights[name] / (crd_scale if name.startswith("crd") else 1.0) * value
         if not self.check_nonfinite_every_step:
             self._watch_nonfinite(prefix, terms)
         elif not torch.isfinite(total):
@@ -214,12 +350,17 @@ class DistillationTrainer(Trainer):
                 self.state.global_step,
                 self.skipped_batches,
             )
-            self._record("skipped_batches", torch.tensor(float(self.skipped_batches)))
             return sum(parameter.sum() * 0.0 for parameter in parameters)
         for name, value in terms.items():
             self._record(prefix + name, value, (presence or {}).get(name))
         self._record(prefix.rstrip("_"), total)  # "loss" (student) or "generator_loss"
         return total
+
+    def effective_rows(self, local_rows: int) -> int:
+        """Rows of the whole effective batch (one host read; only --scale_crd_by_log_batch asks)."""
+        if self.effective_batch is None:
+            return local_rows * self.accelerator.num_processes
+        return int(self.effective_batch.rows.item())
 
     # ------------------------------------------------------------------------- intermediate layers
     def _projection_dims(self, args) -> tuple[dict[str, int], dict[str, int]] | None:
@@ -275,23 +416,28 @@ class DistillationTrainer(Trainer):
             }
         return LayerFeatures(result.logits, pooled, sentence)
 
-    def rail(self, teacher: LayerFeatures, student: LayerFeatures) -> torch.Tensor:
+    def rail(self, teacher: LayerFeatures, student: LayerFeatures, normaliser=None) -> torch.Tensor:
         """RAIL-KD: the epoch's teacher layers (already selected) against all student layers, per stack, summed."""
         total = 0.0
         for stack, student_pooled in student.pooled.items():
             total = total + rail_loss(
-                self.projections.teacher[stack](teacher.pooled[stack].flatten(1).float()),
-                self.projections.student[stack](student_pooled.flatten(1).float()),
+                self.projections.teacher[stack](at_least_float32(teacher.pooled[stack].flatten(1))),
+                self.projections.student[stack](at_least_float32(student_pooled.flatten(1))),
+                normaliser,
             )
         return total
 
-    def crd(self, teacher: LayerFeatures, student: LayerFeatures) -> torch.Tensor:
-        """Contrastive loss on all layers at the sentence position, per stack, summed."""
+    def crd(self, teacher: LayerFeatures, student: LayerFeatures, gather: bool = True) -> torch.Tensor:
+        """Contrastive loss on all layers at the sentence position, per stack, summed, over every process's
+        rows (a row's negatives are the whole effective batch) or, without `gather`, over this process's."""
+        processes = self.accelerator.num_processes if gather else 1
         total = 0.0
         for stack, student_sentence in student.sentence.items():
             total = total + crd_loss(
-                self.projections.teacher[stack](teacher.sentence[stack].flatten(1).float()),
-                self.projections.student[stack](student_sentence.flatten(1).float()),
+                self.projections.teacher[stack](
+                    at_least_float32(gather_rows(teacher.sentence[stack], processes).flatten(1))
+                ),
+                self.projections.student[stack](at_least_float32(gather_rows(student_sentence, processes).flatten(1))),
                 self.args.crd_temperature,
             )
         return total
@@ -336,11 +482,127 @@ class DistillationTrainer(Trainer):
             optimizer.add_param_group({"params": no_decay, "weight_decay": 0.0})
         return optimizer
 
+    # ------------------------------------------------------------------------------- training step
+    def step_kind(self) -> str:
+        """ "student" (min step) or, for the adversarial methods, "generator" (max step)."""
+        return "student"
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.projections is not None and self.projections_in_student_step and self.accelerator.sync_gradients:
-            average_gradients(self.projections.parameters(), self.accelerator)  # DDP syncs only the student
+        """One micro-batch of an effective batch (`get_batch_samples` counted its rows).
+
+        Per-row terms are computed and backpropagated micro-batch by micro-batch. When the step has a
+        contrastive term and the effective batch several micro-batches, they are held back and run together
+        at the last one (`cached_contrastive_step`).
+        """
+        kind = self.step_kind()
+        micro_batches = 1 if self.effective_batch is None else self.effective_batch.micro_batches
+        contrastive = any(self.step_weights(kind).get(t, 0) > 0 for t in CONTRASTIVE_TERMS)
+        if micro_batches > 1 and contrastive and self.args.contrastive_negatives == "effective_batch":
+            self._pending_batches.append(inputs)
+            loss = torch.zeros((), device=self.args.device)  # the Trainer's `loss` log is replaced by the student's
+            if self.accelerator.sync_gradients:
+                self.cached_contrastive_step(self.step_plan(kind, model, num_items_in_batch))
+        elif kind == "student":
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        else:
+            loss = self.generator_step(model, inputs)
+        if self.accelerator.sync_gradients:
+            self.end_step(kind)
         return loss
+
+    def step_weights(self, kind: str) -> dict[str, float]:
+        return self.weights
+
+    def end_step(self, kind: str) -> None:
+        """After the effective batch's last micro-batch, before the Trainer's optimizer step."""
+        if kind == "student" and self.projections is not None and self.projections_in_student_step:
+            average_gradients(self.projections.parameters(), self.accelerator)  # DDP syncs only the student
+        for name, present in self._step_presence.items():
+            self._term_counts[name] = self._term_counts.get(name, 0) + (1 if present is None else present)
+        self._step_presence = {}
+        self.effective_batch = None
+        self._pending_batches = []
+
+    def step_plan(self, kind: str, model: nn.Module, num_items_in_batch=None) -> StepPlan:
+        """How a min step runs its micro-batches (the adversarial trainers add the max step)."""
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        labelled = num_items_in_batch if num_items_in_batch is not None else self.effective_batch.labelled
+        return StepPlan(
+            forward=lambda inputs, rng, earlier: self.student_forward(
+                model, inputs, rng, None if earlier is None else (earlier.teacher_clean, earlier.teacher_perturbed)
+            ),
+            terms=lambda inputs, features, normalisers: self.student_terms(
+                inputs, features, normalisers, contrastive=False
+            ),
+            weights=self.weights,
+            prefix="loss_",
+            parameters=self.student_parameters(model),
+            normalisers=self.normalisers(labelled),
+            presence={name: (labelled > 0).float() for name in ("ce", "ce_perturbed")},
+            backward=self.accelerator.backward,
+            no_sync=lambda: self.accelerator.no_sync(model),
+            teacher_grad=False,
+        )
+
+    def cached_contrastive_step(self, plan: StepPlan) -> torch.Tensor:
+        """Run the held-back micro-batches as one effective batch (gradient caching, effective.py).
+
+        First every micro-batch without a graph, keeping the features the contrastive terms read; then
+        those terms on all rows at once, backpropagated into the projections and into the features
+        (leaves); then every micro-batch again with a graph, its random state replayed, its per-row terms
+        plus `<features, their gradient>` backpropagated. The result is the gradient of the effective batch.
+        Returns the contrastive terms' weighted value.
+        """
+        batches = [self._prepare_inputs(batch) for batch in self._pending_batches]
+        with torch.no_grad(), self.accelerator.autocast():
+            first = [plan.forward(inputs, None, None) for inputs in batches]
+        leaves: dict[str, torch.Tensor] = {}
+        terms, sizes = {}, []
+        for name in self.contrastive_pairs(first[0], plan.weights):
+            sides = []
+            for role, side in (("teacher", 0), ("student", 1)):
+                joined, sizes = split_sentences(
+                    [self.contrastive_pairs(f, plan.weights)[name][side].sentence for f in first]
+                )
+                trained = role == "student" or plan.teacher_grad
+                for stack, value in joined.items():
+                    leaves[f"{name}/{role}/{stack}"] = at_least_float32(value.detach()).requires_grad_(trained)
+                sides.append(LayerFeatures(None, None, {stack: leaves[f"{name}/{role}/{stack}"] for stack in joined}))
+            terms[name] = self.crd(*sides)
+        trained_leaves = {key: leaf for key, leaf in leaves.items() if leaf.requires_grad}
+        total = self.weighted_sum(
+            terms, plan.weights, plan.prefix, sum(sizes), plan.parameters + list(trained_leaves.values())
+        )
+        total.backward()
+        cotangents = contrastive_cotangents(trained_leaves, sizes)
+        for index, (inputs, features) in enumerate(zip(batches, first, strict=True)):
+            last = index == len(batches) - 1
+            with contextlib.nullcontext() if last else plan.no_sync():
+                with self.accelerator.autocast():
+                    again = plan.forward(inputs, features.rng, features)
+                    loss = self.weighted_sum(
+                        plan.terms(inputs, again, plan.normalisers),
+                        plan.weights,
+                        plan.prefix,
+                        len(inputs["input_ids"]),
+                        plan.parameters,
+                        plan.presence,
+                    )
+                    loss = loss + surrogate(self.contrastive_features(again, plan.weights), cotangents[index])
+                if loss.requires_grad:
+                    plan.backward(loss)
+        return total.detach()
+
+    def contrastive_features(self, features: StepFeatures, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        """The sentence features the contrastive terms read, keyed as `cached_contrastive_step`'s leaves."""
+        named = {}
+        for name, pair in self.contrastive_pairs(features, weights).items():
+            for role, side in (("teacher", pair[0]), ("student", pair[1])):
+                for stack, value in side.sentence.items():
+                    named[f"{name}/{role}/{stack}"] = value
+        return named
 
     def _clip_grad_norm(self, model):
         if self.projections is not None and self.projections_in_student_step:
@@ -350,38 +612,54 @@ class DistillationTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------- logging
     def _record(self, name: str, value: torch.Tensor, present: torch.Tensor | None = None) -> None:
-        """Add a term's value to the logging window; `present` (0 or 1, on the device) leaves a batch out
-        of the term's mean without a host sync, as the CE terms do for batches without labelled rows."""
-        value = value.detach().float()
-        if present is not None:
-            value = value * present
-        self._term_sums[name] = self._term_sums.get(name, 0.0) + value
-        self._term_counts[name] = self._term_counts.get(name, 0) + (1 if present is None else present)
+        """Add this process's share of a term's value in the effective batch to the logging window.
+
+        Per-row terms are divided by the effective batch's rows, so the shares of the micro-batches and
+        processes add up to the effective batch's value; a term computed on all rows (contrastive) is
+        recorded once per step. A term counts once per optimizer step (`end_step`); `present` (0 or 1, on
+        the device) leaves a step out of the term's mean without a host sync, as the CE terms do for
+        effective batches without labelled rows.
+        """
+        share = value.detach().float() / self.accelerator.num_processes
+        self._term_sums[name] = self._term_sums.get(name, 0.0) + share
+        if self.effective_batch is None:  # a call outside the Trainer's loop is a step of its own
+            self._term_counts[name] = self._term_counts.get(name, 0) + (1 if present is None else present)
+        else:
+            self._step_presence[name] = present
+
+    def _window_means(self) -> dict[str, tuple[float, float]]:
+        """Each recorded term's (mean, count of steps) over the window, all processes' shares summed."""
+        names = list(self._term_sums)
+        device = self.args.device
+        sums = torch.stack([torch.as_tensor(self._term_sums[n], dtype=torch.float32, device=device) for n in names])
+        counts = torch.stack(
+            [torch.as_tensor(self._term_counts.get(n, 0), dtype=torch.float32, device=device) for n in names]
+        )
+        sums = self.accelerator.reduce(sums, reduction="sum")
+        self._term_sums, self._term_counts = {}, {}
+        means = (sums / counts.clamp_min(1)).tolist()
+        return {name: (mean, count) for name, mean, count in zip(names, means, counts.tolist(), strict=True)}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add each loss term's mean over the logging window to the Trainer's training logs.
 
         `loss` becomes the mean weighted student loss of the window's min steps (the Trainer's own
-        average would count the adversarial methods' max steps as zeros); `train_loss` likewise.
+        average would count the adversarial methods' max steps as zeros); `train_loss` likewise. Every
+        value is the effective batch's, whatever its layout (micro-batches, processes).
         """
         if "loss" in logs:
             self.raise_if_nonfinite()
-        if "loss" in logs and self._term_sums:
-            for name, total in self._term_sums.items():
-                count = self._term_counts[name]
-                mean = self.accelerator.reduce(total / torch.as_tensor(count).clamp_min(1), reduction="mean")
-                logs[name] = float(mean)
-                if name == "loss":
-                    self._student_loss_total += float(mean) * self._term_counts[name]
-                    self._student_loss_steps += self._term_counts[name]
-            self._term_sums, self._term_counts = {}, {}
-        if "train_loss" in logs and "loss" in self._term_sums:
-            count = self._term_counts["loss"]
-            self._student_loss_total += float(self._term_sums["loss"])
+        if ("loss" in logs or "train_loss" in logs) and self._term_sums:
+            window = self._window_means()
+            if "loss" in logs:
+                logs.update({name: mean for name, (mean, _) in window.items()})
+            mean, count = window.get("loss", (0.0, 0.0))
+            self._student_loss_total += mean * count
             self._student_loss_steps += count
-            self._term_sums, self._term_counts = {}, {}
         if "train_loss" in logs and self._student_loss_steps:
             logs["train_loss"] = self._student_loss_total / self._student_loss_steps
+        if self.skipped_batches and "loss" in logs:
+            logs["skipped_batches"] = float(self.skipped_batches)
         super().log(logs, start_time)
 
     # ---------------------------------------------------------------------------- checkpoint extras
@@ -434,15 +712,6 @@ class _ClearProjectionGradients(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.projections.zero_grad(set_to_none=True)
-
-
-def average_gradients(parameters, accelerator) -> None:
-    """All-reduce (mean) gradients of modules that DDP does not wrap (generator, projections)."""
-    if accelerator.num_processes <= 1:
-        return
-    for parameter in parameters:
-        if parameter.grad is not None:
-            torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.AVG)
 
 
 def _split(result: ForwardResult | None, size: int) -> tuple[ForwardResult | None, ForwardResult | None]:
