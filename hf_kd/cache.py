@@ -6,6 +6,11 @@ CILDA+minILD the per-layer features their losses read), stores them in a safeten
 a key of the data set's fingerprint, the teacher's identity (config and weights) and the feature
 options, and reuses them. A file whose stored key differs is never used. Perturbed inputs change
 every batch and are never cached.
+
+The file is written under a scratch name and renamed into place, so a reader sees one writer's whole
+file or none (runs of the same teacher at once included); its header records the tensors' size and
+SHA-256, checked on every load: a file cut short (a killed writer) or corrupted (a bad disk) is
+rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -37,6 +42,17 @@ def teacher_fingerprint(teacher: torch.nn.Module) -> str:
                 f"{name}{tuple(parameter.shape)}{values.sum().item():.10e}{values.abs().sum().item():.10e}".encode()
             )
     return digest.hexdigest()
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> tuple[str, int]:
+    """SHA-256 of the tensors' names, shapes and bytes (in name order), and their size in bytes."""
+    digest, size = hashlib.sha256(), 0
+    for name in sorted(tensors):
+        values = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}{tuple(values.shape)}{values.dtype}".encode())
+        digest.update(values.view(torch.uint8).numpy().data)
+        size += values.numel() * values.element_size()
+    return digest.hexdigest(), size
 
 
 class TeacherCache:
@@ -79,10 +95,12 @@ class TeacherCache:
             if trainer.accelerator.is_main_process:
                 os.makedirs(folder, exist_ok=True)
                 scratch = f"{path}.{os.getpid()}.tmp"
+                checksum, size = tensors_digest(cache.tensors)
+                metadata = {"key": key, "sha256": checksum, "bytes": str(size)}
                 save_file(
                     {n: t.contiguous() for n, t in cache.tensors.items()},
                     scratch,
-                    metadata={"key": key, **{k: str(v) for k, v in key_source.items()}},
+                    metadata={**metadata, **{k: str(v) for k, v in key_source.items()}},
                 )
                 os.replace(scratch, path)
                 logger.info("Cached the teacher's outputs on %d examples in %s.", len(dataset), path)
@@ -90,11 +108,26 @@ class TeacherCache:
 
     @classmethod
     def _load(cls, path: str, key: str) -> TeacherCache | None:
-        with safe_open(path, framework="pt") as f:
-            if (f.metadata() or {}).get("key") != key:
-                logger.warning("Ignoring %s: it was made for another data set, teacher or options.", path)
-                return None
-            return cls({name: f.get_tensor(name) for name in f.keys()})  # noqa: SIM118 (safe_open has no iteration)
+        """The cache in `path`, or None (it is then rebuilt) when it is of another key, cut short or corrupted."""
+        try:
+            with safe_open(path, framework="pt") as f:
+                metadata = f.metadata() or {}
+                if metadata.get("key") != key:
+                    logger.warning("Ignoring %s: it was made for another data set, teacher or options.", path)
+                    return None
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (no iteration)
+        except Exception as error:  # safetensors' own error for a file cut short, OSError for an unreadable one
+            logger.warning("Rebuilding the teacher-output cache %s: it does not read back (%s).", path, error)
+            return None
+        checksum, size = tensors_digest(tensors)
+        if (metadata.get("sha256"), metadata.get("bytes")) != (checksum, str(size)):
+            logger.warning(
+                "Rebuilding the teacher-output cache %s: its contents do not match the size and checksum recorded "
+                "when it was written (a corrupted file, or one from an hf_kd without checksums).",
+                path,
+            )
+            return None
+        return cls(tensors)
 
     @classmethod
     @torch.no_grad()

@@ -6,9 +6,11 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from hf_kd.cache import TeacherCache
 from hf_kd.run import main
 from tests.conftest import cli_args
 
@@ -58,3 +60,27 @@ def test_cache_is_reused_and_refused_for_another_teacher(bert, sst2_files, tmp_p
     # so does a different max length (another tokenised data set)
     main(cli_args(bert, sst2_files, tmp_path / "d", "kd", *cache_args, "--max_seq_length", "16"))
     assert len(os.listdir(tmp_path / "cache")) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped bytes", "no checksum"])
+def test_a_damaged_cache_is_rebuilt_never_used(bert, sst2_files, tmp_path, damage):
+    cache_args = ("--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache"))
+    first = main(cli_args(bert, sst2_files, tmp_path / "a", "kd", *cache_args))
+    (path,) = (tmp_path / "cache").iterdir()
+    intact = path.read_bytes()
+    tensors = {name: value.clone() for name, value in load_file(path).items()}  # not a view of the file
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    assert TeacherCache._load(str(path), metadata["key"]) is not None
+    if damage == "truncated":  # a writer killed half-way (a reader never sees this: writers rename into place)
+        path.write_bytes(intact[: len(intact) // 2])
+    elif damage == "flipped bytes":  # a bad disk: same size, other values
+        path.write_bytes(intact[:-8] + bytes(b ^ 0xFF for b in intact[-8:]))
+    else:  # written by an hf_kd that recorded no checksum
+        save_file(tensors, str(path), metadata={k: v for k, v in metadata.items() if k != "sha256"})
+    assert TeacherCache._load(str(path), metadata["key"]) is None
+    second = main(cli_args(bert, sst2_files, tmp_path / "b", "kd", *cache_args))
+    rebuilt = load_file(path)  # the same outputs (up to CPU reduction order), its checksum recorded
+    assert rebuilt.keys() == tensors.keys() and all(torch.allclose(rebuilt[k], tensors[k], atol=1e-6) for k in tensors)
+    assert TeacherCache._load(str(path), metadata["key"]) is not None
+    assert second["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-5)
