@@ -15,6 +15,7 @@ rebuilt, never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from hf_kd.adapters import LayerFeatures
 from hf_kd.data import INDEX_COLUMN
+from hf_kd.guards import disk_guard
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +99,17 @@ class TeacherCache:
                 scratch = f"{path}.{os.getpid()}.tmp"
                 checksum, size = tensors_digest(cache.tensors)
                 metadata = {"key": key, "sha256": checksum, "bytes": str(size)}
-                save_file(
-                    {n: t.contiguous() for n, t in cache.tensors.items()},
-                    scratch,
-                    metadata={**metadata, **{k: str(v) for k, v in key_source.items()}},
-                )
-                os.replace(scratch, path)
+                try:
+                    with disk_guard(path, size, "the teacher-output cache"):
+                        save_file(
+                            {n: t.contiguous() for n, t in cache.tensors.items()},
+                            scratch,
+                            metadata={**metadata, **{k: str(v) for k, v in key_source.items()}},
+                        )
+                        os.replace(scratch, path)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(scratch)
                 logger.info("Cached the teacher's outputs on %d examples in %s.", len(dataset), path)
         return cache
 

@@ -14,6 +14,14 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite during training."""
 
 
+class DiskFullError(OSError):
+    """A write failed because the disk is full; the message names the path and the space it needed."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on a signal after saving a checkpoint; the message says how to resume."""
+
+
 def brief(error: BaseException, limit: int = 300) -> str:
     """A third-party error as one short line for a message of ours: its type and the first line of its text."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

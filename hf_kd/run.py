@@ -6,18 +6,22 @@ import ctypes
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import tempfile
 
 import datasets
 import torch
 import transformers
+from safetensors import safe_open
 from transformers import set_seed
 
 from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
 from hf_kd.config import parse_args
 from hf_kd.data import DistillationCollator, prepare_data
-from hf_kd.errors import ArgumentError, NonFiniteLossError, brief
+from hf_kd.errors import ArgumentError, DiskFullError, NonFiniteLossError, TrainingInterrupted, brief
+from hf_kd.guards import GracefulStop, OutputDirLock, disk_guard
 from hf_kd.hub import model_card, push_student
 from hf_kd.metrics import build_compute_metrics, main_metric
 from hf_kd.models import (
@@ -35,12 +39,23 @@ RESULTS_FILE = "all_results.json"
 RUN_INFO_FILE = "hf_kd_run.json"
 
 
-def write_json_atomic(path: str, values: dict) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a file through a temporary file and a rename, so a crash never leaves half a file."""
     folder = os.path.dirname(path) or "."
     with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-        json.dump(values, f, indent=4, sort_keys=True)
-    os.replace(f.name, path)
+        scratch = f.name
+        try:
+            f.write(text)
+            f.flush()
+        except BaseException:
+            f.close()
+            os.remove(scratch)
+            raise
+    os.replace(scratch, path)
+
+
+def write_json_atomic(path: str, values: dict) -> None:
+    write_text_atomic(path, json.dumps(values, indent=4, sort_keys=True))
 
 
 def run_info(model_args, data_args, training_args, data) -> dict:
@@ -75,7 +90,11 @@ def save_results(output_dir: str, split: str, metrics: dict) -> None:
 def save_student(trainer, output_dir: str) -> None:
     """`save_model` into a scratch folder, then move each file into place with an atomic rename."""
     scratch = os.path.join(output_dir, ".hf_kd_saving")
-    trainer.save_model(scratch)
+    try:
+        trainer.save_model(scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     if trainer.args.should_save:
         for name in os.listdir(scratch):
             os.replace(os.path.join(scratch, name), os.path.join(output_dir, name))
@@ -102,37 +121,49 @@ def check_output_dir(training_args) -> None:
         )
 
 
-def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
-    """`--resume_from_checkpoint` as a path, or `last` / `true`: the newest complete checkpoint in --output_dir.
+def checkpoint_problem(folder: str) -> str | None:
+    """Why `folder` is not a complete checkpoint, or None when it is.
 
-    A checkpoint is complete once its `trainer_state.json` (the Trainer writes it last) reads back.
+    The Trainer writes `trainer_state.json` after the weights, optimizer, scheduler and hf_kd's extras,
+    so a save cut short (a killed process, a full disk) leaves none; the weights' headers are read too.
     """
+    try:
+        with open(os.path.join(folder, "trainer_state.json")) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return "no readable trainer_state.json"
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith(".safetensors"):
+                try:
+                    with safe_open(os.path.join(root, name), framework="pt"):
+                        pass
+                except Exception:  # safetensors' own error for a file cut short
+                    return f"{os.path.relpath(os.path.join(root, name), folder)} does not read back"
+    return None
+
+
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint` as a path, or `last` / `true`: the newest complete checkpoint in --output_dir,
+    naming each newer one it skips (`checkpoint_problem`)."""
     if value is None:
         return None
-
-    def complete(folder: str) -> bool:
-        try:
-            with open(os.path.join(folder, "trainer_state.json")) as f:
-                json.load(f)
-            return True
-        except (OSError, ValueError):
-            return False
-
     if value.lower() in ("last", "latest", "true"):
         folders = (
             [os.path.join(output_dir, d) for d in os.listdir(output_dir) if d.startswith("checkpoint-")]
             if os.path.isdir(output_dir)
             else []
         )
-        folders = sorted((f for f in folders if complete(f)), key=lambda f: int(f.rsplit("-", 1)[-1]))
-        if not folders:
-            raise ArgumentError(
-                f"--resume_from_checkpoint {value}: {output_dir} holds no complete checkpoint-* folder."
-            )
-        return folders[-1]
-    if not complete(value):
+        for folder in sorted(folders, key=lambda f: int(f.rsplit("-", 1)[-1]), reverse=True):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                return folder
+            logger.warning("Skipping %s, an incomplete checkpoint (%s).", folder, problem)
+        raise ArgumentError(f"--resume_from_checkpoint {value}: {output_dir} holds no complete checkpoint-* folder.")
+    problem = checkpoint_problem(value)
+    if problem is not None:
         raise ArgumentError(
-            f"--resume_from_checkpoint {value} is not a complete checkpoint (no readable trainer_state.json): "
+            f"--resume_from_checkpoint {value} is not a complete checkpoint ({problem}): "
             "pass an earlier checkpoint, or `last` for the newest complete one."
         )
     return value
@@ -246,26 +277,46 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run one distillation (or fine-tune) and write the student and its results to --output_dir."""
+    """Run one distillation (or fine-tune) and write the student and its results to --output_dir.
+
+    The run holds --output_dir's lock for its life (a second run there is refused), stops at a step
+    boundary with a checkpoint on SIGTERM (`TrainingInterrupted`), and reports a full disk in one line
+    (`DiskFullError`) with what it had written intact.
+    """
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
     if training_args.device.type == "cpu":
         keep_freed_memory()
     check_output_dir(training_args)
-    training_args.resume_from_checkpoint = resolve_checkpoint(
-        training_args.resume_from_checkpoint, training_args.output_dir
-    )
     # hf_kd pushes the student alone at the end; the Trainer would push every checkpoint and the extras
     push, training_args.push_to_hub = training_args.push_to_hub, False
     if push and not training_args.hub_model_id:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. my-user/distilroberta-sst2-cilda).")
+    with OutputDirLock(training_args.output_dir, enabled=training_args.process_index == 0):
+        training_args.resume_from_checkpoint = resolve_checkpoint(
+            training_args.resume_from_checkpoint, training_args.output_dir
+        )
+        return _run(model_args, data_args, training_args, push)
+
+
+def _run(model_args, data_args, training_args, push: bool) -> dict:
     trainer, data = build_trainer(model_args, data_args, training_args)
+    output_dir = training_args.output_dir
     results: dict = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        save_student(trainer, training_args.output_dir)
-        trainer.save_extras()
-        trainer.save_state()
+        stop = GracefulStop().install()
+        trainer.add_callback(stop)
+        try:
+            train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        finally:
+            stop.uninstall()
+        if stop.stopped_at is not None:
+            raise stop.interruption(output_dir)
+        student_bytes = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+        with disk_guard(output_dir, student_bytes, "the student"):
+            save_student(trainer, output_dir)
+            trainer.save_extras()
+            trainer.save_state()
         metrics = {
             **train_result.metrics,
             "train_samples": len(data.train),
@@ -279,25 +330,26 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         results.update(metrics)
     if trainer.is_world_process_zero():
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        write_json_atomic(
-            os.path.join(training_args.output_dir, RUN_INFO_FILE), run_info(model_args, data_args, training_args, data)
-        )
-        for split in ("train", "eval"):
-            split_metrics = {k: v for k, v in results.items() if k.startswith(split)}
-            if split_metrics:
-                save_results(training_args.output_dir, split, split_metrics)
+        with disk_guard(output_dir, 1 << 20, "the results"):
+            os.makedirs(output_dir, exist_ok=True)
+            write_json_atomic(
+                os.path.join(output_dir, RUN_INFO_FILE), run_info(model_args, data_args, training_args, data)
+            )
+            for split in ("train", "eval"):
+                split_metrics = {k: v for k, v in results.items() if k.startswith(split)}
+                if split_metrics:
+                    save_results(output_dir, split, split_metrics)
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, NeptuneCallback):
             callback.close()
     if training_args.do_train and trainer.is_world_process_zero():
-        model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+        model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
         card = model_card(model_id, model_args, data_args, training_args, results)
-        with open(os.path.join(training_args.output_dir, "README.md"), "w") as f:
-            f.write(card)
+        with disk_guard(output_dir, 1 << 20, "the model card"):
+            write_text_atomic(os.path.join(output_dir, "README.md"), card)
         if push:
             url = push_student(
-                training_args.output_dir,
+                output_dir,
                 training_args.hub_model_id,
                 card,
                 training_args.hub_token,
@@ -309,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def exit_on_argument_error(function, program: str = "hf_kd") -> None:
     """Run a command-line entry point; bad input ends it with one line and exit status 2, a loss that
-    diverged with one line and status 1: a traceback is left for bugs in hf_kd."""
+    diverged or a full disk with one line and status 1, a SIGTERM with a checkpoint and a line on how to
+    resume, status 143: a traceback is left for bugs in hf_kd."""
     try:
         function()
     except ArgumentError as error:
@@ -318,6 +371,12 @@ def exit_on_argument_error(function, program: str = "hf_kd") -> None:
     except NonFiniteLossError as error:
         print(f"{program}: training stopped: {error}", file=sys.stderr)
         sys.exit(1)
+    except DiskFullError as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except TrainingInterrupted as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)  # as a process ended by SIGTERM, so schedulers see a preemption
 
 
 def leave_process_group() -> None:

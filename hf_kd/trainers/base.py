@@ -32,6 +32,7 @@ from hf_kd.adapters import ForwardResult, LayerFeatures, adapter_for
 from hf_kd.cache import TeacherCache
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN
 from hf_kd.errors import ArgumentError, NonFiniteLossError
+from hf_kd.guards import disk_guard
 from hf_kd.losses import (
     at_least_float32,
     crd_loss,
@@ -469,8 +470,15 @@ class DistillationTrainer(Trainer):
         )
 
     def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint; a full disk ends the run in one line and removes the partial folder,
+        so the previous checkpoint stays the newest complete one."""
         self.raise_if_nonfinite()  # never save a checkpoint with non-finite weights
-        return super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+        modules = [self.accelerator.unwrap_model(model), *self.extra_state_modules().values()]
+        # weights and two optimizer moments
+        needed = 3 * sum(p.numel() * p.element_size() for module in modules for p in module.parameters())
+        with disk_guard(folder, needed, "a checkpoint", remove_on_failure=folder):
+            return super()._save_checkpoint(model, trial)
 
     # ----------------------------------------------------------------------------------- optimizer
     def create_optimizer(self, model=None):
