@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -142,7 +143,8 @@ def _load_file(
         with open(path, encoding="utf-8") as f:
             first_lines = list(itertools.islice((line for line in f if line.strip()), header_lines + 1))
     except UnicodeDecodeError as error:
-        raise ArgumentError(f"Data file {path} is not UTF-8 text ({brief(error)}): re-encode it as UTF-8.") from None
+        where = first_bad_line(path, extension, header_lines) or f"not UTF-8 text ({brief(error)})"
+        raise ArgumentError(f"Data file {path}, {where}.") from None
     if len(first_lines) <= header_lines:
         raise ArgumentError(f"Data file {path} has no rows.")
     try:
@@ -150,10 +152,13 @@ def _load_file(
     except ArgumentError:
         raise
     except Exception as error:  # datasets / pyarrow raise many types for a malformed file
-        raise ArgumentError(
-            f"Data file {path} could not be read as {extension.upper()} ({brief(error)}). "
-            "Check its format: a header row, one example per line, the same columns in every row."
-        ) from None
+        where = first_bad_line(path, extension, header_lines)
+        if where is None:
+            where = (
+                f"could not be read as {extension.upper()} ({brief(error)}); check its format: a header row, one "
+                "example per line, the same columns in every row"
+            )
+        raise ArgumentError(f"Data file {path}, {where}.") from None
     renames = {
         old: new
         for old, new in GLUE_TSV_COLUMNS.items()
@@ -164,6 +169,50 @@ def _load_file(
             {k: v for k, v in {"sentence1": "premise", "sentence2": "hypothesis"}.items() if k in dataset.column_names}
         )
     return dataset.rename_columns(renames) if renames else dataset
+
+
+def first_bad_line(path: str, extension: str, header_lines: int) -> str | None:
+    """Where a data file that does not read first goes wrong, as "line N: what; fix", or None if not found.
+
+    The readers (pyarrow, pandas) fail with messages that name no line; this reads the file again line by
+    line: text that is not UTF-8, a JSON line that is not an object, a row whose field count differs
+    from the header's.
+    """
+    with open(path, "rb") as f:
+        raw_lines = f.read().split(b"\n")
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            return f"line {number}: not UTF-8 text ({error.reason} at byte {error.start}); re-encode the file as UTF-8"
+    if extension in ("json", "jsonl"):
+        if lines and lines[0].lstrip().startswith("["):  # one JSON array, not JSON lines
+            return "line 1: a JSON array; write one JSON object per line (JSON lines)"
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as error:
+                return f"line {number}: not valid JSON ({error.msg}); write one JSON object per line"
+            if not isinstance(value, dict):
+                return f"line {number}: a JSON {type(value).__name__}, not an object with the columns as keys"
+        return None
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if extension == "tsv" else {}
+    rows = csv.reader(lines, **options)
+    width = None
+    for number, row in enumerate(rows, start=1):
+        if not row:
+            continue
+        if "\x00" in "".join(row):
+            return f"line {number}: a NUL byte; remove it"
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            first = "the header" if header_lines else "line 1"
+            return f"line {number}: {len(row)} fields where {first} has {width}; give every row the same columns"
+    return None
 
 
 def _read_table(path: str, extension: str, task: str | None, cache_dir: str | None) -> Dataset:
@@ -217,7 +266,13 @@ def label_list_for(task: str | None, train: Dataset, source: str) -> list[str] |
     make a regression task.
     """
     if "label" not in train.column_names:
-        raise ArgumentError(f"{source} has no 'label' column: name the gold labels 'label'.")
+        columns = train.column_names
+        hint = ""
+        if len(columns) == 1 and any(sep in columns[0] for sep in (",", "\t", ";")):
+            hint = " (one column whose name holds a separator: is the file's extension right for its delimiter?)"
+        raise ArgumentError(
+            f"{source} has no 'label' column (its columns: {columns}){hint}: name the gold labels 'label'."
+        )
     if task in GLUE_LABELS:
         return GLUE_LABELS[task]
     feature = train.features["label"]
