@@ -227,7 +227,7 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             replace(
                 base(), "--train_file", write_bytes("latin.tsv", "sentence\tlabel\ncaf\xe9\t1\n".encode("latin-1"))
             ),
-            r"latin.tsv is not UTF-8 text",
+            r"latin.tsv, line 2: not UTF-8 text \(invalid continuation byte at byte 3\); re-encode the file as UTF-8",
         ),
         "malformed JSON lines": (
             replace(
@@ -235,7 +235,8 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
                 "--train_file",
                 write("rows.jsonl", '{"sentence": "a", "label": 1}\n{oops\n'),
             ),
-            r"rows.jsonl could not be read as JSONL",
+            r"rows.jsonl, line 2: not valid JSON \(Expecting property name enclosed in double quotes\); write one JSON "
+            r"object per line",
         ),
         "tracker that is not installed": (
             replace(base(), "--report_to", "wandb"),
