@@ -492,7 +492,7 @@ class DistillationTrainer(Trainer):
 
     # ------------------------------------------------------------------------------- training step
     def step_kind(self) -> str:
-        """ "student" (min step) or, for the adversarial methods, "generator" (max step)."""
+        """The kind of the step under way: `student` (min step) or, for the adversarial methods, `generator`."""
         return "student"
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -583,8 +583,12 @@ class DistillationTrainer(Trainer):
         total = self.weighted_sum(
             terms, plan.weights, plan.prefix, sum(sizes), plan.parameters + list(trained_leaves.values())
         )
-        total.backward()
+        plan.backward(total)  # the projections' gradients, scaled as the rest under fp16
         cotangents = contrastive_cotangents(trained_leaves, sizes)
+        scaler = getattr(self.accelerator, "scaler", None)
+        if plan.prefix == "loss_" and scaler is not None:  # the second backward scales the surrogate again
+            scale = scaler.get_scale()
+            cotangents = [{k: None if v is None else v / scale for k, v in share.items()} for share in cotangents]
         for index, (inputs, features) in enumerate(zip(batches, first, strict=True)):
             last = index == len(batches) - 1
             with contextlib.nullcontext() if last else plan.no_sync():
