@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqSequenceClassifierOutput
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 @dataclass
@@ -178,12 +179,36 @@ def _bart_forward(
     )
 
 
+class DecoderOnlyAdapter(EncoderAdapter):
+    """Decoder-only classifiers (Llama, Qwen2, Mistral, GPT-2, ...): the sentence is read at the last
+    non-padding token, as their classification heads read it, for left and right padding alike."""
+
+    def sentence_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch.get("attention_mask")
+        input_ids = batch["input_ids"]
+        if mask is None:
+            return torch.full((input_ids.size(0),), input_ids.size(1) - 1, dtype=torch.long, device=input_ids.device)
+        positions = torch.arange(mask.size(1), device=mask.device)
+        return (positions * mask.long()).argmax(dim=1)
+
+
 ADAPTERS: dict[str, type[EncoderAdapter]] = {"bart": BartAdapter}
 
 
+def is_decoder_only(config: PretrainedConfig) -> bool:
+    """A family with a causal LM and no masked LM that is not encoder-decoder: GPT-2, Llama, Qwen2, ..."""
+    return (
+        config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+    )
+
+
 def adapter_for(model: PreTrainedModel) -> EncoderAdapter:
-    """The adapter of a model's family; encoder-only classifiers all use `EncoderAdapter`."""
-    return ADAPTERS.get(model.config.model_type, EncoderAdapter)(model)
+    """The adapter of a model's family: BART's, decoder-only classifiers', or `EncoderAdapter` for the encoders."""
+    if model.config.model_type in ADAPTERS:
+        return ADAPTERS[model.config.model_type](model)
+    return (DecoderOnlyAdapter if is_decoder_only(model.config) else EncoderAdapter)(model)
 
 
 # families whose position ids start after the padding index (RoBERTa counts from pad_token_id + 1)

@@ -64,6 +64,7 @@ TEMPERATURE = Range(0.01, 100)
 VALID_RANGES: dict[str, Range] = {
     # hf_kd's own options
     "max_seq_length": Range(2, 1_000_000, note="it must also fit the models' position embeddings"),
+    "teacher_max_seq_length": Range(2, 1_000_000, note="it must also fit the teacher's position embeddings"),
     "max_train_samples": POSITIVE_INT,
     "max_eval_samples": POSITIVE_INT,
     "max_unlabeled_samples": POSITIVE_INT,
@@ -163,7 +164,14 @@ class ModelArguments:
         default=None, metadata={"help": "The masked-LM generator of MATE-KD / CILDA / CILDA+minILD."}
     )
     tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer shared by all models (default: the student's)."}
+        default=None, metadata={"help": "The student's (and generator's) tokenizer (default: the student's own)."}
+    )
+    teacher_tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "The teacher's tokenizer (default: the one saved with the teacher, else the student's). When its "
+            "vocabulary differs from the student's, every example is also tokenised with it for the teacher."
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are stored."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the models on the Hub."})
@@ -200,6 +208,12 @@ class DataTrainingArguments:
         default=None, metadata={"help": "Keep the first N examples of --unlabeled_file."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    teacher_max_seq_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Truncation of the teacher's own tokenization (another tokenizer): default --max_seq_length."
+        },
+    )
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every batch to max_seq_length (else dynamic padding)."}
     )

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from hf_kd.adapters import LayerFeatures
-from hf_kd.data import INDEX_COLUMN
+from hf_kd.data import INDEX_COLUMN, TEACHER_COLUMNS
 from hf_kd.guards import disk_guard
 
 logger = logging.getLogger(__name__)
@@ -139,14 +139,9 @@ class TeacherCache:
     @classmethod
     @torch.no_grad()
     def _compute(cls, trainer, dataset: Dataset) -> TeacherCache:
+        kept = ("input_ids", "attention_mask", "token_type_ids", INDEX_COLUMN, *TEACHER_COLUMNS)
         loader = DataLoader(
-            dataset.remove_columns(
-                [
-                    c
-                    for c in dataset.column_names
-                    if c not in ("input_ids", "attention_mask", "token_type_ids", INDEX_COLUMN)
-                ]
-            ),
+            dataset.remove_columns([c for c in dataset.column_names if c not in kept]),
             batch_size=trainer.args.per_device_eval_batch_size,
             collate_fn=trainer.data_collator,
         )
@@ -154,9 +149,10 @@ class TeacherCache:
         parts: dict[str, list[torch.Tensor]] = {}
         for batch in loader:
             batch = {name: value.to(trainer.args.device) for name, value in batch.items()}
+            view = trainer.teacher_view(batch)  # the teacher's own tokenization, where it has one
             with trainer.accelerator.autocast():
-                result = trainer.teacher_adapter.forward(trainer.teacher, batch, output_hidden_states=hidden)
-            features = trainer.features(result, batch)
+                result = trainer.teacher_forward(view, output_hidden_states=hidden)
+            features = trainer.features(result, view, trainer.teacher_adapter)
             named = {"logits": features.logits}
             for kind in ("pooled", "sentence"):
                 for stack, value in (getattr(features, kind) or {}).items():

@@ -68,6 +68,8 @@ TEXT_PAIRS = [
 ]
 STATIC_MASK_COLUMN = "static_mlm_mask"
 TRUNCATED_COLUMN = "hf_kd_truncated"
+TEACHER_PREFIX = "teacher_"  # the teacher's own tokenization, when its tokenizer is not the student's
+TEACHER_COLUMNS = tuple(TEACHER_PREFIX + name for name in ("input_ids", "attention_mask", "token_type_ids"))
 INDEX_COLUMN = "hf_kd_index"  # row of a training example, to find its cached teacher outputs
 ID_COLUMNS = ("idx", "id", "index", "guid")
 
@@ -384,8 +386,14 @@ def prepare_data(
     static_mask_probability: float | None = None,
     fixed_count_mask: bool = False,
     cache_dir: str | None = None,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+    teacher_max_seq_length: int | None = None,
 ) -> TaskData:
-    """Load, subsample, label and tokenise the training and validation splits."""
+    """Load, subsample, label and tokenise the training and validation splits.
+
+    With a `teacher_tokenizer` (a teacher whose vocabulary is not the student's), every example is also
+    tokenised with it, into `teacher_input_ids`, `teacher_attention_mask` (and `teacher_token_type_ids`).
+    """
     task = normalise_task_name(data_args.task_name)
     raw = load_raw(data_args, cache_dir)
     if "train" not in raw:
@@ -405,6 +413,12 @@ def prepare_data(
         encoded = tokenizer(*texts, padding=padding, max_length=data_args.max_seq_length, truncation=True)
         full_lengths = tokenizer(*texts, truncation=False, return_length=True, verbose=False)["length"]
         encoded[TRUNCATED_COLUMN] = [length > data_args.max_seq_length for length in full_lengths]
+        if teacher_tokenizer is not None:
+            teacher_length = teacher_max_seq_length or data_args.max_seq_length
+            own = teacher_tokenizer(*texts, padding=padding, max_length=teacher_length, truncation=True)
+            for name in ("input_ids", "attention_mask", "token_type_ids"):
+                if name in own:
+                    encoded[TEACHER_PREFIX + name] = own[name]
         return encoded
 
     unlabelled = None
@@ -490,14 +504,32 @@ def add_static_mask(
     return dataset.map(mask_row, with_indices=True, desc="Drawing static masks")
 
 
+@dataclass
 class DistillationCollator(DataCollatorWithPadding):
-    """Dynamic padding that also pads the static mask column (with 0: never masked)."""
+    """Dynamic padding that also pads the static mask column (with 0: never masked) and, with a
+    `teacher_tokenizer`, the teacher's own tokenization with that tokenizer's padding."""
+
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         static = (
             [feature.pop(STATIC_MASK_COLUMN) for feature in features] if STATIC_MASK_COLUMN in features[0] else None
         )
+        teacher = None
+        if TEACHER_COLUMNS[0] in features[0]:
+            teacher = [
+                {name.removeprefix(TEACHER_PREFIX): feature.pop(name) for name in TEACHER_COLUMNS if name in feature}
+                for feature in features
+            ]
         batch = super().__call__(features)
+        if teacher is not None:
+            own = DataCollatorWithPadding(
+                self.teacher_tokenizer or self.tokenizer,
+                padding=self.padding,
+                max_length=self.max_length,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+            )(teacher)
+            batch.update({TEACHER_PREFIX + name: value for name, value in own.items()})
         if static is not None:
             left = self.tokenizer.padding_side == "left"
             rows = [torch.as_tensor(values, dtype=torch.bool) for values in static]

@@ -17,7 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from hf_kd.adapters import adapter_for, position_limit
+from hf_kd.adapters import is_decoder_only, position_limit
 from hf_kd.arguments import ModelArguments
 from hf_kd.data import TaskData
 from hf_kd.errors import ArgumentError, brief
@@ -63,6 +63,31 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
         ) from error
 
 
+def load_teacher_tokenizer(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase
+) -> PreTrainedTokenizerBase | None:
+    """The teacher's own tokenizer when its vocabulary differs from the student's `tokenizer`, else None.
+
+    It comes from --teacher_tokenizer_name_or_path, else from the teacher's folder or Hub id; a teacher
+    folder without tokenizer files shares the student's.
+    """
+    flag, name = "--teacher_tokenizer_name_or_path", model_args.teacher_tokenizer_name_or_path
+    if name is None:
+        flag, name = "--teacher_name_or_path", model_args.teacher_name_or_path
+        if not name or not has_tokenizer(name):
+            return None
+    try:
+        own = AutoTokenizer.from_pretrained(name, **_hub_options(model_args))
+    except (OSError, ValueError, TypeError) as error:
+        if flag == "--teacher_name_or_path" and not os.path.isdir(name):
+            return None  # a Hub teacher without a tokenizer of its own: it shares the student's
+        raise ArgumentError(
+            f"{flag} {name!r}: no tokenizer loads from it ({brief(error)}). Pass --teacher_tokenizer_name_or_path "
+            "with the teacher's tokenizer."
+        ) from None
+    return None if own.get_vocab() == tokenizer.get_vocab() else own
+
+
 def load_config(name: str, flag: str, model_args: ModelArguments) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(name, **_hub_options(model_args))
@@ -70,8 +95,18 @@ def load_config(name: str, flag: str, model_args: ModelArguments) -> PretrainedC
         raise ArgumentError(f"{flag} {name!r} is not a model directory or Hub model ({brief(error)}).") from error
 
 
-def check_model_configs(model_args: ModelArguments, max_seq_length: int, roles: list[str]) -> None:
+def check_model_configs(
+    model_args: ModelArguments, max_seq_length: int, roles: list[str], teacher_max_seq_length: int | None = None
+) -> None:
     """Options that depend on the models, checked on their configs before any data or weights load."""
+    if teacher_max_seq_length is not None and "teacher" in roles:
+        limit = position_limit(load_config(model_args.teacher_name_or_path, "--teacher_name_or_path", model_args))
+        if limit is not None and teacher_max_seq_length > limit:
+            raise ArgumentError(
+                f"--teacher_max_seq_length {teacher_max_seq_length} is longer than the teacher's position embeddings "
+                f"allow ({limit} tokens): pass --teacher_max_seq_length {limit} or less."
+            )
+        roles = [role for role in roles if role != "teacher"]
     models = {
         "student": ("--model_name_or_path", model_args.model_name_or_path),
         "teacher": ("--teacher_name_or_path", model_args.teacher_name_or_path),
@@ -120,7 +155,6 @@ def load_teacher(model_args: ModelArguments, data: TaskData) -> PreTrainedModel:
     )
     if model_args.teacher_state_dict:
         _load_state_dict(teacher, model_args.teacher_state_dict)
-    _check_teacher_labels(teacher, data)
     if model_args.teacher_dtype != "auto":
         teacher.to(DTYPES[model_args.teacher_dtype])
     return teacher
@@ -169,23 +203,36 @@ def _load_state_dict(model: PreTrainedModel, path: str) -> None:
         )
 
 
-def _check_teacher_labels(teacher: PreTrainedModel, data: TaskData) -> None:
+def teacher_label_order(teacher: PreTrainedModel, data: TaskData) -> list[int] | None:
+    """Where each of the data's (the student's) labels is among the teacher's outputs, matched by name.
+
+    None when they are in the same order, or the teacher's labels have no names (`LABEL_0`, ...: read by
+    position). Label sets that differ are refused, naming both sides.
+    """
     if teacher.config.num_labels != data.num_labels:
         raise ArgumentError(
             f"The teacher predicts {teacher.config.num_labels} labels but the data has {data.num_labels} "
             f"({data.label_list or 'regression'}): use a teacher fine-tuned on this task."
         )
     if data.label_list is None:
-        return
-    names = [str(teacher.config.id2label[i]).lower() for i in range(teacher.config.num_labels)]
-    wanted = [name.lower() for name in data.label_list]
-    if sorted(names) == sorted(wanted) and names != wanted:
-        raise ArgumentError(
-            f"The teacher orders its labels {names}, the data {wanted}: its logits would be read in the wrong order. "
-            "Re-export the teacher with the data's label order."
-        )
+        return None
+    names = [str(teacher.config.id2label[i]) for i in range(teacher.config.num_labels)]
+    wanted = [str(name) for name in data.label_list]
+    order = None
+    if all(name.startswith("LABEL_") for name in names):
+        pass  # unnamed: the teacher's outputs are read in the data's order
+    elif [n.lower() for n in names] != [w.lower() for w in wanted]:
+        lowered = [n.lower() for n in names]
+        if sorted(lowered) != sorted(w.lower() for w in wanted):
+            raise ArgumentError(
+                f"The teacher's labels {names} are not the data's (the student's) {wanted}: use a teacher fine-tuned on "
+                "these labels, or rename its id2label to the data's names."
+            )
+        order = [lowered.index(w.lower()) for w in wanted]
+        logger.info("The teacher's labels %s are read in the student's order %s.", names, wanted)
     teacher.config.id2label = dict(enumerate(data.label_list))
     teacher.config.label2id = {name: i for i, name in enumerate(data.label_list)}
+    return order
 
 
 def load_generator(model_args: ModelArguments) -> PreTrainedModel:
@@ -213,25 +260,34 @@ def check_compatible(
     models: dict[str, PreTrainedModel],
     sources: dict[str, str],
     model_args: ModelArguments,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> None:
-    """All models share one family and one vocabulary with the tokenizer (same size and tokens)."""
-    families = {role: type(adapter_for(model)).__name__ for role, model in models.items()}
-    types = {role: model.config.model_type for role, model in models.items()}
-    if len(set(families.values())) > 1:
-        raise ArgumentError(
-            f"The models come from families that cannot be distilled into each other: {types}. "
-            "Teacher, student and generator must share a family (BERT/DistilBERT, RoBERTa/DistilRoBERTa, or BART)."
-        )
-    sizes = {role: model.get_input_embeddings().num_embeddings for role, model in models.items()}
-    if len(set(sizes.values())) > 1:
-        raise ArgumentError(f"The models' vocabularies differ in size: {sizes}. They must share one tokenizer.")
-    if len(tokenizer) > min(sizes.values()):
-        raise ArgumentError(
-            f"The tokenizer has {len(tokenizer)} tokens but the models' vocabulary only {min(sizes.values())}: "
-            "use the models' own tokenizer (--tokenizer_name)."
-        )
+    """Each model fits the tokenizer it reads: the student and generator the student's, the teacher its own
+    (the student's unless `teacher_tokenizer`); decoder-only models have a padding token."""
+    for role, model in models.items():
+        own = teacher_tokenizer if role == "teacher" and teacher_tokenizer is not None else tokenizer
+        flag = "--teacher_tokenizer_name_or_path" if role == "teacher" else "--tokenizer_name"
+        if is_decoder_only(model.config) and model.config.pad_token_id is None:
+            raise ArgumentError(
+                f"The {role} ({sources[role]}) is a decoder-only classifier without a padding token, so it cannot "
+                "find each example's last token in a padded batch: set `pad_token_id` in its config.json (for "
+                "example to its end-of-sequence token's id) and save its tokenizer with `pad_token` set."
+            )
+        size = model.get_input_embeddings().num_embeddings
+        if len(own) > size:
+            raise ArgumentError(
+                f"The {role} ({sources[role]}) has {size} token embeddings but its tokenizer {len(own)} tokens: "
+                f"use the {role}'s own tokenizer ({flag})."
+            )
+        if own.pad_token is None:
+            raise ArgumentError(
+                f"The {role}'s tokenizer ({sources[role]}) has no padding token: save it with `pad_token` set (for "
+                "example to its end-of-sequence token)."
+            )
     vocabulary = tokenizer.get_vocab()
     for role, source in sources.items():
+        if role == "teacher" and teacher_tokenizer is not None:
+            continue  # it reads its own tokenization
         if not has_tokenizer(source):
             continue  # no tokenizer stored with that model: the size check above is all we can do
         try:
@@ -241,6 +297,10 @@ def check_compatible(
         if own != vocabulary:
             differing = sorted(set(own.items()) ^ set(vocabulary.items()))[:3]
             raise ArgumentError(
-                f"The {role} ({source}) uses another vocabulary than the tokenizer (e.g. {differing}): "
-                "teacher, student and generator must share one tokenizer."
+                f"The {role} ({source}) uses another vocabulary than the student's tokenizer (e.g. {differing}): "
+                + (
+                    "the generator writes tokens the student reads, so it must share the student's tokenizer."
+                    if role == "generator"
+                    else "pass --tokenizer_name with the student's own tokenizer."
+                )
             )

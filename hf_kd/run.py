@@ -30,7 +30,9 @@ from hf_kd.models import (
     load_generator,
     load_student,
     load_teacher,
+    load_teacher_tokenizer,
     load_tokenizer,
+    teacher_label_order,
 )
 from hf_kd.trainers import AdversarialTrainer, configure_method
 
@@ -218,7 +220,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
     if data_args.unlabeled_file and not needs_teacher:
         raise ArgumentError(unlabelled_without_teacher(method.method, "--unlabeled_file"))
     roles = ["student", *(["teacher"] if needs_teacher else []), *(["generator"] if adversarial else [])]
-    check_model_configs(model_args, data_args.max_seq_length, roles)
+    check_model_configs(model_args, data_args.max_seq_length, roles, data_args.teacher_max_seq_length)
     neptune = neptune_settings(training_args) if training_args.report_to_neptune else None
     set_seed(training_args.seed)
 
@@ -227,6 +229,13 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         raise ArgumentError(
             f"Method '{method.method}' masks tokens but the tokenizer has no mask token: use --tokenizer_name with one."
         )
+    teacher_tokenizer = load_teacher_tokenizer(model_args, tokenizer) if needs_teacher else None
+    if teacher_tokenizer is not None and adversarial:
+        raise ArgumentError(
+            f"Method '{method.method}' feeds the generator's tokens to the teacher, but the teacher's tokenizer is not "
+            "the student's: across tokenizers use --method kd or rail_kd, or a teacher that shares the student's "
+            "tokenizer."
+        )
     data = prepare_data(
         data_args,
         tokenizer,
@@ -234,6 +243,8 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         static_mask_probability=training_args.mlm_probability if adversarial and training_args.static_mask else None,
         fixed_count_mask=training_args.mask_mode == "fixed_count",
         cache_dir=model_args.cache_dir,
+        teacher_tokenizer=teacher_tokenizer,
+        teacher_max_seq_length=data_args.teacher_max_seq_length,
     )
     if data.unlabelled and not needs_teacher and training_args.do_train:
         raise ArgumentError(
@@ -241,14 +252,15 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         )
     student = load_student(model_args, data)
     models, sources = {"student": student}, {"student": model_args.model_name_or_path}
-    teacher = generator = None
+    teacher = generator = label_order = None
     if needs_teacher:
         teacher = load_teacher(model_args, data)
+        label_order = teacher_label_order(teacher, data)
         models["teacher"], sources["teacher"] = teacher, model_args.teacher_name_or_path
     if adversarial:
         generator = load_generator(model_args)
         models["generator"], sources["generator"] = generator, model_args.generator_name_or_path
-    check_compatible(tokenizer, models, sources, model_args)
+    check_compatible(tokenizer, models, sources, model_args, teacher_tokenizer)
 
     extra = {"generator": generator} if adversarial else {}
     pad_to = 8 if training_args.bf16 or training_args.fp16 else None
@@ -258,11 +270,14 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         trainer = method(
             model=student,
             teacher=teacher,
+            teacher_label_order=label_order,
             args=training_args,
             train_dataset=data.train if training_args.do_train else None,
             eval_dataset=data.validation if training_args.do_eval else None,
             processing_class=tokenizer,
-            data_collator=DistillationCollator(tokenizer, pad_to_multiple_of=pad_to),
+            data_collator=DistillationCollator(
+                tokenizer, pad_to_multiple_of=pad_to, teacher_tokenizer=teacher_tokenizer
+            ),
             compute_metrics=build_compute_metrics(data.task_name, data.is_regression),
             **extra,
         )

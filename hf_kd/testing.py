@@ -23,12 +23,15 @@ from transformers import (
     BertConfig,
     BertTokenizer,
     DistilBertConfig,
+    LlamaConfig,
     PreTrainedTokenizerBase,
+    Qwen2Config,
     RobertaConfig,
     RobertaTokenizer,
 )
 
 FAMILIES = ("bert", "roberta", "distilbert", "bart")
+DECODER_ONLY = {"qwen2": Qwen2Config, "llama": LlamaConfig}  # classifiers only: no masked LM to generate with
 
 
 @dataclass
@@ -117,7 +120,30 @@ def tiny_config(
             forced_eos_token_id=None,
             **common,
         )
-    raise ValueError(f"Unknown tiny model family {kind!r}; choose from {FAMILIES}.")
+    if kind in DECODER_ONLY:
+        return DECODER_ONLY[kind](
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=72,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **common,
+        )
+    raise ValueError(f"Unknown tiny model family {kind!r}; choose from {FAMILIES + tuple(DECODER_ONLY)}.")
+
+
+def build_classifier(
+    kind: str, folder: str, tokenizer: PreTrainedTokenizerBase, layers: int = 2, hidden: int = 32, num_labels: int = 2
+) -> str:
+    """A randomly initialised sequence classifier of `kind`, saved with `tokenizer` in `folder`."""
+    config = tiny_config(kind, len(tokenizer), layers, hidden, tokenizer, num_labels)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def build_family(

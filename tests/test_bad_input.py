@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import yaml
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Qwen2Config
 
 from hf_kd.errors import ArgumentError
 from hf_kd.run import main
@@ -71,6 +71,20 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
     config["mask_token"] = None
     with open(config_path, "w") as f:
         json.dump(config, f)
+    other_names = str(tmp_path / "other-names")
+    AutoModelForSequenceClassification.from_pretrained(
+        bert.teacher, id2label={0: "bad", 1: "good"}, label2id={"bad": 0, "good": 1}
+    ).save_pretrained(other_names)
+    AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(other_names)
+    no_pad_decoder = str(tmp_path / "no-pad-decoder")
+    tokenizer = AutoTokenizer.from_pretrained(bert.tokenizer)
+    decoder_config = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    decoder = AutoModelForSequenceClassification.from_config(
+        Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=72, num_labels=2, **decoder_config)
+    )
+    decoder.config.pad_token_id = None
+    decoder.save_pretrained(no_pad_decoder)
+    tokenizer.save_pretrained(no_pad_decoder)
     no_tokenizer = str(tmp_path / "no-tokenizer")
     AutoModelForSequenceClassification.from_pretrained(bert.student).save_pretrained(no_tokenizer)
     return {
@@ -150,17 +164,44 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             replace(base(), "--model_name_or_path", no_tokenizer),
             r"holds no tokenizer: pass --tokenizer_name",
         ),
-        "vocabularies of other sizes": (
-            replace(base(), "--teacher_name_or_path", other_vocab.teacher),
-            r"vocabularies differ in size",
+        "teacher tokenizer larger than its embeddings": (
+            replace(
+                replace(base(), "--teacher_name_or_path", other_vocab.teacher),
+                "--teacher_tokenizer_name_or_path",
+                bert.tokenizer,
+            ),
+            r"The teacher .* has 300 token embeddings but its tokenizer \d+ tokens: use the teacher's own tokenizer "
+            r"\(--teacher_tokenizer_name_or_path\)",
         ),
-        "BART teacher, BERT student": (
-            replace(base(), "--teacher_name_or_path", bart.teacher),
-            r"families that cannot be distilled into each other",
+        "teacher tokenizer that does not load": (
+            replace(base(), "--teacher_tokenizer_name_or_path", str(tmp_path / "no-such-tokenizer")),
+            r"--teacher_tokenizer_name_or_path .*no-such-tokenizer.*: no tokenizer loads from it",
+        ),
+        "teacher max length beyond its positions": (
+            replace(base(), "--teacher_max_seq_length", "100"),
+            r"--teacher_max_seq_length 100 is longer than the teacher's position embeddings allow \(72 tokens\)",
+        ),
+        "teacher labels of other names": (
+            replace(base(), "--teacher_name_or_path", other_names),
+            r"The teacher's labels \['bad', 'good'\] are not the data's \(the student's\) \['negative', 'positive'\]",
+        ),
+        "adversarial method across tokenizers": (
+            replace(base("mate_kd"), "--teacher_name_or_path", roberta.teacher),
+            r"Method 'mate_kd' feeds the generator's tokens to the teacher, but the teacher's tokenizer is not the "
+            r"student's",
+        ),
+        "decoder-only teacher without a padding token": (
+            replace(base(), "--teacher_name_or_path", no_pad_decoder),
+            r"The teacher .* is a decoder-only classifier without a padding token.*set `pad_token_id`",
+        ),
+        "BART teacher, BERT student for RAIL": (
+            replace(base("rail_kd"), "--teacher_name_or_path", bart.teacher),
+            r"RAIL-KD and the contrastive terms pair the teacher's layer stacks \['decoder', 'encoder'\] with the "
+            r"student's \['encoder'\]",
         ),
         "RoBERTa generator for BERT models": (
             replace(base("mate_kd"), "--generator_name_or_path", roberta.generator),
-            r"generator .* uses another vocabulary than the tokenizer",
+            r"generator .* uses another vocabulary than the student's tokenizer .*must share the student's tokenizer",
         ),
         "student deeper than teacher for RAIL": (
             replace(
@@ -276,8 +317,13 @@ CASE_NAMES = [
     "generator not a masked LM",
     "tokenizer without mask token",
     "student without tokenizer",
-    "vocabularies of other sizes",
-    "BART teacher, BERT student",
+    "teacher tokenizer larger than its embeddings",
+    "teacher tokenizer that does not load",
+    "teacher max length beyond its positions",
+    "teacher labels of other names",
+    "adversarial method across tokenizers",
+    "decoder-only teacher without a padding token",
+    "BART teacher, BERT student for RAIL",
     "RoBERTa generator for BERT models",
     "student deeper than teacher for RAIL",
     "missing teacher state dict",

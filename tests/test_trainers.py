@@ -195,8 +195,8 @@ def test_rail_pools_only_the_paired_teacher_layers(families, sst2_files, tmp_pat
     batch = trainer._prepare_inputs(first_batch(trainer))
     with torch.no_grad():
         result = trainer.teacher_adapter.forward(trainer.teacher, batch, output_hidden_states=True)
-    every = trainer.features(result, batch)
-    paired = trainer.features(result, batch, rail_layers_only=True)
+    every = trainer.features(result, batch, trainer.teacher_adapter)
+    paired = trainer.features(result, batch, trainer.teacher_adapter, rail_layers_only=True)
     layers = trainer.rail_layers("encoder")
     assert every.pooled["encoder"].shape[1] == 4 and paired.pooled["encoder"].shape[1] == len(layers) == 2
     assert torch.equal(paired.pooled["encoder"], every.pooled["encoder"][:, layers])

@@ -300,15 +300,13 @@ class AdversarialTrainer(DistillationTrainer):
             use_crd = self.generator_weights.get("crd_perturbed", 0) > 0
             teacher_embeds = perturbed_embeddings(self.teacher.get_input_embeddings(), input_ids, mask, one_hot)
             student_embeds = perturbed_embeddings(student.get_input_embeddings(), input_ids, mask, one_hot)
-            teacher = self.teacher_adapter.forward(
-                self.teacher, inputs, inputs_embeds=teacher_embeds, output_hidden_states=use_crd
-            )
+            teacher = self.teacher_forward(inputs, inputs_embeds=teacher_embeds, output_hidden_states=use_crd)
             student_out = self.student_adapter.forward(
                 student, inputs, inputs_embeds=student_embeds, output_hidden_states=use_crd
             )
         return StepFeatures(
-            teacher_perturbed=self.features(teacher, inputs),
-            student_perturbed=self.features(student_out, inputs),
+            teacher_perturbed=self.features(teacher, inputs, self.teacher_adapter),
+            student_perturbed=self.features(student_out, inputs, self.student_adapter),
             rng=state,
         )
 

@@ -28,9 +28,9 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from hf_kd.adapters import ForwardResult, LayerFeatures, adapter_for
+from hf_kd.adapters import EncoderAdapter, ForwardResult, LayerFeatures, adapter_for
 from hf_kd.cache import TeacherCache
-from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN
+from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN, TEACHER_COLUMNS, TEACHER_PREFIX
 from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.guards import disk_guard
 from hf_kd.losses import (
@@ -86,7 +86,14 @@ class DistillationTrainer(Trainer):
     # whether the student's optimizer trains the projections (RAIL-KD, CILDA+minILD)
     projections_in_student_step: ClassVar[bool] = False
 
-    def __init__(self, model: PreTrainedModel, teacher: PreTrainedModel | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        teacher: PreTrainedModel | None = None,
+        teacher_label_order: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`teacher_label_order[i]`: the teacher's logit for the student's label i (labels matched by name)."""
         # everything that can be refused is checked before the Trainer creates the output directory
         args = kwargs["args"]
         args.apply_method(self.method, self.default_weights, self.default_generator_weights)
@@ -101,6 +108,9 @@ class DistillationTrainer(Trainer):
         if teacher is not None:
             teacher.eval().requires_grad_(False)
             teacher.to(self.args.device)
+        self.teacher_label_order = (
+            None if teacher_label_order is None else torch.tensor(teacher_label_order, device=self.args.device)
+        )
         self.projections = None if dims is None else Projections(*dims, args.projection_dim).to(self.args.device)
         if self.projections is not None and self.projections_in_student_step:
             self.add_callback(_ClearProjectionGradients(self.projections))
@@ -131,7 +141,7 @@ class DistillationTrainer(Trainer):
         """Keep every column some model needs: the student's signature alone would drop the teacher's
         `token_type_ids` under a DistilBERT student, and the static mask."""
         if self._signature_columns is None:
-            extra = [STATIC_MASK_COLUMN, INDEX_COLUMN]
+            extra = [STATIC_MASK_COLUMN, INDEX_COLUMN, *TEACHER_COLUMNS]
             self._signature_columns = [*MODEL_INPUT_COLUMNS, "label", "label_ids", "labels", *extra]
 
     # ----------------------------------------------------------------------------------------- terms
@@ -232,8 +242,8 @@ class DistillationTrainer(Trainer):
         return StepFeatures(
             teacher_clean,
             teacher_perturbed,
-            self.features(student_clean, inputs),
-            None if student_perturbed is None else self.features(student_perturbed, inputs),
+            self.features(student_clean, inputs, self.student_adapter),
+            None if student_perturbed is None else self.features(student_perturbed, inputs, self.student_adapter),
             state,
         )
 
@@ -286,12 +296,30 @@ class DistillationTrainer(Trainer):
         }
         return {name: pair for name, pair in pairs.items() if weights.get(name, 0) > 0}
 
+    @staticmethod
+    def teacher_view(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch as the teacher reads it: its own tokenization where its tokenizer is not the student's."""
+        if TEACHER_COLUMNS[0] not in inputs:
+            return inputs
+        return {name.removeprefix(TEACHER_PREFIX): inputs[name] for name in TEACHER_COLUMNS if name in inputs}
+
+    def teacher_forward(self, view: dict[str, torch.Tensor], **options: Any) -> ForwardResult:
+        """The teacher's forward on its view of the batch, its logits in the student's label order."""
+        result = self.teacher_adapter.forward(self.teacher, view, **options)
+        if self.teacher_label_order is not None:
+            result.logits = result.logits.index_select(-1, self.teacher_label_order)
+        return result
+
     def teacher_features(
         self, inputs: dict[str, torch.Tensor], input_ids: torch.Tensor, hidden: bool
     ) -> tuple[LayerFeatures | None, LayerFeatures | None]:
         """The teacher's features on the clean and perturbed parts of `input_ids` (None where no term reads
-        them); the clean part comes from the teacher-output cache when there is one."""
+        them); the clean part comes from the teacher-output cache when there is one. A teacher with another
+        tokenizer reads its own tokenization of the clean batch."""
         size = len(inputs["input_ids"])
+        view = self.teacher_view(inputs)
+        if view is not inputs:
+            input_ids = view["input_ids"]
         clean_needed = any(self.uses(t) for t in ("kd", "rail", "crd"))
         perturbed_needed = any(self.uses(t) for t in ("kd_perturbed", "crd_perturbed"))
         cached = self.teacher_cache is not None and clean_needed
@@ -303,14 +331,15 @@ class DistillationTrainer(Trainer):
         if not (perturbed_needed or (clean_needed and not cached)):
             return clean, None
         with torch.no_grad():
-            result = self.teacher_adapter.forward(
-                self.teacher, inputs, input_ids=input_ids[size:] if cached else input_ids, output_hidden_states=hidden
+            result = self.teacher_forward(
+                view, input_ids=input_ids[size:] if cached else input_ids, output_hidden_states=hidden
             )
         if cached:
-            return clean, self.features(result, inputs)
+            return clean, self.features(result, view, self.teacher_adapter)
         clean_result, perturbed_result = _split(result, size)
-        clean = self.features(clean_result, inputs, rail_layers_only=True)
-        return clean, None if perturbed_result is None else self.features(perturbed_result, inputs)
+        clean = self.features(clean_result, view, self.teacher_adapter, rail_layers_only=True)
+        perturbed = None if perturbed_result is None else self.features(perturbed_result, view, self.teacher_adapter)
+        return clean, perturbed
 
     def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError(f"Method '{self.method}' has no perturbed inputs.")
@@ -374,7 +403,11 @@ class DistillationTrainer(Trainer):
         teacher_layers, student_layers = self.teacher_adapter.num_layers(), self.student_adapter.num_layers()
         teacher_sizes, student_sizes = self.teacher_adapter.hidden_sizes(), self.student_adapter.hidden_sizes()
         if set(teacher_layers) != set(student_layers):
-            raise ArgumentError("Teacher and student have different stacks (encoder / decoder): use one model family.")
+            raise ArgumentError(
+                f"RAIL-KD and the contrastive terms pair the teacher's layer stacks {sorted(teacher_layers)} with the "
+                f"student's {sorted(student_layers)}: use models with the same stacks (an encoder-decoder with an "
+                "encoder-decoder), or KD, which reads only the logits."
+            )
         teacher_dims, student_dims = {}, {}
         for stack in student_layers:
             if self.projection_features == "rail":
@@ -394,22 +427,28 @@ class DistillationTrainer(Trainer):
         raise NotImplementedError
 
     def features(
-        self, result: ForwardResult, inputs: dict[str, torch.Tensor], rail_layers_only: bool = False
+        self,
+        result: ForwardResult,
+        view: dict[str, torch.Tensor],
+        adapter: EncoderAdapter,
+        rail_layers_only: bool = False,
     ) -> LayerFeatures:
         """What RAIL-KD (pooled layers) and the contrastive loss (sentence position) read of a forward.
 
-        `rail_layers_only` pools just the teacher layers RAIL-KD pairs this epoch (e.g. 6 of 24)
-        instead of all of them; the teacher-output cache pools all, since the pairing changes.
+        Each model reads its own view of the batch (`view`: its tokenization) through its own `adapter`:
+        pooling over its own tokens, its own sentence position. `rail_layers_only` pools just the teacher
+        layers RAIL-KD pairs this epoch (e.g. 6 of 24) instead of all of them; the teacher-output cache
+        pools all, since the pairing changes.
         """
         pooled = sentence = None
         if result.hidden and self.projection_features == "rail":
-            mask = inputs.get("attention_mask") if self.args.rail_pooling == "masked_mean" else None
+            mask = view.get("attention_mask") if self.args.rail_pooling == "masked_mean" else None
             pooled = {}
             for stack, layers in result.hidden.items():
                 wanted = self.rail_layers(stack) if rail_layers_only else range(len(layers))
                 pooled[stack] = torch.stack([mean_pool(layers[i], mask) for i in wanted], dim=1)
         if result.hidden and self.projection_features == "crd":
-            positions = self.student_adapter.sentence_positions(inputs)
+            positions = adapter.sentence_positions(view)
             rows = torch.arange(len(positions), device=positions.device)
             sentence = {
                 stack: torch.stack([h[rows, positions] for h in layers], dim=1)

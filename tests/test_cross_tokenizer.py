@@ -1,0 +1,127 @@
+"""Distillation across tokenizers and families: each model reads its own tokenization of the same sentences."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_kd.adapters import DecoderOnlyAdapter, adapter_for
+from hf_kd.config import parse_args
+from hf_kd.data import INDEX_COLUMN
+from hf_kd.run import build_trainer, main
+from hf_kd.testing import build_classifier
+from tests.conftest import cli_args
+from tests.test_bad_input import replace
+from tests.test_losses import hand_kl
+
+
+@pytest.fixture(scope="module")
+def qwen2_teacher(roberta, tmp_path_factory):
+    """A decoder-only classifier (Qwen2) with the byte-level BPE tokenizer: a teacher of another family."""
+    folder = str(tmp_path_factory.mktemp("qwen2-teacher"))
+    return build_classifier("qwen2", folder, AutoTokenizer.from_pretrained(roberta.tokenizer), layers=3, hidden=48)
+
+
+def sentences(path: str, rows: list[int]) -> list[str]:
+    lines = Path(path).read_text().splitlines()[1:]
+    return [lines[row].split("\t")[0] for row in rows]
+
+
+@pytest.mark.parametrize("teacher_family", ["roberta", "qwen2"])
+def test_kd_across_tokenizers_equals_each_model_on_its_own_tokens(
+    bert, roberta, qwen2_teacher, sst2_files, tmp_path, teacher_family
+):
+    teacher_path = roberta.teacher if teacher_family == "roberta" else qwen2_teacher
+    args = replace(cli_args(bert, sst2_files, tmp_path, "kd"), "--teacher_name_or_path", teacher_path)
+    trainer, data = build_trainer(*parse_args(args))
+    assert {"teacher_input_ids", "teacher_attention_mask"} <= set(data.train.column_names)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert not torch.equal(batch["input_ids"][:, :5], batch["teacher_input_ids"][:, :5])  # two tokenizations
+    trainer.model.eval()  # no dropout, so the hand computation sees the same logits
+    with torch.no_grad():  # the tiny random teacher is nearly uniform: sharpen it so KD is far from zero
+        for parameter in trainer.teacher.parameters():
+            parameter.mul_(3.0)
+    terms = trainer.student_terms(batch, trainer.student_forward(trainer.model, batch))
+    texts = sentences(sst2_files["train"], batch[INDEX_COLUMN].tolist())
+    own = {}
+    for role, path, model in (("student", bert.student, trainer.model), ("teacher", teacher_path, trainer.teacher)):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoded = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad():
+            own[role] = model(**encoded).logits.tolist()
+    assert terms["kd"].item() == pytest.approx(hand_kl(own["teacher"], own["student"]), rel=1e-5)
+    assert terms["kd"].item() > 1e-3
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_decoder_only_sentence_position_is_what_its_head_reads(qwen2_teacher, side):
+    tokenizer = AutoTokenizer.from_pretrained(qwen2_teacher)
+    tokenizer.padding_side = side
+    model = AutoModelForSequenceClassification.from_pretrained(qwen2_teacher).eval()
+    adapter = adapter_for(model)
+    assert isinstance(adapter, DecoderOnlyAdapter)
+    batch = tokenizer(
+        ["a short one", "a much longer sentence than the first one here"], padding=True, return_tensors="pt"
+    )
+    positions = adapter.sentence_positions(batch)
+    lengths = batch["attention_mask"].sum(dim=1)
+    width = batch["input_ids"].size(1)
+    expected = lengths - 1 if side == "right" else torch.full_like(lengths, width - 1)
+    assert torch.equal(positions, expected)
+    with torch.no_grad():
+        result = adapter.forward(model, batch, output_hidden_states=True)
+        reference = model(**batch).logits
+        final = model.model(**batch).last_hidden_state  # the normed last layer its `score` head reads
+    assert torch.allclose(result.logits, reference)
+    rows = torch.arange(len(positions))
+    assert torch.allclose(model.score(final)[rows, positions], reference, atol=1e-6)
+
+
+def test_teacher_labels_are_read_in_the_students_order(bert, sst2_files, tmp_path):
+    swapped = str(tmp_path / "swapped")
+    teacher = AutoModelForSequenceClassification.from_pretrained(bert.teacher)
+    teacher.config.id2label, teacher.config.label2id = {0: "positive", 1: "negative"}, {"positive": 0, "negative": 1}
+    teacher.save_pretrained(swapped)
+    shutil.copy(os.path.join(bert.tokenizer, "vocab.txt"), swapped)
+    AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(swapped)
+    args = replace(cli_args(bert, sst2_files, tmp_path / "run", "kd"), "--teacher_name_or_path", swapped)
+    trainer, _ = build_trainer(*parse_args(args))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():
+        raw = trainer.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        read = trainer.teacher_forward(batch).logits
+    assert torch.equal(read, raw[:, [1, 0]])  # the data's (student's) order: negative, positive
+
+
+def test_the_cache_is_keyed_by_the_teachers_tokenization(bert, roberta, sst2_files, tmp_path):
+    cache = ("--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache"))
+    base = replace(cli_args(bert, sst2_files, tmp_path / "a", "kd", *cache), "--teacher_name_or_path", roberta.teacher)
+    main(base)
+    main([*replace(base, "--output_dir", str(tmp_path / "b")), "--teacher_max_seq_length", "16"])
+    assert len(os.listdir(tmp_path / "cache")) == 2  # another teacher tokenization, another cache
+
+
+@pytest.mark.parametrize(
+    ("pair", "method"),
+    [
+        ("WordPiece teacher -> BPE student", "kd"),
+        ("WordPiece teacher -> BPE student", "rail_kd"),
+        ("BPE teacher -> WordPiece student", "kd"),
+        ("decoder-only teacher -> encoder student", "kd"),
+        ("decoder-only teacher -> encoder student", "rail_kd"),
+    ],
+)
+def test_cross_pairs_run_end_to_end(bert, roberta, qwen2_teacher, sst2_files, tmp_path, pair, method):
+    student, teacher = {
+        "WordPiece teacher -> BPE student": (roberta, bert.teacher),
+        "BPE teacher -> WordPiece student": (bert, roberta.teacher),
+        "decoder-only teacher -> encoder student": (bert, qwen2_teacher),
+    }[pair]
+    args = replace(cli_args(student, sst2_files, tmp_path / "run", method), "--teacher_name_or_path", teacher)
+    results = main(args)
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0
