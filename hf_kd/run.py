@@ -230,12 +230,6 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
             f"Method '{method.method}' masks tokens but the tokenizer has no mask token: use --tokenizer_name with one."
         )
     teacher_tokenizer = load_teacher_tokenizer(model_args, tokenizer) if needs_teacher else None
-    if teacher_tokenizer is not None and adversarial:
-        raise ArgumentError(
-            f"Method '{method.method}' feeds the generator's tokens to the teacher, but the teacher's tokenizer is not "
-            "the student's: across tokenizers use --method kd or rail_kd, or a teacher that shares the student's "
-            "tokenizer."
-        )
     data = prepare_data(
         data_args,
         tokenizer,
@@ -271,6 +265,8 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
             model=student,
             teacher=teacher,
             teacher_label_order=label_order,
+            teacher_tokenizer=teacher_tokenizer,
+            teacher_max_length=data_args.teacher_max_seq_length or data_args.max_seq_length,
             args=training_args,
             train_dataset=data.train if training_args.do_train else None,
             eval_dataset=data.validation if training_args.do_eval else None,

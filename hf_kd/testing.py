@@ -32,6 +32,9 @@ from transformers import (
 
 FAMILIES = ("bert", "roberta", "distilbert", "bart")
 DECODER_ONLY = {"qwen2": Qwen2Config, "llama": LlamaConfig}  # classifiers only: no masked LM to generate with
+# more encoder families, built from their configs' common fields; the first four use WordPiece, the rest BPE
+MORE_ENCODERS = ("electra", "deberta-v2", "albert", "mpnet", "xlm-roberta", "modernbert")
+WORDPIECE = ("bert", "distilbert", "electra", "deberta-v2", "albert", "mpnet")
 
 
 @dataclass
@@ -45,7 +48,7 @@ class TinyFamily:
 def train_tokenizer(kind: str, texts: list[str], folder: str, vocab_size: int = 600) -> PreTrainedTokenizerBase:
     """A WordPiece (BERT / DistilBERT) or byte-level BPE (RoBERTa / BART) tokenizer trained on `texts`."""
     os.makedirs(folder, exist_ok=True)
-    if kind in ("bert", "distilbert"):
+    if kind in WORDPIECE:
         trainer = BertWordPieceTokenizer(lowercase=True)
         trainer.train_from_iterator(
             texts, vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -118,6 +121,23 @@ def tiny_config(
             eos_token_id=tokenizer.eos_token_id,
             decoder_start_token_id=tokenizer.eos_token_id,
             forced_eos_token_id=None,
+            **common,
+        )
+    if kind in MORE_ENCODERS:
+        special = {
+            name: getattr(tokenizer, name)
+            for name in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
+            if getattr(tokenizer, name, None) is not None
+        }
+        return AutoConfig.for_model(
+            kind,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=72,
+            **({"embedding_size": hidden} if kind == "albert" else {}),
+            **special,
             **common,
         )
     if kind in DECODER_ONLY:

@@ -185,11 +185,6 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
             replace(base(), "--teacher_name_or_path", other_names),
             r"The teacher's labels \['bad', 'good'\] are not the data's \(the student's\) \['negative', 'positive'\]",
         ),
-        "adversarial method across tokenizers": (
-            replace(base("mate_kd"), "--teacher_name_or_path", roberta.teacher),
-            r"Method 'mate_kd' feeds the generator's tokens to the teacher, but the teacher's tokenizer is not the "
-            r"student's",
-        ),
         "decoder-only teacher without a padding token": (
             replace(base(), "--teacher_name_or_path", no_pad_decoder),
             r"The teacher .* is a decoder-only classifier without a padding token.*set `pad_token_id`",
@@ -321,7 +316,6 @@ CASE_NAMES = [
     "teacher tokenizer that does not load",
     "teacher max length beyond its positions",
     "teacher labels of other names",
-    "adversarial method across tokenizers",
     "decoder-only teacher without a padding token",
     "BART teacher, BERT student for RAIL",
     "RoBERTa generator for BERT models",

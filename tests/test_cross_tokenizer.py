@@ -125,3 +125,42 @@ def test_cross_pairs_run_end_to_end(bert, roberta, qwen2_teacher, sst2_files, tm
     args = replace(cli_args(student, sst2_files, tmp_path / "run", method), "--teacher_name_or_path", teacher)
     results = main(args)
     assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0
+
+
+def test_perturbed_text_is_retokenised_as_the_teacher_reads_text(bert, roberta, sst2_files, tmp_path):
+    """Byte-level BPE decodes losslessly and the uncased WordPiece teacher lowercases anyway: the student's
+    clean ids, decoded and tokenised again, are exactly the teacher's own tokenization of the sentence."""
+    args = replace(cli_args(roberta, sst2_files, tmp_path, "mate_kd"), "--teacher_name_or_path", bert.teacher)
+    trainer, _ = build_trainer(*parse_args([*args, "--max_seq_length", "64"]))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    view = trainer.retokenise(batch["input_ids"], batch)
+    whole = batch["attention_mask"].sum(dim=1) < 64  # rows the student's truncation left whole
+    assert whole.sum() >= 4
+    for row in whole.nonzero().flatten().tolist():
+        ours = view["input_ids"][row][view["attention_mask"][row].bool()]
+        own = batch["teacher_input_ids"][row][batch["teacher_attention_mask"][row].bool()]
+        assert torch.equal(ours, own)
+
+
+def test_generator_step_across_tokenizers_learns_through_the_student_alone(bert, roberta, sst2_files, tmp_path):
+    args = replace(cli_args(bert, sst2_files, tmp_path, "cilda_minild"), "--teacher_name_or_path", roberta.teacher)
+    trainer, _ = build_trainer(*parse_args(args))
+    trainer.create_optimizer_and_scheduler(num_training_steps=20)
+    assert trainer.schedule.is_generator_step(0)
+    generator = {name: p.detach().clone() for name, p in trainer.generator.named_parameters()}
+    calls = []
+    trainer.teacher.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((kwargs.get("input_ids") is not None, torch.is_grad_enabled())),
+        with_kwargs=True,
+    )
+    trainer.training_step(trainer.model, next(iter(trainer.get_train_dataloader())))
+    assert calls == [(True, False)]  # the teacher read token ids (its own tokenization), without a graph
+    moved = [not torch.equal(generator[name], p) for name, p in trainer.generator.named_parameters()]
+    assert sum(moved) / len(moved) > 0.5
+
+
+@pytest.mark.parametrize("method", ["mate_kd", "cilda", "cilda_minild"])
+def test_adversarial_methods_run_across_tokenizers(bert, roberta, sst2_files, tmp_path, method):
+    args = replace(cli_args(bert, sst2_files, tmp_path / "run", method), "--teacher_name_or_path", roberta.teacher)
+    results = main(args)
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0

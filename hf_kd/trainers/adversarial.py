@@ -298,14 +298,21 @@ class AdversarialTrainer(DistillationTrainer):
             logits = self.generator_logits(inputs, mask)
             one_hot = gumbel_one_hot(logits, self.keyed_uniform(inputs, "noise", mask.sum(dim=1), logits.size(-1)))
             use_crd = self.generator_weights.get("crd_perturbed", 0) > 0
-            teacher_embeds = perturbed_embeddings(self.teacher.get_input_embeddings(), input_ids, mask, one_hot)
+            if self.teacher_tokenizer is None:
+                teacher_view = inputs
+                embeds = perturbed_embeddings(self.teacher.get_input_embeddings(), input_ids, mask, one_hot)
+                teacher = self.teacher_forward(inputs, inputs_embeds=embeds, output_hidden_states=use_crd)
+            else:  # another tokenizer: the teacher reads the sampled text, a constant (no gradient through it)
+                sampled = input_ids.masked_scatter(mask, one_hot.argmax(dim=-1))
+                teacher_view = self.retokenise(sampled, inputs)
+                with torch.no_grad():
+                    teacher = self.teacher_forward(teacher_view, output_hidden_states=use_crd)
             student_embeds = perturbed_embeddings(student.get_input_embeddings(), input_ids, mask, one_hot)
-            teacher = self.teacher_forward(inputs, inputs_embeds=teacher_embeds, output_hidden_states=use_crd)
             student_out = self.student_adapter.forward(
                 student, inputs, inputs_embeds=student_embeds, output_hidden_states=use_crd
             )
         return StepFeatures(
-            teacher_perturbed=self.features(teacher, inputs, self.teacher_adapter),
+            teacher_perturbed=self.features(teacher, teacher_view, self.teacher_adapter),
             student_perturbed=self.features(student_out, inputs, self.student_adapter),
             rng=state,
         )

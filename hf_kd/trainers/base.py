@@ -25,7 +25,7 @@ import torch
 from huggingface_hub.constants import HF_HOME
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import EncoderAdapter, ForwardResult, LayerFeatures, adapter_for
@@ -91,9 +91,13 @@ class DistillationTrainer(Trainer):
         model: PreTrainedModel,
         teacher: PreTrainedModel | None = None,
         teacher_label_order: list[int] | None = None,
+        teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+        teacher_max_length: int | None = None,
         **kwargs: Any,
     ) -> None:
-        """`teacher_label_order[i]`: the teacher's logit for the student's label i (labels matched by name)."""
+        """`teacher_label_order[i]`: the teacher's logit for the student's label i (labels matched by name).
+        `teacher_tokenizer`: the teacher's own, when it is not the student's; perturbed text is decoded and
+        tokenised with it (at most `teacher_max_length` tokens) for the teacher."""
         # everything that can be refused is checked before the Trainer creates the output directory
         args = kwargs["args"]
         args.apply_method(self.method, self.default_weights, self.default_generator_weights)
@@ -108,6 +112,8 @@ class DistillationTrainer(Trainer):
         if teacher is not None:
             teacher.eval().requires_grad_(False)
             teacher.to(self.args.device)
+        self.teacher_tokenizer = teacher_tokenizer
+        self.teacher_max_length = teacher_max_length or min(getattr(teacher_tokenizer, "model_max_length", 512), 512)
         self.teacher_label_order = (
             None if teacher_label_order is None else torch.tensor(teacher_label_order, device=self.args.device)
         )
@@ -318,10 +324,10 @@ class DistillationTrainer(Trainer):
         tokenizer reads its own tokenization of the clean batch."""
         size = len(inputs["input_ids"])
         view = self.teacher_view(inputs)
-        if view is not inputs:
-            input_ids = view["input_ids"]
         clean_needed = any(self.uses(t) for t in ("kd", "rail", "crd"))
         perturbed_needed = any(self.uses(t) for t in ("kd_perturbed", "crd_perturbed"))
+        if view is not inputs:  # another tokenizer: clean and perturbed text are tokenised apart
+            return self._teacher_features_apart(inputs, view, input_ids[size:], clean_needed, perturbed_needed, hidden)
         cached = self.teacher_cache is not None and clean_needed
         clean = None
         if cached:
@@ -340,6 +346,62 @@ class DistillationTrainer(Trainer):
         clean = self.features(clean_result, view, self.teacher_adapter, rail_layers_only=True)
         perturbed = None if perturbed_result is None else self.features(perturbed_result, view, self.teacher_adapter)
         return clean, perturbed
+
+    @torch.no_grad()
+    def _teacher_features_apart(
+        self,
+        inputs: dict[str, torch.Tensor],
+        view: dict[str, torch.Tensor],
+        perturbed_ids: torch.Tensor,
+        clean_needed: bool,
+        perturbed_needed: bool,
+        hidden: bool,
+    ) -> tuple[LayerFeatures | None, LayerFeatures | None]:
+        """A teacher of another tokenizer: its own tokenization of the clean batch (or the cache), and of the
+        perturbed text, decoded from the student's ids and tokenised again."""
+        clean = perturbed = None
+        if clean_needed and self.teacher_cache is not None:
+            clean = self.teacher_cache.lookup(inputs[INDEX_COLUMN], self.args.device)
+            if clean.pooled is not None:
+                clean.pooled = {stack: value[:, self.rail_layers(stack)] for stack, value in clean.pooled.items()}
+        elif clean_needed:
+            result = self.teacher_forward(view, output_hidden_states=hidden)
+            clean = self.features(result, view, self.teacher_adapter, rail_layers_only=True)
+        if perturbed_needed:
+            perturbed_view = self.retokenise(perturbed_ids, inputs)
+            result = self.teacher_forward(perturbed_view, output_hidden_states=hidden)
+            perturbed = self.features(result, perturbed_view, self.teacher_adapter)
+        return clean, perturbed
+
+    def retokenise(self, input_ids: torch.Tensor, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The student's ids (perturbed text) as the teacher's tokenizer reads them: decoded, split at the
+        student's separators into the example's one or two texts, and tokenised again (a host copy)."""
+        student_tokenizer = self.processing_class
+        special = set(student_tokenizer.all_special_ids)
+        separator = student_tokenizer.sep_token_id if student_tokenizer.sep_token_id is not None else -1
+        mask = inputs.get("attention_mask", torch.ones_like(input_ids)).bool()
+        firsts, seconds = [], []
+        for ids, keep in zip(input_ids.tolist(), mask.tolist(), strict=True):
+            segments, current = [], []
+            for token, real in zip(ids, keep, strict=True):
+                if not real:
+                    continue
+                if token == separator:
+                    if current:
+                        segments.append(current)
+                    current = []
+                elif token not in special:
+                    current.append(token)
+            if current:
+                segments.append(current)
+            texts = [student_tokenizer.decode(segment).strip() for segment in segments] or [""]
+            firsts.append(texts[0])
+            seconds.append(" ".join(texts[1:]))
+        pair = (firsts, seconds) if any(seconds) else (firsts,)
+        encoded = self.teacher_tokenizer(
+            *pair, padding=True, truncation=True, max_length=self.teacher_max_length, return_tensors="pt"
+        )
+        return {name: value.to(self.args.device) for name, value in encoded.items()}
 
     def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError(f"Method '{self.method}' has no perturbed inputs.")
