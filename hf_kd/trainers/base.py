@@ -329,11 +329,7 @@ class DistillationTrainer(Trainer):
         if view is not inputs:  # another tokenizer: clean and perturbed text are tokenised apart
             return self._teacher_features_apart(inputs, view, input_ids[size:], clean_needed, perturbed_needed, hidden)
         cached = self.teacher_cache is not None and clean_needed
-        clean = None
-        if cached:
-            clean = self.teacher_cache.lookup(inputs[INDEX_COLUMN], self.args.device)
-            if clean.pooled is not None:  # the cache pooled every layer: keep this epoch's RAIL-KD layers
-                clean.pooled = {stack: value[:, self.rail_layers(stack)] for stack, value in clean.pooled.items()}
+        clean = self.cached_teacher_features(inputs) if cached else None
         if not (perturbed_needed or (clean_needed and not cached)):
             return clean, None
         with torch.no_grad():
@@ -346,6 +342,13 @@ class DistillationTrainer(Trainer):
         clean = self.features(clean_result, view, self.teacher_adapter, rail_layers_only=True)
         perturbed = None if perturbed_result is None else self.features(perturbed_result, view, self.teacher_adapter)
         return clean, perturbed
+
+    def cached_teacher_features(self, inputs: dict[str, torch.Tensor]) -> LayerFeatures:
+        """The teacher's clean features from the cache; it pooled every layer: keep this epoch's RAIL-KD layers."""
+        clean = self.teacher_cache.lookup(inputs[INDEX_COLUMN], self.args.device)
+        if clean.pooled is not None:
+            clean.pooled = {stack: value[:, self.rail_layers(stack)] for stack, value in clean.pooled.items()}
+        return clean
 
     @torch.no_grad()
     def _teacher_features_apart(
@@ -361,9 +364,7 @@ class DistillationTrainer(Trainer):
         perturbed text, decoded from the student's ids and tokenised again."""
         clean = perturbed = None
         if clean_needed and self.teacher_cache is not None:
-            clean = self.teacher_cache.lookup(inputs[INDEX_COLUMN], self.args.device)
-            if clean.pooled is not None:
-                clean.pooled = {stack: value[:, self.rail_layers(stack)] for stack, value in clean.pooled.items()}
+            clean = self.cached_teacher_features(inputs)
         elif clean_needed:
             result = self.teacher_forward(view, output_hidden_states=hidden)
             clean = self.features(result, view, self.teacher_adapter, rail_layers_only=True)
