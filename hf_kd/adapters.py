@@ -20,6 +20,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqSequenceClassifierOutput
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from hf_kd.errors import ArgumentError
+
 
 @dataclass
 class ForwardResult:
@@ -129,7 +131,10 @@ class BartAdapter(EncoderAdapter):
         input_ids = batch["input_ids"]
         is_eos = input_ids.eq(self.config.eos_token_id)
         if not bool(is_eos.any(dim=1).all()):
-            raise ValueError("Every BART example needs an end-of-sequence token: check the tokenizer.")
+            raise ArgumentError(
+                f"A {self.config.model_type} model reads each example at its last end-of-sequence token (id "
+                f"{self.config.eos_token_id}), but an example has none: use a tokenizer that adds it (the model's own)."
+            )
         positions = torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
         return torch.where(is_eos, positions, -1).max(dim=1).values
 

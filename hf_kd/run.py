@@ -17,6 +17,7 @@ import transformers
 from safetensors import safe_open
 from transformers import set_seed
 
+from hf_kd.adapters import adapter_for
 from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
 from hf_kd.config import parse_args
 from hf_kd.data import DistillationCollator, prepare_data
@@ -34,7 +35,7 @@ from hf_kd.models import (
     load_tokenizer,
     teacher_label_order,
 )
-from hf_kd.trainers import AdversarialTrainer, configure_method
+from hf_kd.trainers import AdversarialTrainer, DistillationTrainer, configure_method
 
 logger = logging.getLogger("hf_kd")
 RESULTS_FILE = "all_results.json"
@@ -208,6 +209,20 @@ def unlabelled_without_teacher(method: str, what: str) -> str:
     )
 
 
+def check_sentence_positions(data, models: dict, tokenizer, teacher_tokenizer) -> None:
+    """Each model finds its sentence position in its own tokenization of a few training examples (BART needs an
+    end-of-sequence token), before any training."""
+    if data.train is None or len(data.train) == 0:
+        return
+    sample = [data.train[i] for i in range(min(4, len(data.train)))]
+    batch = DistillationCollator(tokenizer, teacher_tokenizer=teacher_tokenizer)(sample)
+    for role, model in models.items():
+        if role == "generator":
+            continue
+        view = DistillationTrainer.teacher_view(batch) if role == "teacher" else batch
+        adapter_for(model).sentence_positions(view)
+
+
 def build_trainer(model_args, data_args, training_args, repetition: int = 0):
     """Data, models and the method's trainer from parsed arguments; every input check happens here."""
     method = configure_method(training_args)
@@ -255,6 +270,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         generator = load_generator(model_args)
         models["generator"], sources["generator"] = generator, model_args.generator_name_or_path
     check_compatible(tokenizer, models, sources, model_args, teacher_tokenizer)
+    check_sentence_positions(data, models, tokenizer, teacher_tokenizer)
 
     extra = {"generator": generator} if adversarial else {}
     pad_to = 8 if training_args.bf16 or training_args.fp16 else None

@@ -85,6 +85,12 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
     decoder.config.pad_token_id = None
     decoder.save_pretrained(no_pad_decoder)
     tokenizer.save_pretrained(no_pad_decoder)
+    no_eos_bart = str(tmp_path / "no-eos-bart")  # a config whose end-of-sequence id the tokenizer never writes
+    shutil.copytree(bart.student, no_eos_bart)
+    with open(os.path.join(no_eos_bart, "config.json")) as f:
+        bart_config = json.load(f)
+    with open(os.path.join(no_eos_bart, "config.json"), "w") as f:
+        json.dump({**bart_config, "eos_token_id": 599}, f)
     no_tokenizer = str(tmp_path / "no-tokenizer")
     AutoModelForSequenceClassification.from_pretrained(bert.student).save_pretrained(no_tokenizer)
     return {
@@ -188,6 +194,10 @@ def cases(bert, roberta, bart, sst2_files, write, other_vocab, tmp_path):
         "decoder-only teacher without a padding token": (
             replace(base(), "--teacher_name_or_path", no_pad_decoder),
             r"The teacher .* is a decoder-only classifier without a padding token.*set `pad_token_id`",
+        ),
+        "family that cannot find its sentence position": (
+            replace(replace(base(), "--model_name_or_path", no_eos_bart), "--teacher_name_or_path", bart.teacher),
+            r"A bart model reads each example at its last end-of-sequence token \(id 599\), but an example has none",
         ),
         "BART teacher, BERT student for RAIL": (
             replace(base("rail_kd"), "--teacher_name_or_path", bart.teacher),
@@ -317,6 +327,7 @@ CASE_NAMES = [
     "teacher max length beyond its positions",
     "teacher labels of other names",
     "decoder-only teacher without a padding token",
+    "family that cannot find its sentence position",
     "BART teacher, BERT student for RAIL",
     "RoBERTa generator for BERT models",
     "student deeper than teacher for RAIL",

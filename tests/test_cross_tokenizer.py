@@ -164,3 +164,34 @@ def test_adversarial_methods_run_across_tokenizers(bert, roberta, sst2_files, tm
     args = replace(cli_args(bert, sst2_files, tmp_path / "run", method), "--teacher_name_or_path", roberta.teacher)
     results = main(args)
     assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0
+
+
+@pytest.mark.parametrize("config_like", ["bert", "roberta", "a teacher's folder"])
+def test_a_student_of_your_own_from_scratch_distils_across_tokenizers(bert, sst2_files, tmp_path, config_like):
+    from hf_kd.student_init import main as student_init
+
+    like = bert.teacher if config_like == "a teacher's folder" else config_like
+    student = tmp_path / "student"
+    size = ["--num_layers", "2", "--hidden_size", "64", "--vocab_size", "300"]
+    student_init(
+        [
+            "--from_scratch",
+            "--config_like",
+            like,
+            *size,
+            "--train_tokenizer_on",
+            sst2_files["train"],
+            "--output_dir",
+            str(student),
+        ]
+    )
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    assert 100 < len(tokenizer) <= 300 and tokenizer.mask_token is not None and tokenizer.pad_token is not None
+    encoded = tokenizer("a gorgeous , witty , seductive movie .")["input_ids"]
+    assert encoded[0] == tokenizer.cls_token_id and encoded[-1] == tokenizer.sep_token_id
+    model = AutoModelForSequenceClassification.from_pretrained(student, num_labels=2)
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    args = replace(cli_args(bert, sst2_files, tmp_path / "run", "kd"), "--model_name_or_path", str(student))
+    results = main(args)  # a teacher of another tokenizer: each reads its own tokenization
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0
