@@ -20,7 +20,10 @@ and the fastest round counts (the least disturbed on a shared machine). Rows:
   forward, student forward, CE + KL summed and divided by the batch size, RAIL on the pooled layers,
   backward, AdamW), on the same models;
 - `<method>`: hf_kd's student (min) step; `kd cached`: the KD step with `--cache_teacher_outputs` in
-  its steady state (no teacher pass); `<method> [generator]`: the generator (max) step.
+  its steady state (no teacher pass); `<method> [generator]`: the generator (max) step;
+  `kd cross-tokenizer`: the KD step with a teacher of another tokenizer (its own tokenization in the
+  batch, padded apart; here of the same lengths, so the row measures what reading two tokenizations
+  costs; `/ same tokenizer` compares it with the `kd` row).
 
 `necessary` sums the unavoidable passes of a row (T teacher forward, S student fwd+bwd, N a plain
 student step = S + AdamW, Gf / G generator forward / fwd+bwd): KD and RAIL-KD T + N; the adversarial
@@ -75,11 +78,14 @@ def cases(selected: list[str] | None = None) -> list[str]:
         "reference rail_kd",
         *METHODS,
         "kd cached",
+        "kd cross-tokenizer",
         *[f"{m} [generator]" for m in ADVERSARIAL],
     ]
     if not selected:
         return every
     wanted = {*selected, *PASSES, *(reference_of(case) for case in selected)}  # what their ratios need
+    if "kd cross-tokenizer" in selected:
+        wanted.add("kd")
     return [case for case in every if case in wanted]
 
 
@@ -121,8 +127,9 @@ def build(folder: str, geometry: str) -> None:
         tokenizer.save_pretrained(os.path.join(folder, role))
 
 
-def dataset(size: int, seq_len: int, vocab_size: int):
-    """Random token rows with about a quarter of padding, so masked pooling and masking matter."""
+def dataset(size: int, seq_len: int, vocab_size: int, teacher_columns: bool = False):
+    """Random token rows with about a quarter of padding, so masked pooling and masking matter; with
+    `teacher_columns`, the same rows as the teacher's own tokenization (another tokenizer, same lengths)."""
     import torch
     from datasets import Dataset
 
@@ -132,17 +139,18 @@ def dataset(size: int, seq_len: int, vocab_size: int):
     rows = []
     for row, length in zip(ids.tolist(), lengths.tolist(), strict=True):
         rows.append([0, *row[1 : length - 1], 2])
-    return Dataset.from_dict(
-        {
-            "input_ids": rows,
-            "attention_mask": [[1] * len(row) for row in rows],
-            "label": torch.randint(0, 2, (size,), generator=generator).tolist(),
-            "hf_kd_index": list(range(size)),
-        }
-    )
+    columns = {
+        "input_ids": rows,
+        "attention_mask": [[1] * len(row) for row in rows],
+        "label": torch.randint(0, 2, (size,), generator=generator).tolist(),
+        "hf_kd_index": list(range(size)),
+    }
+    if teacher_columns:
+        columns |= {"teacher_input_ids": rows, "teacher_attention_mask": columns["attention_mask"]}
+    return Dataset.from_dict(columns)
 
 
-def make_trainer(folder: str, method: str, options: dict):
+def make_trainer(folder: str, method: str, options: dict, cross_tokenizer: bool = False):
     import torch
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -172,13 +180,16 @@ def make_trainer(folder: str, method: str, options: dict):
     if method in ADVERSARIAL:
         extra["generator"] = AutoModelForMaskedLM.from_pretrained(os.path.join(folder, "generator"))
     vocab_size = GEOMETRIES[options["geometry"]]["vocab"]
+    teacher_tokenizer = AutoTokenizer.from_pretrained(os.path.join(folder, "teacher")) if cross_tokenizer else None
+    if cross_tokenizer:
+        extra["teacher_tokenizer"] = teacher_tokenizer
     trainer = TRAINERS[method](
         model=student.to(args.device),
         teacher=teacher if method != "normal" else None,
         args=args,
-        train_dataset=dataset(options["batch_size"] * 2, options["seq_len"], vocab_size),
+        train_dataset=dataset(options["batch_size"] * 2, options["seq_len"], vocab_size, cross_tokenizer),
         processing_class=tokenizer,
-        data_collator=DistillationCollator(tokenizer),
+        data_collator=DistillationCollator(tokenizer, teacher_tokenizer=teacher_tokenizer),
         **extra,
     )
     trainer.create_optimizer_and_scheduler(num_training_steps=10_000)
@@ -264,7 +275,7 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
     cuda = options["device"] == "cuda"
     name = case.removeprefix("reference ").split()[0]
     method = name if name in [*METHODS, "normal"] else "mate_kd"
-    trainer = make_trainer(folder, method, options)
+    trainer = make_trainer(folder, method, options, cross_tokenizer=case == "kd cross-tokenizer")
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     model, teacher = trainer.model, trainer.teacher
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
@@ -329,6 +340,9 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
     elif case == "kd cached":
         trainer.teacher_cache = TeacherCache._compute(trainer, trainer.train_dataset)
         function = student_step
+    elif case == "kd cross-tokenizer":
+        assert "teacher_input_ids" in batch  # the teacher reads its own tokenization
+        function = student_step
     else:
         generator_step = case.endswith("[generator]")
         trainer.schedule = AlternationSchedule(1, 1) if generator_step else AlternationSchedule(0, 1)
@@ -378,7 +392,7 @@ def necessary(case: str, t: dict) -> tuple[float | None, str]:
     teacher, student, plain = t["teacher forward"], t["student fwd+bwd"], t["normal"]
     if case == "normal":
         return student, "S"
-    if case in ("kd", "rail_kd", "reference kd", "reference rail_kd"):
+    if case in ("kd", "rail_kd", "reference kd", "reference rail_kd", "kd cross-tokenizer"):
         return teacher + plain, "T + N"
     if case == "kd cached":
         return plain, "N"
@@ -450,6 +464,7 @@ def table(results: dict[str, dict], options: dict) -> list[dict]:
                 "necessary": formula,
                 "ratio_to_necessary": None if need is None else times[case] / need,
                 "ratio_to_reference": None if reference is None else times[case] / times[reference],
+                "ratio_to_same_tokenizer": times[case] / times["kd"] if case == "kd cross-tokenizer" else None,
             }
         )
     return rows
@@ -470,6 +485,9 @@ def print_table(rows: list[dict], cuda: bool) -> None:
             f"| {row['case']} | {row['seconds']:.4f} | {row['steps_per_second']:.1f} | "
             f"{row['samples_per_second']:.0f} | {row['peak_mb']:.0f} | {faults} | {need} | {to_need} | {to_reference} |"
         )
+    for row in rows:
+        if row.get("ratio_to_same_tokenizer") is not None:
+            print(f"\n{row['case']} / same tokenizer (kd): **{row['ratio_to_same_tokenizer']:.3f}**")
 
 
 def main() -> None:

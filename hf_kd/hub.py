@@ -48,8 +48,11 @@ PRETTY_METRICS = {
 }
 
 
-def model_card(model_id: str, model_args, data_args, training_args, results: dict) -> str:
-    """README.md with Hub metadata (model-index results) and a description of the distillation."""
+def model_card(
+    model_id: str, model_args, data_args, training_args, results: dict, sizes: dict[str, dict] | None = None
+) -> str:
+    """README.md with Hub metadata (model-index results) and a description of the distillation; `sizes`
+    (role -> parameters, size_on_disk_mb) adds what the student and teacher cost to ship."""
     method = training_args.method
     task = data_args.task_name
     dataset = (
@@ -127,6 +130,11 @@ def model_card(model_id: str, model_args, data_args, training_args, results: dic
         )
     lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {m['name']} | {m['value']} |" for m in metrics]
+    if sizes:
+        lines += ["", "## Size", "", "| model | parameters | size on disk |", "|---|---|---|"]
+        for role, size in sizes.items():
+            on_disk = "" if size.get("size_on_disk_mb") is None else f"{size['size_on_disk_mb']:.1f} MB"
+            lines.append(f"| {role} | {size['parameters'] / 1e6:.1f} M | {on_disk} |")
     lines += ["", "## Training hyper-parameters", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in hyper.items()]
     cited = [CITATIONS[key] for key in LINEAGE[method]]

@@ -22,6 +22,7 @@ from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
 from hf_kd.config import parse_args
 from hf_kd.data import DistillationCollator, prepare_data
 from hf_kd.errors import ArgumentError, DiskFullError, NonFiniteLossError, TrainingInterrupted, brief
+from hf_kd.footprint import parameter_count, size_on_disk
 from hf_kd.guards import GracefulStop, OutputDirLock, disk_guard
 from hf_kd.hub import model_card, push_student
 from hf_kd.metrics import build_compute_metrics, main_metric
@@ -326,6 +327,21 @@ def main(argv: list[str] | None = None) -> dict:
         return _run(model_args, data_args, training_args, push)
 
 
+def model_sizes(trainer, model_args) -> dict[str, dict]:
+    """Parameters and weights on disk of the saved student and, where it ran, the teacher (for the card)."""
+    sizes = {
+        "student": {
+            "parameters": parameter_count(trainer.model),
+            "size_on_disk_mb": size_on_disk(trainer.args.output_dir) / 2**20,
+        }
+    }
+    if trainer.teacher is not None:
+        folder = model_args.teacher_name_or_path
+        on_disk = size_on_disk(folder) / 2**20 if os.path.isdir(folder) else None
+        sizes["teacher"] = {"parameters": parameter_count(trainer.teacher), "size_on_disk_mb": on_disk}
+    return sizes
+
+
 def _run(model_args, data_args, training_args, push: bool) -> dict:
     trainer, data = build_trainer(model_args, data_args, training_args)
     output_dir = training_args.output_dir
@@ -371,7 +387,7 @@ def _run(model_args, data_args, training_args, push: bool) -> dict:
             callback.close()
     if training_args.do_train and trainer.is_world_process_zero():
         model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-        card = model_card(model_id, model_args, data_args, training_args, results)
+        card = model_card(model_id, model_args, data_args, training_args, results, model_sizes(trainer, model_args))
         with disk_guard(output_dir, 1 << 20, "the model card"):
             write_text_atomic(os.path.join(output_dir, "README.md"), card)
         if push:

