@@ -207,6 +207,20 @@ class DataTrainingArguments:
     max_unlabeled_samples: int | None = field(
         default=None, metadata={"help": "Keep the first N examples of --unlabeled_file."}
     )
+    text_column_names: str | None = field(
+        default=None,
+        metadata={
+            "help": "The text column(s) of local data files, comma-separated: one, or two for sentence pairs "
+            "(e.g. 'text' or 'question,passage'). Default: GLUE's names (sentence, sentence1/sentence2, ...) or 'text'."
+        },
+    )
+    label_column_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The gold-label column of local data files (default 'label'). String labels become ids in "
+            "sorted order, saved in the student's config as id2label."
+        },
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
     teacher_max_seq_length: int | None = field(
         default=None,
@@ -226,6 +240,20 @@ class DataTrainingArguments:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.text_column_names is not None and not 1 <= len(self.text_columns) <= 2:
+            raise ArgumentError(
+                f"--text_column_names takes one column name, or two for sentence pairs, separated by a comma; "
+                f"got {self.text_column_names!r}."
+            )
+        if self.label_column_name is not None and not self.label_column_name.strip():
+            raise ArgumentError("--label_column_name is empty: name the data's gold-label column.")
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """--text_column_names as a tuple of names (empty when not given)."""
+        if self.text_column_names is None:
+            return ()
+        return tuple(name.strip() for name in self.text_column_names.split(",") if name.strip())
 
 
 @with_ranges

@@ -1,4 +1,5 @@
-"""Data: GLUE tasks from the Hub, or local csv / tsv / json / jsonl files with GLUE's column names.
+"""Data: GLUE tasks from the Hub, or local csv / tsv / json / jsonl files with GLUE's column names (or the
+columns named by --text_column_names and --label_column_name).
 
 The official GLUE TSV files (e.g. `SST-2/train.tsv`, MRPC's `#1 String`, QQP's `is_duplicate`,
 MNLI's `gold_label`, CoLA's header-less layout) are read as they are.
@@ -128,8 +129,23 @@ def load_raw(data_args: DataTrainingArguments, cache_dir: str | None = None) -> 
         return DatasetDict({split: raw[split] for split in ("train", "validation")})
     raw = DatasetDict()
     for split, path in files.items():
-        raw[split] = _load_file(path, task, cache_dir)
+        raw[split] = with_label_column(_load_file(path, task, cache_dir), data_args.label_column_name, path)
     return raw
+
+
+def with_label_column(dataset: Dataset, name: str | None, source: str, required: bool = True) -> Dataset:
+    """The `--label_column_name` column renamed to 'label' (a column already named 'label' gives way to it)."""
+    if name is None or name == "label":
+        return dataset
+    if name not in dataset.column_names:
+        if not required:
+            return dataset
+        raise ArgumentError(
+            f"{source} has no column {name!r} (--label_column_name); its columns: {dataset.column_names}."
+        )
+    if "label" in dataset.column_names:
+        dataset = dataset.remove_columns("label")
+    return dataset.rename_column(name, "label")
 
 
 def _load_file(
@@ -228,15 +244,24 @@ def _read_table(path: str, extension: str, task: str | None, cache_dir: str | No
     return load_dataset("csv", data_files=path, split="train", cache_dir=cache_dir, keep_default_na=False, **options)
 
 
-def text_columns(dataset: Dataset, task: str | None, source: str) -> tuple[str, str | None]:
-    """The task's text column(s), or the first GLUE-named pair present."""
+def text_columns(
+    dataset: Dataset, task: str | None, source: str, chosen: tuple[str, ...] = ()
+) -> tuple[str, str | None]:
+    """The text column(s): those `chosen` (--text_column_names), the task's, or the first GLUE-named pair present."""
+    if chosen:
+        missing = [name for name in chosen if name not in dataset.column_names]
+        if missing:
+            raise ArgumentError(
+                f"{source} has no column(s) {missing} (--text_column_names); its columns: {dataset.column_names}."
+            )
+        return chosen[0], chosen[1] if len(chosen) > 1 else None
     if task in TASK_TO_KEYS:
         keys = TASK_TO_KEYS[task]
         missing = [key for key in keys if key is not None and key not in dataset.column_names]
         if missing:
             raise ArgumentError(
                 f"{source} lacks the column(s) {missing} of task {task!r} (it has {dataset.column_names}): "
-                "rename the columns to GLUE's names."
+                "rename the columns to GLUE's names, or pick them with --text_column_names."
             )
         return keys
     for first, second in TEXT_PAIRS:
@@ -244,7 +269,8 @@ def text_columns(dataset: Dataset, task: str | None, source: str) -> tuple[str, 
             return first, second
     raise ArgumentError(
         f"{source} has no text column with a GLUE name (sentence, sentence1/sentence2, question/sentence, "
-        f"premise/hypothesis, question1/question2): it has {dataset.column_names}."
+        f"premise/hypothesis, question1/question2, text): it has {dataset.column_names}. "
+        "Pick them with --text_column_names (e.g. --text_column_names question,passage)."
     )
 
 
@@ -273,7 +299,8 @@ def label_list_for(task: str | None, train: Dataset, source: str) -> list[str] |
         if len(columns) == 1 and any(sep in columns[0] for sep in (",", "\t", ";")):
             hint = " (one column whose name holds a separator: is the file's extension right for its delimiter?)"
         raise ArgumentError(
-            f"{source} has no 'label' column (its columns: {columns}){hint}: name the gold labels 'label'."
+            f"{source} has no 'label' column (its columns: {columns}){hint}: pick the gold-label column with "
+            "--label_column_name (e.g. --label_column_name category), or name it 'label'."
         )
     if task in GLUE_LABELS:
         return GLUE_LABELS[task]
@@ -347,6 +374,7 @@ def load_unlabelled(
     """`--unlabeled_file`: text-only rows with the training data's text columns, each marked unlabelled."""
     path, limit = data_args.unlabeled_file, data_args.max_unlabeled_samples
     dataset = _load_file(path, task, cache_dir, option="--unlabeled_file")  # refuses a file without rows
+    dataset = with_label_column(dataset, data_args.label_column_name, path, required=False)
     wanted = [column for column in columns if column is not None]
     missing = [column for column in wanted if column not in dataset.column_names]
     if missing:
@@ -403,7 +431,7 @@ def prepare_data(
         "validation": data_args.validation_file or f"GLUE {task} validation",
     }
     label_list = label_list_for(task, raw["train"], source["train"])
-    first, second = text_columns(raw["train"], task, source["train"])
+    first, second = text_columns(raw["train"], task, source["train"], data_args.text_columns)
     padding = "max_length" if data_args.pad_to_max_length else False
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
 
@@ -435,7 +463,7 @@ def prepare_data(
                 f"The {split} split ({source[split]}) is empty after --data_ratio / --max_{'train' if split == 'train' else 'eval'}_samples."
             )
         dataset = dataset.select(range(keep))
-        text_columns(dataset, task, source[split])
+        text_columns(dataset, task, source[split], data_args.text_columns)
         _report_empty_texts(dataset, (first, second), source[split])
         _report_duplicate_ids(dataset, source[split])
         dataset, missing = _label_ids(dataset, label_list, source[split], allow_unlabelled=split == "train")

@@ -122,6 +122,33 @@ def test_csv_jsonl_pairs_and_regression(bert, tmp_path):
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "sts").config.num_labels == 1
 
 
+def test_banking77_as_it_ships_end_to_end(bert, tmp_path):
+    """`text,category` files with 77 string intents: a teacher fine-tuned and a student distilled from them with
+    --label_column_name (the text column found by its name), with unlabelled queries; id2label keeps the names."""
+    folder = ROOT / "data" / "banking77"
+    files = {"train": str(folder / "train.csv"), "dev": str(folder / "test.csv")}
+    (tmp_path / "unlabelled.csv").write_text("text\n" + "where is my new card?\nhow do i top up by transfer?\n" * 8)
+    for role in ("teacher", "student"):
+        AutoModel.from_pretrained(getattr(bert, role)).save_pretrained(tmp_path / role)
+        AutoTokenizer.from_pretrained(bert.tokenizer).save_pretrained(tmp_path / role)
+    columns = ["--label_column_name", "category", "--max_steps", "6", "--per_device_train_batch_size", "16"]
+
+    def run(method: str, student: Path, output_dir: Path, *extra: str) -> dict:
+        args = cli_args(bert, files, output_dir, method, *columns, *extra)
+        del args[args.index("--task_name") : args.index("--task_name") + 2]
+        args[args.index("--model_name_or_path") + 1] = str(student)
+        args[args.index("--teacher_name_or_path") + 1] = str(tmp_path / "teacher_run")
+        return main(args)
+
+    run("normal", tmp_path / "teacher", tmp_path / "teacher_run")
+    results = run("kd", tmp_path / "student", tmp_path / "run", "--unlabeled_file", str(tmp_path / "unlabelled.csv"))
+    names = sorted({row.rsplit(",", 1)[1] for row in (folder / "train.csv").read_text().splitlines()[1:]})
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run")
+    assert student.config.id2label == dict(enumerate(names)) and len(names) == 77
+    assert results["eval_samples"] == 308 and results["train_samples"] == 616 + 16
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+
+
 def test_finished_run_is_not_overwritten_without_flag(bert, sst2_files, tmp_path):
     main(cli_args(bert, sst2_files, tmp_path / "run", "normal"))
     before = (tmp_path / "run" / "all_results.json").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ from transformers import AutoTokenizer
 
 from hf_kd.arguments import DataTrainingArguments
 from hf_kd.data import STATIC_MASK_COLUMN, DistillationCollator, prepare_data
+from hf_kd.errors import ArgumentError
 from hf_kd.metrics import glue_metrics
 
 
@@ -76,6 +78,61 @@ def test_custom_task_labels_are_sorted_strings(tokenizer, tmp_path):
     (tmp_path / "t.csv").write_text("sentence,label\nfine,pos\nbad,neg\nok,neutral\n")
     data = prepare_data(data_args(tmp_path / "t.csv", tmp_path / "t.csv"), tokenizer)
     assert data.label_list == ["neg", "neutral", "pos"] and data.train["label"] == [2, 0, 1]
+
+
+BANKING77 = Path(__file__).resolve().parents[1] / "data" / "banking77"
+
+
+def test_columns_picked_by_name_banking77_as_it_ships(tokenizer):
+    """BANKING77's `text,category` files: string intents become ids in sorted order, the text is tokenised."""
+    args = data_args(BANKING77 / "train.csv", BANKING77 / "test.csv", label_column_name="category")
+    data = prepare_data(args, tokenizer)
+    categories = sorted({line.rsplit(",", 1)[1] for line in (BANKING77 / "train.csv").read_text().splitlines()[1:]})
+    assert data.label_list == categories and len(categories) == 77
+    assert (len(data.train), len(data.validation)) == (616, 308)
+    with open(BANKING77 / "train.csv", encoding="utf-8") as f:
+        first = next(csv.DictReader(f))
+    assert data.train[0]["label"] == categories.index(first["category"])
+    assert data.train[0]["input_ids"] == tokenizer(first["text"], truncation=True, max_length=32)["input_ids"]
+
+
+def test_text_and_label_columns_by_name_for_pairs(tokenizer, tmp_path):
+    """--text_column_names picks a pair in order; a column already named 'label' gives way to the chosen one."""
+    rows = "passage,question,label,answer\nthe sky is blue,what colour,x,yes\ncats purr,do dogs bark,x,no\n"
+    (tmp_path / "t.csv").write_text(rows)
+    args = data_args(tmp_path / "t.csv", tmp_path / "t.csv", text_column_names="question, passage")
+    args.label_column_name = "answer"
+    data = prepare_data(args, tokenizer)
+    assert data.label_list == ["no", "yes"] and data.train["label"] == [1, 0]
+    expected = tokenizer("what colour", "the sky is blue")["input_ids"]
+    assert data.train[0]["input_ids"] == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({}, r"no 'label' column \(its columns: \['text', 'category'\]\).*--label_column_name"),
+        ({"label_column_name": "intent"}, r"no column 'intent' \(--label_column_name\); its columns: \['text'"),
+        ({"label_column_name": "category", "text_column_names": "query"}, r"no column\(s\) \['query'\]"),
+    ],
+)
+def test_column_refusals_name_the_flag_and_the_columns(tokenizer, extra, message):
+    with pytest.raises(ArgumentError, match=message):
+        prepare_data(data_args(BANKING77 / "train.csv", BANKING77 / "test.csv", **extra), tokenizer)
+
+
+@pytest.mark.parametrize("value", ["a,b,c", " , "])
+def test_text_column_names_takes_one_or_two(value):
+    with pytest.raises(ArgumentError, match="--text_column_names takes one column name, or two"):
+        DataTrainingArguments(text_column_names=value)
+
+
+def test_custom_text_column_is_refused_with_the_flag_to_pick_it(tokenizer, tmp_path):
+    (tmp_path / "t.csv").write_text("utterance,label\nhello,a\nbye,b\n")
+    with pytest.raises(ArgumentError, match=r"has \['utterance', 'label'\]\. Pick them with --text_column_names"):
+        prepare_data(data_args(tmp_path / "t.csv", tmp_path / "t.csv"), tokenizer)
+    data = prepare_data(data_args(tmp_path / "t.csv", tmp_path / "t.csv", text_column_names="utterance"), tokenizer)
+    assert data.label_list == ["a", "b"]
 
 
 def test_data_ratio_and_max_samples_keep_the_first_rows(tokenizer, sst2_files):
