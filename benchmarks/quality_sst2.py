@@ -30,6 +30,7 @@ are saved as each job finishes (`--deadline_minutes` stops starting new ones). W
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from benchmarks.heldout import OverlapIndex, carve_heldout  # noqa: E402
 from hf_kd.report import group_statistics, paired_differences  # noqa: E402
 from hf_kd.run import RESULTS_FILE  # noqa: E402
 from hf_kd.trainers import AdversarialTrainer, trainer_class  # noqa: E402
@@ -66,6 +68,7 @@ PRESETS = {
     "gpu": {"settings": list(SETTINGS), "methods": METHODS, "learning_rates": [1e-4, 2e-4], "jobs": 10},
 }
 HELD_OUT_ROWS = 1000
+SPLIT_VERSION = "no-shared-phrase"  # held-out shares no phrase with any other split (benchmarks/heldout.py)
 SAMPLE_ROWS = 4000  # the bundled data/sst2/train.tsv: the first 4,000 rows of GLUE's train.tsv shuffled by Random(0)
 # RESULTS.md below this line is written by hand (what the numbers say) and kept when the tables are rewritten.
 ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites the tables above -->"
@@ -89,17 +92,19 @@ def is_sentence(text: str) -> bool:
 
 
 def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int) -> dict[str, Path]:
-    """Held-out, unlabelled and teacher files from GLUE's SST-2 train.tsv, disjoint by text.
+    """Held-out, unlabelled and teacher files from GLUE's SST-2 train.tsv, with no phrase shared with held-out.
 
     GLUE's rows shuffled by `Random(0)`: the first 4,000 are the bundled sample (the students' labels).
     The dev set holds complete sentences (97% end in . ! ?) while 81% of the training rows are phrases,
-    so held-out and unlabelled text are complete sentences too: the next 1,000 distinct ones not in the
-    sample are held out, the following ones are the unlabelled text (the first 4,000 of them are the
-    bundled `data/sst2/unlabelled.tsv`). The teacher learns from every row that is not held out.
+    so held-out and unlabelled text are complete sentences too. Held-out: the next 1,000 sentences that
+    overlap (one containing the other as whole words, `benchmarks/heldout.py`) no row of the sample nor
+    of the bundled `data/sst2/unlabelled.tsv`, nor each other. Unlabelled: the bundled 4,000, then the
+    following sentences that overlap no held-out one. Teacher: every row that overlaps no held-out one.
     """
     paths = {name: folder / f"{name}.tsv" for name in ("heldout", "unlabelled", "full")}
     count = folder / "unlabelled.count"
-    if all(path.is_file() for path in paths.values()) and count.is_file() and count.read_text() == str(n_unlabelled):
+    key = f"{n_unlabelled} {SPLIT_VERSION}"
+    if all(path.is_file() for path in paths.values()) and count.is_file() and count.read_text() == key:
         return paths
     lines = glue_train.read_text(encoding="utf-8").splitlines()
     header, rows = lines[0], lines[1:]
@@ -107,23 +112,30 @@ def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int) -> dict[str, P
     sample = (ROOT / "data" / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
     if rows[:SAMPLE_ROWS] != sample:
         sys.exit(f"{glue_train} is not GLUE's SST-2 train.tsv: its shuffle does not give data/sst2/train.tsv")
-    seen = {row.split("\t")[0] for row in sample}
+    bundled = (ROOT / "data" / "sst2" / "unlabelled.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    protected = [row.split("\t")[0] for row in sample] + bundled
+    seen = set(protected)
     sentences = []
     for row in rows[SAMPLE_ROWS:]:
         text = row.split("\t")[0]
         if is_sentence(text) and text not in seen:
             seen.add(text)
-            sentences.append(row)
-    heldout, unlabelled = sentences[:HELD_OUT_ROWS], sentences[HELD_OUT_ROWS : HELD_OUT_ROWS + n_unlabelled]
+            sentences.append(text)
+    heldout_texts = carve_heldout(sentences, protected, HELD_OUT_ROWS)
+    labels = dict(row.split("\t") for row in rows)
+    heldout = [f"{text}\t{labels[text]}" for text in heldout_texts]
+    index = OverlapIndex(heldout_texts)
+    unlabelled = bundled + [text for text in sentences if not index.overlaps(text)][: n_unlabelled - len(bundled)]
     if len(unlabelled) < n_unlabelled:
-        sys.exit(f"--unlabelled {n_unlabelled}: SST-2 has only {len(unlabelled)} more complete sentences.")
-    heldout_texts = {row.split("\t")[0] for row in heldout}
-    full = [row for row in rows if row.split("\t")[0] not in heldout_texts]
+        sys.exit(
+            f"--unlabelled {n_unlabelled}: SST-2 has only {len(unlabelled)} complete sentences apart from held-out."
+        )
+    full = [row for row in rows if not index.overlaps(row.split("\t")[0])]
     folder.mkdir(parents=True, exist_ok=True)
     paths["heldout"].write_text("\n".join([header, *heldout]) + "\n", encoding="utf-8")
-    paths["unlabelled"].write_text("\n".join(["sentence", *(r.split("\t")[0] for r in unlabelled)]) + "\n")
+    paths["unlabelled"].write_text("\n".join(["sentence", *unlabelled[:n_unlabelled]]) + "\n", encoding="utf-8")
     paths["full"].write_text("\n".join([header, *full]) + "\n", encoding="utf-8")
-    count.write_text(str(n_unlabelled))
+    count.write_text(key)
     return paths
 
 
@@ -166,21 +178,28 @@ class Runner:
         self.lock = threading.Lock()
 
     def run(self, name: str, folder: Path, args: list[str], alone: bool = False) -> dict | None:
-        """Train (unless finished), then evaluate on dev; None when the deadline passed before the start."""
-        if not (folder / RESULTS_FILE).is_file():
+        """Train (unless finished with the same key), then evaluate on dev; None when the deadline passed first."""
+        key = run_key(args)
+        if not is_finished(folder, key, name):
             if self.deadline is not None and time.time() > self.deadline:
                 return None
             folder.mkdir(parents=True, exist_ok=True)
+            (folder / RESULTS_FILE).unlink(missing_ok=True)
             start = time.time()
-            args = [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"]
-            self._call(name, folder / "log.txt", args, alone)
+            self._call(
+                name, folder / "log.txt", [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"], alone
+            )
             (folder / "wall_time.json").write_text(json.dumps({"seconds": time.time() - start}))
+            (folder / RUN_KEY).write_text(json.dumps(key, indent=1))
         return read_run(folder)
 
     def evaluate(self, name: str, model_dir: Path, dev_file: Path, labelled_file: Path, alone: bool = False) -> None:
         """Dev accuracy of a trained model with the library's own evaluation, in `model_dir/dev`."""
-        if (model_dir / "dev" / RESULTS_FILE).is_file():
+        key = {"model": content_hash(model_dir / "model.safetensors"), "dev": content_hash(dev_file)}
+        if is_finished(model_dir / "dev", key, f"{name} [dev]"):
             return
+        (model_dir / "dev").mkdir(parents=True, exist_ok=True)
+        (model_dir / "dev" / RUN_KEY).write_text(json.dumps(key, indent=1))
         args = ["--method", "normal", "--do_train", "false", "--model_name_or_path", str(model_dir)]
         args += ["--task_name", "sst2", "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
         args += ["--max_seq_length", "64", "--per_device_eval_batch_size", "128", "--report_to", "none"]
@@ -196,6 +215,58 @@ class Runner:
             code = subprocess.call([sys.executable, str(SCRIPT), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
         with self.lock:
             print(f"== {'done' if code == 0 else f'FAILED ({code}), see ' + str(log)} {name}", flush=True)
+
+
+RUN_KEY = "benchmark_key.json"  # in each run folder: what the run was made from
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file's content (remembered per path, modification time and size: the teacher is read per job)."""
+    import hashlib
+
+    if not path.is_file():
+        return "missing"
+    status = path.stat()
+    stamp = (str(path), status.st_mtime_ns, status.st_size)
+    if stamp not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[stamp] = digest.hexdigest()
+    return _HASHES[stamp]
+
+
+def run_key(args: list[str]) -> dict:
+    """Everything a finished run is reused by: every flag, and the content of each data file and model it reads."""
+    key: dict = {"args": args, "files": {}}
+    for flag, value in itertools.pairwise(args):
+        path = Path(value)
+        if flag.endswith("_file") and path.is_file():
+            key["files"][flag] = content_hash(path)
+        elif flag.endswith("_name_or_path") and (path / "model.safetensors").is_file():
+            key["files"][flag] = content_hash(path / "model.safetensors")
+    return key
+
+
+def is_finished(folder: Path, key: dict, name: str) -> bool:
+    """Whether `folder` holds a finished run made from exactly `key`; says why one is not reused."""
+    if not (folder / RESULTS_FILE).is_file():
+        return False
+    stored = json.loads((folder / RUN_KEY).read_text()) if (folder / RUN_KEY).is_file() else None
+    if stored == key:
+        return True
+    if stored is None:
+        reason = f"no {RUN_KEY} (made before runs were keyed)"
+    else:
+        changed = [k for k in ("args", "files") if stored.get(k) != key.get(k)]
+        differing = sorted(set(stored.get("files", {}).items()) ^ set(key.get("files", {}).items()))
+        reason = f"its {' and '.join(changed)} differ" + (
+            f" ({', '.join(sorted({f for f, _ in differing}))})" if differing else ""
+        )
+    print(f"== re-running {name}: the finished run in {folder} is not reused: {reason}", flush=True)
+    return False
 
 
 def read_run(folder: Path) -> dict | None:

@@ -116,6 +116,36 @@ def test_a_job_alone_gets_every_thread_and_pooled_jobs_share_them(quality, tmp_p
     assert seen == ["4", "4", "2", "2"]
 
 
+def test_a_finished_run_is_reused_only_with_its_exact_configuration(quality, tmp_path, monkeypatch, capsys):
+    """Same flags and same file contents: reused. Another flag, a changed data file or teacher: re-run, saying why."""
+    calls = []
+
+    def train(args, **_):
+        calls.append(args)
+        folder = Path(args[args.index("--output_dir") + 1])
+        (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.5}))
+        return 0
+
+    monkeypatch.setattr(quality.subprocess, "call", train)
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "model.safetensors").write_bytes(b"weights")
+    args = ["--train_file", str(tmp_path / "train.tsv"), "--teacher_name_or_path", str(tmp_path / "teacher")]
+    runner = quality.Runner(jobs=1, deadline=None)
+    for flags in (args, args, [*args, "--kd_temperature", "4"], [*args, "--kd_temperature", "4"]):
+        runner.run("kd", tmp_path / "run", flags)
+    assert len(calls) == 2 and "its args differ" in capsys.readouterr().out
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\nbad\t0\n")
+    runner.run("kd", tmp_path / "run", [*args, "--kd_temperature", "4"])
+    assert len(calls) == 3 and "its files differ (--train_file)" in capsys.readouterr().out
+    (tmp_path / "teacher" / "model.safetensors").write_bytes(b"other weights")
+    runner.run("kd", tmp_path / "run", [*args, "--kd_temperature", "4"])
+    assert len(calls) == 4 and "(--teacher_name_or_path)" in capsys.readouterr().out
+    (tmp_path / "run" / quality.RUN_KEY).unlink()
+    runner.run("kd", tmp_path / "run", [*args, "--kd_temperature", "4"])
+    assert len(calls) == 5 and "made before runs were keyed" in capsys.readouterr().out
+
+
 def test_an_ablated_adversarial_method_gets_its_generator(quality):
     """`--methods normal --ablation_methods cilda_minild` runs CILDA+minILD, which needs the generator."""
     ablated = ["--methods", "normal", "--ablation_methods", "cilda_minild", "--ablation", "t2=--kd_temperature 2"]
