@@ -81,6 +81,8 @@ VALID_RANGES: dict[str, Range] = {
     "n_student_iter": Range(1, 1_000_000_000),
     "generator_learning_rate": Range(0, 1, note="0 keeps the generator fixed"),
     "generator_max_grad_norm": Range(0, 1e6, note="0: no clipping"),
+    "teacher_check_rows": Range(1, 1_000_000_000),
+    "collapse_check_rows": Range(0, 1_000_000_000, note="0: no collapse check"),
     # the Trainer's options users commonly set
     "learning_rate": Range(0, 1, low_open=True),
     "per_device_train_batch_size": Range(1, 1_000_000),
@@ -339,6 +341,45 @@ class DistillationTrainingArguments(TrainingArguments):
     teacher_cache_dir: str | None = field(
         default=None,
         metadata={"help": "Where --cache_teacher_outputs stores them (default: $HF_HOME/hf_kd/teacher_outputs)."},
+    )
+    check_teacher: bool = field(
+        default=True,
+        metadata={
+            "help": "Before training, score the teacher on the validation data (its metric against always "
+            "predicting the most frequent class) and read its confidence and class balance on the unlabelled "
+            "text; warn when it looks unlikely to help. Written to hf_kd_run.json and the model card."
+        },
+    )
+    teacher_check_rows: int = field(
+        default=2000,
+        metadata={"help": "Unlabelled rows the teacher check reads without --cache_teacher_outputs (with it: all)."},
+    )
+    baseline_twin: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train the same student with the same data, seed and number of optimizer steps without "
+            "the teacher (method normal, labelled rows only) into OUTPUT_DIR/no_kd_twin, and report the paired "
+            "difference in all_results.json, hf_kd_run.json and the model card."
+        },
+    )
+    load_best_of_twins: bool = field(
+        default=False,
+        metadata={
+            "help": "With --baseline_twin: save as the student the better of the two on the validation data "
+            "(the distilled one stays in OUTPUT_DIR/distilled when the twin wins)."
+        },
+    )
+    collapse_check_rows: int = field(
+        default=512,
+        metadata={
+            "help": "At each logging step, the student's predictions on this many validation rows (labelled "
+            "training rows without validation data): warn when one class takes over 95% of them and not of "
+            "their labels (0: off)."
+        },
+    )
+    stop_on_collapse: bool = field(
+        default=False,
+        metadata={"help": "Stop training when the collapse check fires (the student as it then is gets saved)."},
     )
     neptune_project: str | None = field(default=None, metadata={"help": "Neptune project (or NEPTUNE_PROJECT)."})
     neptune_api_token: str | None = field(default=None, metadata={"help": "Neptune API token (or NEPTUNE_API_TOKEN)."})

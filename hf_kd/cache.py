@@ -20,15 +20,15 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 
 import torch
 from datasets import Dataset
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
 
-from hf_kd.adapters import LayerFeatures
-from hf_kd.data import INDEX_COLUMN, TEACHER_COLUMNS
+from hf_kd.adapters import ForwardResult, LayerFeatures
+from hf_kd.data import INDEX_COLUMN, TEACHER_COLUMNS, collated_batches
 from hf_kd.guards import disk_guard
 
 logger = logging.getLogger(__name__)
@@ -91,9 +91,7 @@ class TeacherCache:
                 if cache is not None:
                     logger.info("Using the cached teacher outputs in %s.", path)
                     return cache
-            devices = [trainer.args.device] if trainer.args.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):  # a DataLoader draws a seed: keep the run's RNG as it was
-                cache = cls._compute(trainer, dataset)
+            cache = cls._compute(trainer, dataset)  # draws no random number: the run's RNG stays as it was
             if trainer.accelerator.is_main_process:
                 os.makedirs(folder, exist_ok=True)
                 scratch = f"{path}.{os.getpid()}.tmp"
@@ -137,21 +135,10 @@ class TeacherCache:
         return cls(tensors)
 
     @classmethod
-    @torch.no_grad()
     def _compute(cls, trainer, dataset: Dataset) -> TeacherCache:
-        kept = ("input_ids", "attention_mask", "token_type_ids", INDEX_COLUMN, *TEACHER_COLUMNS)
-        loader = DataLoader(
-            dataset.remove_columns([c for c in dataset.column_names if c not in kept]),
-            batch_size=trainer.args.per_device_eval_batch_size,
-            collate_fn=trainer.data_collator,
-        )
         hidden = trainer.projection_features is not None
         parts: dict[str, list[torch.Tensor]] = {}
-        for batch in loader:
-            batch = {name: value.to(trainer.args.device) for name, value in batch.items()}
-            view = trainer.teacher_view(batch)  # the teacher's own tokenization, where it has one
-            with trainer.accelerator.autocast():
-                result = trainer.teacher_forward(view, output_hidden_states=hidden)
+        for result, view in teacher_passes(trainer, dataset, hidden):
             features = trainer.features(result, view, trainer.teacher_adapter)
             named = {"logits": features.logits}
             for kind in ("pooled", "sentence"):
@@ -160,3 +147,16 @@ class TeacherCache:
             for name, value in named.items():
                 parts.setdefault(name, []).append(value.float().cpu())
         return cls({name: torch.cat(values) for name, values in parts.items()})
+
+
+@torch.no_grad()
+def teacher_passes(trainer, dataset: Dataset, hidden: bool = False) -> Iterator[tuple[ForwardResult, dict]]:
+    """The teacher's forward over `dataset` in order (eval batches, its own view of each batch), with the
+    batch as it read it. No random number is drawn: the run's RNG stays as it was."""
+    kept = ("input_ids", "attention_mask", "token_type_ids", INDEX_COLUMN, *TEACHER_COLUMNS)
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in kept])
+    size, device = trainer.args.per_device_eval_batch_size, trainer.args.device
+    for batch in collated_batches(dataset, trainer.data_collator, size, device):
+        view = trainer.teacher_view(batch)  # the teacher's own tokenization, where it has one
+        with trainer.accelerator.autocast():
+            yield trainer.teacher_forward(view, output_hidden_states=hidden), view

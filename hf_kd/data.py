@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -497,6 +498,15 @@ def prepare_data(
             dataset = add_static_mask(dataset, tokenizer, static_mask_probability, fixed_count_mask, seed)
         splits[split] = dataset
     return TaskData(splits.get("train"), splits.get("validation"), label_list, task, unlabelled_rows)
+
+
+def collated_batches(dataset: Dataset, collator, size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """`dataset` in order, `size` rows at a time, collated and on `device`: a pass over data that draws no random
+    number (a DataLoader's iterator draws a seed, which would change the run's random stream)."""
+    for start in range(0, len(dataset), size):
+        columns = dataset[start : start + size]
+        rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        yield {name: value.to(device) for name, value in collator(rows).items()}
 
 
 def _report_duplicate_ids(dataset: Dataset, source: str) -> None:

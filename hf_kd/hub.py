@@ -9,6 +9,7 @@ import tempfile
 import yaml
 
 from hf_kd.data import GLUE_LABELS
+from hf_kd.diagnostics import TeacherWorth
 
 METHOD_NAMES = {
     "normal": "fine-tuning without distillation",
@@ -49,10 +50,18 @@ PRETTY_METRICS = {
 
 
 def model_card(
-    model_id: str, model_args, data_args, training_args, results: dict, sizes: dict[str, dict] | None = None
+    model_id: str,
+    model_args,
+    data_args,
+    training_args,
+    results: dict,
+    sizes: dict[str, dict] | None = None,
+    findings: dict | None = None,
 ) -> str:
     """README.md with Hub metadata (model-index results) and a description of the distillation; `sizes`
-    (role -> parameters, size_on_disk_mb) adds what the student and teacher cost to ship."""
+    (role -> parameters, size_on_disk_mb) adds what the student and teacher cost to ship, `findings` what the
+    run measured about the teacher's worth, a collapse and the no-KD twin (`hf_kd.run`)."""
+    findings = findings or {}
     method = training_args.method
     task = data_args.task_name
     dataset = (
@@ -119,7 +128,9 @@ def model_card(
         f"- Student initialised from: `{model_args.model_name_or_path}`",
     ]
     if model_args.teacher_name_or_path:
-        lines.append(f"- Teacher: `{model_args.teacher_name_or_path}`")
+        worth = findings.get("teacher")
+        scored = f": {TeacherWorth(**worth).card_text()}" if worth else ""
+        lines.append(f"- Teacher: `{model_args.teacher_name_or_path}`{scored}")
     if model_args.generator_name_or_path:
         lines.append(f"- Generator (masked LM): `{model_args.generator_name_or_path}`")
     lines.append(f"- Data: {dataset['name']}")
@@ -130,6 +141,7 @@ def model_card(
         )
     lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {m['name']} | {m['value']} |" for m in metrics]
+    lines += findings_lines(findings)
     if sizes:
         lines += ["", "## Size", "", "| model | parameters | size on disk |", "|---|---|---|"]
         for role, size in sizes.items():
@@ -159,14 +171,53 @@ def model_card(
     return "\n".join(lines)
 
 
+def findings_lines(findings: dict) -> list[str]:
+    """The card's account of the no-KD twin and of every warning the run raised."""
+    lines = []
+    twin = findings.get("twin")
+    if twin:
+        metric, difference = twin["metric"].removeprefix("eval_"), twin["difference"]
+        ours, theirs = twin["metrics"][twin["metric"]] + difference, twin["metrics"][twin["metric"]]
+        verdict = (
+            f"**{100 * difference:+.2f} points over its no-KD twin**"
+            if difference >= 0
+            else f"**{100 * difference:+.2f} points: the teacher did not help**"
+        )
+        lines += ["", "## Against its no-KD twin", ""]
+        lines.append(
+            f"The same student trained with the same data, seed and number of steps on the labels alone: "
+            f"{verdict} ({metric} {ours:.4f} against {theirs:.4f}, one seed)."
+        )
+        if twin["saved_student"] == "no_kd_twin":
+            lines.append("This model is the no-KD twin, which scored higher; the distilled student is in `distilled/`.")
+        else:
+            lines.append(f"The twin is saved in `{os.path.basename(twin['folder'])}/`.")
+    warnings = list((findings.get("teacher") or {}).get("warnings", []))
+    if findings.get("collapse"):
+        collapse = findings["collapse"]
+        warnings.append(
+            f"At step {collapse['step']} the student predicted one class for {max(collapse['shares']):.0%} of the "
+            "checked validation rows, while their labels do not: it collapsed onto one class."
+        )
+    if warnings:
+        lines += ["", "## Warnings", "", *[f"- {warning}" for warning in warnings]]
+    return lines
+
+
+def is_student_file(name: str) -> bool:
+    """A file of the student model itself: config, weights (sharded too) or tokenizer."""
+    weights = name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json"))
+    tokenizer = name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "spiece", "sentencepiece"))
+    return name in STUDENT_FILES or weights or tokenizer
+
+
 def student_folder(output_dir: str, card: str, destination: str) -> str:
     """Copy the student, its tokenizer and results beside a model card into `destination`."""
     os.makedirs(destination, exist_ok=True)
-    keep = set(STUDENT_FILES) | {"all_results.json", "eval_results.json", "train_results.json"}
+    results = {"all_results.json", "eval_results.json", "train_results.json"}
     for name in os.listdir(output_dir):
         path = os.path.join(output_dir, name)
-        is_tokenizer = name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "spiece", "sentencepiece"))
-        if os.path.isfile(path) and (name in keep or is_tokenizer):
+        if os.path.isfile(path) and (is_student_file(name) or name in results):
             shutil.copy2(path, os.path.join(destination, name))
     with open(os.path.join(destination, "README.md"), "w") as f:
         f.write(card)

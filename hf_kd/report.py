@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from hf_kd.errors import ArgumentError
-from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, exit_on_argument_error
+from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, TWIN_FOLDER, exit_on_argument_error
 
 METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
 
@@ -32,7 +32,7 @@ def find_runs(folders: list[str]) -> list[dict]:
         if not os.path.isdir(top):
             raise ArgumentError(f"{top} is not a folder of runs.")
         for folder, _, files in os.walk(top):
-            if RESULTS_FILE in files and RUN_INFO_FILE in files:
+            if RESULTS_FILE in files and RUN_INFO_FILE in files and os.path.basename(folder) != TWIN_FOLDER:
                 with open(os.path.join(folder, RESULTS_FILE)) as f:
                     results = json.load(f)
                 with open(os.path.join(folder, RUN_INFO_FILE)) as f:
@@ -48,6 +48,7 @@ def find_runs(folders: list[str]) -> list[dict]:
                         **info,
                         "folder": folder,
                         "metric": results.get(f"eval_{metric}"),
+                        "twin_metric": results.get(f"no_kd_twin_eval_{metric}"),  # --baseline_twin
                         "history": history,
                         "label": f"{info['method']} lr={info['learning_rate']:g} seed={info['seed']}",
                     }
@@ -107,10 +108,27 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float], con
 
 
 def comparison(runs: list[dict]) -> list[dict]:
-    """Methods side by side per task, in the order of METHODS.md."""
+    """Methods side by side per task, in the order of METHODS.md; where runs have a no-KD twin
+    (--baseline_twin), the twins' mean and the paired difference to them."""
     rows = group_statistics(runs, ("task", "method", "main_metric"), "metric")
     rows = [{("metric" if key == "main_metric" else key): value for key, value in row.items()} for row in rows]
+    for row in rows:
+        mine = [r for r in runs if (r["task"], r["method"]) == (row["task"], row["method"])]
+        twins = {r["seed"]: r["twin_metric"] for r in mine if r.get("twin_metric") is not None}
+        if twins:
+            row["twin_mean"] = statistics.fmean(twins.values())
+            row["twin_difference"] = paired_differences({r["seed"]: r["metric"] for r in mine}, twins)
     return sorted(rows, key=lambda row: (row["task"], _method_rank(row["method"])))
+
+
+def format_twin(row: dict) -> tuple[str, str]:
+    """The twin's mean and the paired difference (mean [95% interval], seeds won) in points, or blanks."""
+    if "twin_mean" not in row:
+        return "", ""
+    paired = row["twin_difference"]
+    interval = "" if paired["low"] != paired["low"] else f" [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
+    won = f", {paired['wins']}/{len(paired['seeds'])} seeds"
+    return f"{100 * row['twin_mean']:.2f}", f"{100 * paired['mean']:+.2f}{interval}{won}"
 
 
 def write_tables(runs: list[dict], rows: list[dict], output_dir: str) -> None:
@@ -131,14 +149,29 @@ def write_tables(runs: list[dict], rows: list[dict], output_dir: str) -> None:
             )
     with open(os.path.join(output_dir, "comparison.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["task", "method", "metric", "runs", "mean", "std"])
+        writer.writerow(["task", "method", "metric", "runs", "mean", "std", "no_kd_twin_mean", "difference_to_twin"])
         for row in rows:
-            writer.writerow(
-                [row["task"], row["method"], row["metric"], row["runs"], f"{row['mean']:.6f}", f"{row['std']:.6f}"]
+            twin = (
+                [f"{row['twin_mean']:.6f}", f"{row['twin_difference']['mean']:.6f}"] if "twin_mean" in row else ["", ""]
             )
-    lines = ["| task | method | metric | runs | mean | std |", "|---|---|---|---|---|---|"]
+            writer.writerow(
+                [
+                    row["task"],
+                    row["method"],
+                    row["metric"],
+                    row["runs"],
+                    f"{row['mean']:.6f}",
+                    f"{row['std']:.6f}",
+                    *twin,
+                ]
+            )
+    lines = [
+        "| task | method | metric | runs | mean | std | no-KD twin | Δ vs twin (paired) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     lines += [
-        f"| {r['task']} | {r['method']} | {r['metric']} | {r['runs']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} |"
+        f"| {r['task']} | {r['method']} | {r['metric']} | {r['runs']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} "
+        f"| {' | '.join(format_twin(r))} |"
         for r in rows
     ]
     with open(os.path.join(output_dir, "comparison.md"), "w") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -18,13 +19,15 @@ from safetensors import safe_open
 from transformers import set_seed
 
 from hf_kd.adapters import adapter_for
+from hf_kd.arguments import TERMS
 from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
 from hf_kd.config import parse_args
 from hf_kd.data import DistillationCollator, prepare_data
+from hf_kd.diagnostics import CollapseGuard, TeacherWorth, assess_teacher, labelled_rows
 from hf_kd.errors import ArgumentError, DiskFullError, NonFiniteLossError, TrainingInterrupted, brief
 from hf_kd.footprint import parameter_count, size_on_disk
 from hf_kd.guards import GracefulStop, OutputDirLock, disk_guard
-from hf_kd.hub import model_card, push_student
+from hf_kd.hub import is_student_file, model_card, push_student
 from hf_kd.metrics import build_compute_metrics, main_metric
 from hf_kd.models import (
     check_compatible,
@@ -41,6 +44,8 @@ from hf_kd.trainers import AdversarialTrainer, DistillationTrainer, configure_me
 logger = logging.getLogger("hf_kd")
 RESULTS_FILE = "all_results.json"
 RUN_INFO_FILE = "hf_kd_run.json"
+TWIN_FOLDER = "no_kd_twin"  # --baseline_twin's student, in the output folder
+DISTILLED_FOLDER = "distilled"  # the distilled student when --load_best_of_twins keeps the twin
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -80,9 +85,11 @@ def run_info(model_args, data_args, training_args, data) -> dict:
     }
 
 
-def save_results(output_dir: str, split: str, metrics: dict) -> None:
-    """`{split}_results.json` and the combined `all_results.json`, as `run_glue.py` writes them."""
-    write_json_atomic(os.path.join(output_dir, f"{split}_results.json"), metrics)
+def save_results(output_dir: str, split: str | None, metrics: dict) -> None:
+    """`{split}_results.json` (none without a split) and the combined `all_results.json`, as `run_glue.py`
+    writes them."""
+    if split is not None:
+        write_json_atomic(os.path.join(output_dir, f"{split}_results.json"), metrics)
     combined_path = os.path.join(output_dir, RESULTS_FILE)
     combined = {}
     if os.path.isfile(combined_path):
@@ -224,11 +231,33 @@ def check_sentence_positions(data, models: dict, tokenizer, teacher_tokenizer) -
         adapter_for(model).sentence_positions(view)
 
 
-def build_trainer(model_args, data_args, training_args, repetition: int = 0):
-    """Data, models and the method's trainer from parsed arguments; every input check happens here."""
+def check_twin_arguments(training_args, data_args, needs_teacher: bool) -> None:
+    """--baseline_twin compares a distilled student with the same student trained on its labels alone."""
+    if training_args.load_best_of_twins and not training_args.baseline_twin:
+        raise ArgumentError(
+            "--load_best_of_twins picks between a student and its no-KD twin: add --baseline_twin true."
+        )
+    if not training_args.baseline_twin:
+        return
+    if not needs_teacher:
+        raise ArgumentError(
+            f"--baseline_twin trains a no-KD twin to compare with; method '{training_args.method}' uses no teacher, "
+            "so there is nothing to compare: drop --baseline_twin or pick a distillation --method."
+        )
+    if not (training_args.do_train and training_args.do_eval) or not (data_args.validation_file or data_args.task_name):
+        raise ArgumentError(
+            "--baseline_twin compares the two students on the validation data: it needs training, evaluation "
+            "(--do_train / --do_eval true) and a --validation_file with labels."
+        )
+
+
+def build_trainer(model_args, data_args, training_args, repetition: int = 0, labelled_only: bool = False):
+    """Data, models and the method's trainer from parsed arguments; every input check happens here.
+    `labelled_only` keeps the training rows that carry a label (the no-KD twin)."""
     method = configure_method(training_args)
     adversarial = issubclass(method, AdversarialTrainer)
     needs_teacher = adversarial or any(w > 0 for t, w in training_args.loss_weights.items() if t != "ce")
+    check_twin_arguments(training_args, data_args, needs_teacher)
     if needs_teacher and not model_args.teacher_name_or_path:
         raise ArgumentError(f"Method '{method.method}' needs a teacher: pass --teacher_name_or_path.")
     if adversarial and not model_args.generator_name_or_path:
@@ -256,6 +285,8 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0):
         teacher_tokenizer=teacher_tokenizer,
         teacher_max_seq_length=data_args.teacher_max_seq_length,
     )
+    if labelled_only:
+        data.train, data.unlabelled = labelled_rows(data.train), 0
     if data.unlabelled and not needs_teacher and training_args.do_train:
         raise ArgumentError(
             unlabelled_without_teacher(method.method, f"{data.unlabelled} rows of --train_file with an empty label")
@@ -346,48 +377,50 @@ def _run(model_args, data_args, training_args, push: bool) -> dict:
     trainer, data = build_trainer(model_args, data_args, training_args)
     output_dir = training_args.output_dir
     results: dict = {}
+    findings: dict = {}  # what the run learnt about itself: the teacher's worth, a collapse, the no-KD twin
     if training_args.do_train:
-        stop = GracefulStop().install()
-        trainer.add_callback(stop)
-        try:
-            train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        finally:
-            stop.uninstall()
-        if stop.stopped_at is not None:
-            raise stop.interruption(output_dir)
-        student_bytes = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
-        with disk_guard(output_dir, student_bytes, "the student"):
-            save_student(trainer, output_dir)
-            trainer.save_extras()
-            trainer.save_state()
-        metrics = {
-            **train_result.metrics,
-            "train_samples": len(data.train),
-            "train_labelled_samples": data.labelled,
-            "train_unlabelled_samples": data.unlabelled,
-        }
-        trainer.log_metrics("train", metrics)
-        results.update(metrics)
+        worth = check_teacher(trainer, data) if training_args.check_teacher and trainer.teacher is not None else None
+        if worth is not None:
+            findings["teacher"] = worth.as_dict()
+            if worth.score is not None:
+                results[f"teacher_eval_{worth.metric}"] = worth.score
+        guard = collapse_guard(trainer, data)
+        results.update(train_and_save(trainer, data, output_dir))
+        if guard is not None and guard.collapsed_at is not None:
+            findings["collapse"] = {"step": guard.collapsed_at, "shares": guard.last_shares}
     if training_args.do_eval and data.validation is not None:
         metrics = {**trainer.evaluate(), "eval_samples": len(data.validation)}
         trainer.log_metrics("eval", metrics)
         results.update(metrics)
+    if training_args.baseline_twin:
+        findings["twin"] = compare_with_twin(model_args, data_args, training_args, trainer, data, results)
+        results.update(
+            {
+                f"no_kd_twin_{key}": value
+                for key, value in findings["twin"]["metrics"].items()
+                if key.startswith("eval_")
+            }
+        )
+        results["difference_to_no_kd_twin"] = findings["twin"]["difference"]
     if trainer.is_world_process_zero():
         with disk_guard(output_dir, 1 << 20, "the results"):
             os.makedirs(output_dir, exist_ok=True)
-            write_json_atomic(
-                os.path.join(output_dir, RUN_INFO_FILE), run_info(model_args, data_args, training_args, data)
-            )
+            record = {**run_info(model_args, data_args, training_args, data), **findings}
+            write_json_atomic(os.path.join(output_dir, RUN_INFO_FILE), record)
             for split in ("train", "eval"):
                 split_metrics = {k: v for k, v in results.items() if k.startswith(split)}
                 if split_metrics:
                     save_results(output_dir, split, split_metrics)
+            comparisons = {k: v for k, v in results.items() if not k.startswith(("train", "eval"))}
+            if comparisons:  # the teacher's score, the twin's, the difference: in all_results.json
+                save_results(output_dir, None, comparisons)
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, NeptuneCallback):
             callback.close()
     if training_args.do_train and trainer.is_world_process_zero():
         model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-        card = model_card(model_id, model_args, data_args, training_args, results, model_sizes(trainer, model_args))
+        sizes = model_sizes(trainer, model_args)
+        card = model_card(model_id, model_args, data_args, training_args, results, sizes, findings)
         with disk_guard(output_dir, 1 << 20, "the model card"):
             write_text_atomic(os.path.join(output_dir, "README.md"), card)
         if push:
@@ -400,6 +433,132 @@ def _run(model_args, data_args, training_args, push: bool) -> dict:
             )
             logger.info("Pushed the student to %s.", url)
     return results
+
+
+def train_and_save(trainer, data, output_dir: str) -> dict:
+    """Train (stopping with a checkpoint on SIGTERM), save the student and its extras; the training metrics."""
+    stop = GracefulStop().install()
+    trainer.add_callback(stop)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    finally:
+        stop.uninstall()
+    if stop.stopped_at is not None:
+        raise stop.interruption(output_dir)
+    student_bytes = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+    with disk_guard(output_dir, student_bytes, "the student"):
+        save_student(trainer, output_dir)
+        trainer.save_extras()
+        trainer.save_state()
+    metrics = {
+        **train_result.metrics,
+        "train_samples": len(data.train),
+        "train_labelled_samples": data.labelled,
+        "train_unlabelled_samples": data.unlabelled,
+    }
+    trainer.log_metrics("train", metrics)
+    return metrics
+
+
+def check_teacher(trainer, data) -> TeacherWorth:
+    """The teacher's worth, measured before the student trains, logged and given to the tracker."""
+    trainer.prepare_teacher_cache()  # the check reads the unlabelled rows from it when there is one
+    worth = assess_teacher(trainer, data, trainer.args.teacher_check_rows)
+    logger.info("Teacher: %s.", worth.card_text())
+    if worth.mean_top_probability is not None:
+        shares = ", ".join(
+            f"{name} {teacher:.0%} (labels {label:.0%})"
+            for name, teacher, label in zip(data.label_list, worth.teacher_shares, worth.label_shares, strict=True)
+        )
+        logger.info(
+            "Teacher on %d unlabelled rows: mean top probability %.3f; predicted classes: %s.",
+            worth.unlabelled_rows,
+            worth.mean_top_probability,
+            shares if len(data.label_list) <= 10 else f"{len(data.label_list)} classes",
+        )
+    for warning in worth.warnings:
+        logger.warning(warning)
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, NeptuneCallback) and worth.score is not None:
+            callback.parameters[f"teacher_{worth.metric}"] = worth.score
+    return worth
+
+
+def collapse_guard(trainer, data) -> CollapseGuard | None:
+    """The collapse check on the validation data (the labelled training rows without it), for classifiers."""
+    rows = trainer.args.collapse_check_rows
+    if rows == 0 or data.is_regression:
+        return None
+    dataset = data.validation if data.validation is not None else labelled_rows(data.train)
+    guard = CollapseGuard(trainer, dataset, rows, data.label_list, trainer.args.stop_on_collapse)
+    trainer.add_callback(guard)
+    return guard
+
+
+def compare_with_twin(model_args, data_args, training_args, trainer, data, results: dict) -> dict:
+    """Train the no-KD twin (method normal, the labelled rows, the same seed and optimizer steps) into
+    OUTPUT_DIR/no_kd_twin, evaluate it, and keep the better student with --load_best_of_twins."""
+    output_dir = training_args.output_dir
+    twin_dir = os.path.join(output_dir, TWIN_FOLDER)
+    reset = {f"{prefix}{term}": None for prefix in ("weight_", "generator_weight_") for term in TERMS}
+    twin_args = dataclasses.replace(
+        training_args,
+        method="normal",
+        output_dir=twin_dir,
+        max_steps=max(trainer.state.global_step, 1),
+        baseline_twin=False,
+        load_best_of_twins=False,
+        check_teacher=False,
+        overwrite_output_dir=True,
+        resume_from_checkpoint=None,
+        report_to=[],
+        **{name: None for name in reset if hasattr(training_args, name)},
+    )
+    twin_data_args = dataclasses.replace(data_args, unlabeled_file=None)
+    logger.info("Training the no-KD twin (%d steps, labelled rows only) in %s.", twin_args.max_steps, twin_dir)
+    with OutputDirLock(twin_dir, enabled=twin_args.process_index == 0):
+        twin, twin_data = build_trainer(model_args, twin_data_args, twin_args, labelled_only=True)
+        twin_metrics = train_and_save(twin, twin_data, twin_dir)
+        twin_metrics.update(twin.evaluate())
+        if twin.is_world_process_zero():
+            save_results(twin_dir, "eval", {k: v for k, v in twin_metrics.items() if k.startswith("eval_")})
+            write_json_atomic(
+                os.path.join(twin_dir, RUN_INFO_FILE), run_info(model_args, twin_data_args, twin_args, twin_data)
+            )
+    metric = f"eval_{main_metric(data.task_name, data.is_regression)}"
+    difference = results[metric] - twin_metrics[metric]
+    kept = "distilled"
+    if training_args.load_best_of_twins and difference < 0 and trainer.is_world_process_zero():
+        keep_twin_as_student(output_dir, twin_dir)
+        kept = "no_kd_twin"
+    summary = {"metrics": twin_metrics, "difference": difference, "metric": metric, "saved_student": kept}
+    summary["folder"] = twin_dir
+    word = "over" if difference >= 0 else "below"
+    logger.info(
+        "%s %+.4f %s its no-KD twin (%s %.4f against %.4f); saved student: %s.",
+        training_args.method,
+        difference,
+        word,
+        metric,
+        results[metric],
+        twin_metrics[metric],
+        kept,
+    )
+    return summary
+
+
+def keep_twin_as_student(output_dir: str, twin_dir: str) -> None:
+    """The twin won: the distilled student's files move to OUTPUT_DIR/distilled, the twin's take their place."""
+    distilled = os.path.join(output_dir, DISTILLED_FOLDER)
+    os.makedirs(distilled, exist_ok=True)
+    for name in os.listdir(twin_dir):
+        source = os.path.join(twin_dir, name)
+        if not os.path.isfile(source) or not is_student_file(name):
+            continue
+        target = os.path.join(output_dir, name)
+        if os.path.isfile(target):
+            os.replace(target, os.path.join(distilled, name))
+        shutil.copy2(source, target)
 
 
 def exit_on_argument_error(function, program: str = "hf_kd") -> None:

@@ -136,6 +136,7 @@ def _row(folder: str, task: str, learning_rate: float, repetition: int) -> dict:
         "method": info["method"],
         "metric_name": metric,
         "metric": results[f"eval_{metric}"],
+        "twin": results.get(f"no_kd_twin_eval_{metric}"),  # --baseline_twin's no-KD student
         "folder": folder,
     }
 
@@ -143,6 +144,10 @@ def _row(folder: str, task: str, learning_rate: float, repetition: int) -> dict:
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and (sample) standard deviation of the main metric per task and learning rate."""
     return group_statistics(rows, ("task", "learning_rate", "metric_name"), "metric")
+
+
+def _points(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
 
 
 def write_tables(rows: list[dict], output_dir: str) -> None:
@@ -177,9 +182,13 @@ def write_tables(rows: list[dict], output_dir: str) -> None:
         )
     with open(os.path.join(output_dir, "results.csv"), "w") as f:
         f.write(buffer.getvalue())
-    lines = ["| task | learning rate | repetition | seed | method | metric | value |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | learning rate | repetition | seed | method | metric | value | no-KD twin |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     lines += [
-        f"| {r['task']} | {r['learning_rate']:g} | {r['repetition']} | {r['seed']} | {r['method']} | {r['metric_name']} | {100 * r['metric']:.2f} |"
+        f"| {r['task']} | {r['learning_rate']:g} | {r['repetition']} | {r['seed']} | {r['method']} | {r['metric_name']} "
+        f"| {100 * r['metric']:.2f} | {_points(r.get('twin'))} |"
         for r in rows
     ]
     lines += ["", "| task | learning rate | runs | metric | mean | std |", "|---|---|---|---|---|---|"]

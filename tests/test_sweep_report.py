@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from hf_kd.errors import ArgumentError
-from hf_kd.report import paired_differences, report
+from hf_kd.report import comparison, find_runs, paired_differences, report, write_tables
 from hf_kd.sweep import run_sweep, summarise
 from tests.conftest import cli_args
 
@@ -114,3 +114,25 @@ def test_paired_differences_against_a_hand_computation():
     assert result["differences"] == pytest.approx(differences)
     assert (result["mean"], result["std"]) == pytest.approx((mean, std))
     assert (result["low"], result["high"]) == pytest.approx((mean - half_width, mean + half_width))
+
+
+def test_report_sets_each_method_beside_its_no_kd_twins(tmp_path):
+    """Runs made with --baseline_twin: the twins' mean and the paired difference per method; the twins' own
+    folders are not counted as `normal` runs."""
+    for seed, (mine, twin) in zip((1, 2, 3), ((0.80, 0.78), (0.82, 0.80), (0.81, 0.82)), strict=True):
+        folder = tmp_path / f"kd-{seed}"
+        (folder / "no_kd_twin").mkdir(parents=True)
+        info = {"method": "kd", "task": "sst2", "main_metric": "accuracy", "learning_rate": 1e-4, "seed": seed}
+        (folder / "hf_kd_run.json").write_text(json.dumps(info))
+        (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": mine, "no_kd_twin_eval_accuracy": twin}))
+        (folder / "no_kd_twin" / "hf_kd_run.json").write_text(json.dumps(info | {"method": "normal"}))
+        (folder / "no_kd_twin" / "all_results.json").write_text(json.dumps({"eval_accuracy": twin}))
+    runs = find_runs([str(tmp_path)])
+    assert [run["method"] for run in runs] == ["kd"] * 3
+    (row,) = comparison(runs)
+    assert row["twin_mean"] == pytest.approx(0.80)
+    assert row["twin_difference"]["differences"] == pytest.approx([0.02, 0.02, -0.01])
+    assert row["twin_difference"]["wins"] == 2
+    write_tables(runs, [row], str(tmp_path))
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| sst2 | kd | accuracy | 3 | 81.00 | 1.00 | 80.00 | +1.00 [" in table and "2/3 seeds |" in table

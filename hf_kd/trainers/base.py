@@ -134,11 +134,15 @@ class DistillationTrainer(Trainer):
         self.check_nonfinite_every_step = args.nonfinite_loss == "skip" or self.args.device.type == "cpu"
         self._first_nonfinite_step: dict[str, torch.Tensor] = {}
 
-    def train(self, *args: Any, **kwargs: Any):
+    def prepare_teacher_cache(self) -> None:
+        """Load or build the teacher-output cache (--cache_teacher_outputs) if it is not there yet."""
         wanted = self.args.cache_teacher_outputs and self.teacher is not None and self.train_dataset is not None
         if wanted and self.teacher_cache is None:
             folder = self.args.teacher_cache_dir or os.path.join(HF_HOME, "hf_kd", "teacher_outputs")
             self.teacher_cache = TeacherCache.build_or_load(self, self.train_dataset, folder)
+
+    def train(self, *args: Any, **kwargs: Any):
+        self.prepare_teacher_cache()
         result = super().train(*args, **kwargs)
         self.raise_if_nonfinite()
         return result

@@ -1,0 +1,192 @@
+"""Is distillation paying? The teacher's worth before training, and a student collapsing onto one class.
+
+Distillation only helps when the teacher knows something the student's labels do not. A weak teacher, or
+one that predicts a single class for most of the unlabelled text, makes a student worse without a sign:
+these checks make it visible in the log, the run record (`hf_kd_run.json`) and the model card.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from hf_kd.cache import teacher_passes
+from hf_kd.data import INDEX_COLUMN, collated_batches
+from hf_kd.losses import IGNORE_LABEL
+from hf_kd.metrics import glue_metrics, main_metric
+
+logger = logging.getLogger(__name__)
+
+COLLAPSE_SHARE = 0.95  # a student predicting one class this often has collapsed, unless its labels do too
+SKEWED_TEACHER_GAP = 0.2  # the teacher's share of a class on unlabelled text this far above the labels' share
+
+
+def class_shares(classes: np.ndarray, num_labels: int) -> list[float]:
+    """Share of each class id 0..K-1 among `classes` (empty: zeros)."""
+    counts = np.bincount(classes.astype(np.int64), minlength=num_labels)[:num_labels]
+    return (counts / max(len(classes), 1)).tolist()
+
+
+def labelled_rows(dataset: Dataset) -> Dataset:
+    """The rows that carry a gold label (not `IGNORE_LABEL`, not NaN)."""
+    labels = np.asarray(dataset["label"], dtype=float)
+    keep = np.flatnonzero(~np.isnan(labels) & (labels != IGNORE_LABEL))
+    return dataset.select(keep)
+
+
+@dataclass
+class TeacherWorth:
+    """The teacher measured before the student trains (see `assess_teacher`)."""
+
+    metric: str
+    score: float | None  # the teacher's main metric on `measured_on` (None without labels there)
+    majority_score: float | None  # the same metric for always predicting the labels' most frequent class
+    measured_on: str
+    unlabelled_rows: int = 0  # unlabelled rows the statistics below are over
+    mean_top_probability: float | None = None
+    teacher_shares: list[float] | None = None  # per class, the teacher's predictions on the unlabelled rows
+    label_shares: list[float] | None = None  # per class, the labelled training rows
+    label_names: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def card_text(self) -> str:
+        """One line for the model card: what the teacher scored, and the student's reference point."""
+        if self.score is None:
+            return f"not scored (no labels on {self.measured_on})"
+        text = f"{self.metric} {self.score:.4f} on {self.measured_on}"
+        if self.majority_score is not None:
+            text += f" (always predicting the most frequent class: {self.majority_score:.4f})"
+        return text
+
+
+def teacher_logits(trainer, dataset: Dataset) -> torch.Tensor:
+    return torch.cat([result.logits.float().cpu() for result, _ in teacher_passes(trainer, dataset)])
+
+
+def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWorth:
+    """The teacher's main metric on the validation data (the labelled training rows without any), against
+    always predicting the labels' most frequent class; its confidence and class balance on the unlabelled rows
+    (from the teacher-output cache when there is one, else on up to `max_unlabelled_rows` of them)."""
+    metric = main_metric(data.task_name, data.is_regression)
+    labelled = labelled_rows(data.train)
+    scored, measured_on = data.validation, "the validation data"
+    if scored is None or len(labelled_rows(scored)) < len(scored):
+        scored, measured_on = labelled, "the labelled training rows (no validation data with labels)"
+    worth = TeacherWorth(metric, None, None, measured_on, label_names=data.label_list)
+    if len(scored):
+        logits = teacher_logits(trainer, scored).numpy()
+        references = np.asarray(scored["label"])
+        predictions = logits[:, 0] if data.is_regression else logits.argmax(-1)
+        worth.score = glue_metrics(data.task_name, predictions, references, data.is_regression)[metric]
+        if not data.is_regression:
+            majority = np.bincount(np.asarray(labelled["label"], dtype=np.int64)).argmax()
+            constant = np.full_like(references, majority)
+            worth.majority_score = glue_metrics(data.task_name, constant, references)[metric]
+    if data.is_regression:
+        return worth
+    worth.label_shares = class_shares(np.asarray(labelled["label"]), data.num_labels)
+    labels = np.asarray(data.train["label"], dtype=float)
+    unlabelled = np.flatnonzero(labels == IGNORE_LABEL)
+    if len(unlabelled):
+        cache = trainer.teacher_cache
+        if cache is not None:
+            logits = cache.tensors["logits"][torch.as_tensor(data.train.select(unlabelled)[INDEX_COLUMN])]
+        else:
+            logits = teacher_logits(trainer, data.train.select(unlabelled[:max_unlabelled_rows]))
+        probabilities = logits.softmax(-1)
+        worth.unlabelled_rows = len(logits)
+        worth.mean_top_probability = probabilities.max(-1).values.mean().item()
+        worth.teacher_shares = class_shares(probabilities.argmax(-1).numpy(), data.num_labels)
+    worth.warnings = teacher_warnings(worth)
+    return worth
+
+
+def teacher_warnings(worth: TeacherWorth) -> list[str]:
+    """What in `worth` says distillation may hurt, each with what to do about it."""
+    warnings = []
+    names = worth.label_names or []
+    if worth.score is not None and worth.majority_score is not None and worth.score <= worth.majority_score + 0.05:
+        warnings.append(
+            f"The teacher scores {worth.metric} {worth.score:.3f} on {worth.measured_on}, hardly above always "
+            f"predicting the most frequent class ({worth.majority_score:.3f}): distillation may make the student "
+            "worse; compare with its no-KD twin (--baseline_twin true)."
+        )
+    if worth.teacher_shares and worth.label_shares:
+        top = int(np.argmax(worth.teacher_shares))
+        teacher_share, label_share = worth.teacher_shares[top], worth.label_shares[top]
+        if teacher_share >= label_share + SKEWED_TEACHER_GAP:
+            name = names[top] if top < len(names) else str(top)
+            warnings.append(
+                f"The teacher predicts '{name}' for {teacher_share:.0%} of the {worth.unlabelled_rows:,} unlabelled "
+                f"rows checked, against {label_share:.0%} of the labels: KD on that text pulls the student toward "
+                "one class (use fewer unlabelled rows, a lower --kd_temperature, or --baseline_twin true to check)."
+            )
+    return warnings
+
+
+class CollapseGuard(TrainerCallback):
+    """At every logging step, the student's predictions on a slice of the validation data (or of the labelled
+    training rows): a student predicting one class for over 95% of them while the labels do not is warned
+    about in one line (and, with `stop`, training stops there)."""
+
+    def __init__(self, trainer, dataset: Dataset, rows: int, label_names: list[str] | None, stop: bool) -> None:
+        self.trainer, self.stop, self.label_names = trainer, stop, label_names or []
+        self.dataset = dataset.select(range(min(rows, len(dataset))))
+        self.label_shares = class_shares(np.asarray(self.dataset["label"]), len(self.label_names) or 2)
+        self.collapsed_at: int | None = None
+        self.last_shares: list[float] | None = None
+
+    def student_shares(self) -> list[float]:
+        """The student's predicted-class shares on the slice, in eval mode; draws no random number."""
+        trainer, model = self.trainer, self.trainer.model
+        was_training = model.training
+        model.eval()
+        kept = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in self.dataset.column_names]
+        rows = self.dataset.select_columns(kept)
+        size, device = trainer.args.per_device_eval_batch_size, trainer.args.device
+        classes = []
+        with torch.no_grad():
+            for batch in collated_batches(rows, trainer.data_collator, size, device):
+                with trainer.accelerator.autocast():
+                    classes.append(model(**batch).logits.argmax(-1).cpu())
+        model.train(was_training)
+        return class_shares(torch.cat(classes).numpy(), len(self.label_shares))
+
+    def check(self, step: int) -> str | None:
+        """A one-line warning if the student has collapsed at `step`, else None."""
+        shares = self.last_shares = self.student_shares()
+        top = int(np.argmax(shares))
+        if shares[top] < COLLAPSE_SHARE or self.label_shares[top] >= COLLAPSE_SHARE:
+            return None
+        name = self.label_names[top] if top < len(self.label_names) else str(top)
+        return (
+            f"Step {step}: the student predicts '{name}' for {shares[top]:.0%} of {len(self.dataset)} checked rows "
+            f"whose labels are {self.label_shares[top]:.0%} '{name}': it has collapsed onto one class. Likely causes: "
+            "the teacher's class balance on the unlabelled text (see the teacher check at the start), a high "
+            "--kd_temperature, or too few labelled rows per batch."
+        )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self._watch(state, control)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._watch(state, control)  # the student as it is saved
+
+    def _watch(self, state, control) -> None:
+        if self.collapsed_at is not None or not len(self.dataset):
+            return
+        warning = self.check(state.global_step)
+        if warning is None:
+            return
+        self.collapsed_at = state.global_step
+        logger.warning(warning + (" Stopping (--stop_on_collapse)." if self.stop else ""))
+        if self.stop:
+            control.should_training_stop = True

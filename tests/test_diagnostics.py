@@ -1,0 +1,179 @@
+"""Distillation that knows when it hurts: the teacher's worth, the collapse guard and the no-KD twin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerControl, TrainerState
+
+from hf_kd.config import parse_args
+from hf_kd.diagnostics import CollapseGuard, TeacherWorth, assess_teacher, class_shares, teacher_warnings
+from hf_kd.errors import ArgumentError
+from hf_kd.run import build_trainer, main
+from tests.conftest import cli_args
+
+
+def one_class_teacher(family, folder: Path) -> str:
+    """The tiny teacher with its classifier's bias pushed to 'negative': a weak teacher that predicts one class."""
+    teacher = AutoModelForSequenceClassification.from_pretrained(family.teacher)
+    with torch.no_grad():
+        teacher.classifier.bias.copy_(torch.tensor([20.0, -20.0]))
+    teacher.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(family.tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
+def trainer_for(args: list[str]):
+    model_args, data_args, training_args = parse_args(args)
+    return build_trainer(model_args, data_args, training_args)
+
+
+def test_teacher_worth_against_a_hand_computation(bert, half_labelled, tmp_path):
+    """Score on validation, the majority baseline, confidence and class shares on the unlabelled rows: all
+    recomputed here from the teacher's own logits."""
+    trainer, data = trainer_for(cli_args(bert, half_labelled, tmp_path / "run", "kd"))
+    worth = assess_teacher(trainer, data, max_unlabelled_rows=10_000)
+
+    def logits(dataset):
+        batch = trainer.data_collator([{k: row[k] for k in ("input_ids", "attention_mask")} for row in dataset])
+        with torch.no_grad():
+            return trainer.teacher(**batch).logits
+
+    references = np.array(data.validation["label"])
+    assert worth.score == pytest.approx(float((logits(data.validation).argmax(-1).numpy() == references).mean()))
+    train_labels = np.array(data.train["label"])
+    labelled = train_labels[train_labels != -100]
+    majority = np.bincount(labelled).argmax()
+    assert worth.majority_score == pytest.approx(float((references == majority).mean()))
+    assert worth.label_shares == pytest.approx(np.bincount(labelled, minlength=2) / len(labelled))
+    unlabelled = data.train.select(np.flatnonzero(train_labels == -100))
+    probabilities = logits(unlabelled).softmax(-1)
+    assert worth.unlabelled_rows == len(unlabelled) == data.unlabelled
+    assert worth.mean_top_probability == pytest.approx(probabilities.max(-1).values.mean().item(), rel=1e-5)
+    assert worth.teacher_shares == pytest.approx(class_shares(probabilities.argmax(-1).numpy(), 2))
+    assert worth.measured_on == "the validation data"
+
+
+def test_a_one_class_teacher_is_warned_about_in_the_log_record_and_card(bert, half_labelled, tmp_path, caplog):
+    teacher = one_class_teacher(bert, tmp_path / "weak")
+    args = cli_args(bert, half_labelled, tmp_path / "run", "kd", "--log_level", "warning")
+    args[args.index("--teacher_name_or_path") + 1] = teacher
+    results = main(args)
+    record = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())
+    worth = record["teacher"]
+    assert (worth["teacher_shares"] == [1.0, 0.0] and worth["score"] == worth["majority_score"]) or worth["score"] < 0.6
+    assert results["teacher_eval_accuracy"] == worth["score"]
+    assert json.loads((tmp_path / "run" / "all_results.json").read_text())["teacher_eval_accuracy"] == worth["score"]
+    assert len(worth["warnings"]) == 2
+    assert "hardly above always predicting the most frequent class" in caplog.text
+    assert "The teacher predicts 'negative' for 100% of the" in caplog.text
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert f"accuracy {worth['score']:.4f} on the validation data" in card and "## Warnings" in card
+
+
+def test_teacher_warnings_only_when_they_apply():
+    fine = TeacherWorth("accuracy", 0.9, 0.5, "v", 100, 0.9, [0.6, 0.4], [0.55, 0.45], ["neg", "pos"])
+    assert teacher_warnings(fine) == []
+    skewed = TeacherWorth("accuracy", 0.9, 0.5, "v", 100, 0.9, [0.95, 0.05], [0.7, 0.3], ["neg", "pos"])
+    assert teacher_warnings(skewed) == [
+        "The teacher predicts 'neg' for 95% of the 100 unlabelled rows checked, against 70% of the labels: KD on "
+        "that text pulls the student toward one class (use fewer unlabelled rows, a lower --kd_temperature, or "
+        "--baseline_twin true to check)."
+    ]
+    weak = TeacherWorth("matthews_correlation", 0.03, 0.0, "v")
+    assert "matthews_correlation 0.030" in teacher_warnings(weak)[0]
+
+
+def test_collapse_guard_fires_on_a_one_class_student_and_can_stop(bert, sst2_files, tmp_path):
+    trainer, data = trainer_for(cli_args(bert, sst2_files, tmp_path / "run", "kd"))
+    guard = CollapseGuard(trainer, data.validation, 32, data.label_list, stop=True)
+    state, control = TrainerState(), TrainerControl()
+    balance = max(guard.label_shares)
+    assert balance < 0.95 and len(guard.dataset) == 32
+    with torch.no_grad():
+        trainer.model.classifier.bias.copy_(torch.tensor([0.0, 0.0]))
+        trainer.model.classifier.weight.mul_(1e-6)
+        trainer.model.classifier.bias.copy_(torch.tensor([-30.0, 30.0]))
+    state.global_step = 7
+    trainer.model.train()
+    rng = torch.get_rng_state()
+    guard.on_log(trainer.args, state, control)
+    assert torch.equal(rng, torch.get_rng_state())  # the check draws no random number
+    assert guard.collapsed_at == 7 and guard.last_shares == [0.0, 1.0] and control.should_training_stop
+    assert trainer.model.training  # back in training mode
+
+
+def test_collapse_guard_is_quiet_unless_one_class_takes_over_and_the_labels_do_not(bert, sst2_files, tmp_path):
+    trainer, data = trainer_for(cli_args(bert, sst2_files, tmp_path / "run", "kd"))
+    guard = CollapseGuard(trainer, data.validation, 48, data.label_list, stop=False)
+    guard.student_shares = lambda: [0.6, 0.4]
+    assert guard.check(1) is None
+    guard.student_shares = lambda: [0.96, 0.04]
+    guard.label_shares = [0.97, 0.03]  # labels as lopsided: not a collapse
+    assert guard.check(2) is None
+    guard.label_shares = [0.5, 0.5]
+    assert guard.check(3) == (
+        "Step 3: the student predicts 'negative' for 96% of 48 checked rows whose labels are 50% 'negative': it has "
+        "collapsed onto one class. Likely causes: the teacher's class balance on the unlabelled text (see the "
+        "teacher check at the start), a high --kd_temperature, or too few labelled rows per batch."
+    )
+    control = TrainerControl()
+    guard.on_log(trainer.args, TrainerState(global_step=3), control)
+    assert guard.collapsed_at == 3 and not control.should_training_stop  # warned, not stopped
+
+
+def test_baseline_twin_trains_the_same_student_without_the_teacher(bert, half_labelled, tmp_path):
+    results = main(cli_args(bert, half_labelled, tmp_path / "run", "kd", "--baseline_twin", "true"))
+    twin_dir = tmp_path / "run" / "no_kd_twin"
+    twin_state = json.loads((twin_dir / "trainer_state.json").read_text())
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert twin_state["global_step"] == state["global_step"]  # the same budget in optimizer steps
+    twin_record = json.loads((twin_dir / "hf_kd_run.json").read_text())
+    assert twin_record["method"] == "normal" and twin_record["train_unlabelled_samples"] == 0
+    assert twin_record["train_labelled_samples"] == 48
+    twin_eval = json.loads((twin_dir / "all_results.json").read_text())["eval_accuracy"]
+    assert results["no_kd_twin_eval_accuracy"] == twin_eval
+    assert results["difference_to_no_kd_twin"] == pytest.approx(results["eval_accuracy"] - twin_eval)
+    saved = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert saved["difference_to_no_kd_twin"] == results["difference_to_no_kd_twin"]
+    record = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())
+    assert record["twin"]["saved_student"] == "distilled"
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "## Against its no-KD twin" in card and f"{100 * results['difference_to_no_kd_twin']:+.2f} points" in card
+
+
+def test_load_best_of_twins_keeps_the_better_student(bert, half_labelled, tmp_path):
+    """A one-class teacher with all weight on KD makes the distilled student worse than its twin: the twin is kept."""
+    teacher = one_class_teacher(bert, tmp_path / "weak")
+    args = cli_args(bert, half_labelled, tmp_path / "run", "kd", "--baseline_twin", "true")
+    args += ["--load_best_of_twins", "true", "--weight_ce", "0.01", "--weight_kd", "1"]
+    args[args.index("--teacher_name_or_path") + 1] = teacher
+    results = main(args)
+    record = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())
+    kept = record["twin"]["saved_student"]
+    assert kept == ("no_kd_twin" if results["difference_to_no_kd_twin"] < 0 else "distilled")
+    saved = (tmp_path / "run" / "model.safetensors").read_bytes()
+    twin = (tmp_path / "run" / "no_kd_twin" / "model.safetensors").read_bytes()
+    assert (saved == twin) == (kept == "no_kd_twin")
+    if kept == "no_kd_twin":
+        assert (tmp_path / "run" / "distilled" / "model.safetensors").is_file()
+        assert "This model is the no-KD twin" in (tmp_path / "run" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "message"),
+    [
+        ("normal", ["--baseline_twin", "true"], "uses no teacher, so there is nothing to compare"),
+        ("kd", ["--load_best_of_twins", "true"], "--load_best_of_twins picks between .* add --baseline_twin true"),
+        ("kd", ["--baseline_twin", "true", "--do_eval", "false"], "needs training, evaluation"),
+        ("kd", ["--collapse_check_rows", "-1"], "--collapse_check_rows must be"),
+    ],
+)
+def test_twin_and_guard_refusals(bert, sst2_files, tmp_path, method, extra, message):
+    with pytest.raises(ArgumentError, match=message):
+        main(cli_args(bert, sst2_files, tmp_path / "run", method, *extra))
+    assert not (tmp_path / "run").exists()
