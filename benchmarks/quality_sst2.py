@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,44 @@ STUDENTS = {
     "for MATE-KD a 2 x 256 masked LM with the student's tokenizer, trained on the same text",
 }
 SPLIT_VERSION = "no-shared-phrase"  # held-out shares no phrase with any other split (benchmarks/heldout.py)
+BANKING77_PER_INTENT = 10  # labelled queries per intent of the students (770)
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Task:
+    """What differs between the benchmark's tasks; everything else (runs, selection, report) is shared."""
+
+    title: str
+    data_flags: tuple[str, ...]  # how run_glue_kd.py reads the task's files
+    teacher_flags: tuple[str, ...]  # the teacher's budget and learning rate
+    settings: dict[str, str]
+    held_out: str
+    reported_on: str
+
+
+TASKS = {
+    "sst2": Task(
+        "SST-2",
+        ("--task_name", "sst2"),
+        ("--num_train_epochs", "1", "--learning_rate", "5e-5"),
+        SETTINGS,
+        "held-out SST-2 training sentences",
+        "the full GLUE SST-2 dev set (872 sentences)",
+    ),
+    "banking77": Task(
+        "BANKING77",
+        ("--label_column_name", "category"),
+        ("--num_train_epochs", "5", "--learning_rate", "1e-4"),
+        {
+            "few_labels": "{labelled:,} labelled queries (10 per intent)",
+            "unlabelled": "{labelled:,} labelled + {unlabelled:,} unlabelled queries (the rest of train)",
+            "full": "every training query but the held-out ones, labelled ({full:,})",
+        },
+        "held-out BANKING77 training queries",
+        "the official BANKING77 test set (3,080 queries)",
+    ),
+}
 SAMPLE_ROWS = 4000  # the bundled data/sst2/train.tsv: the first 4,000 rows of GLUE's train.tsv shuffled by Random(0)
 # RESULTS.md below this line is written by hand (what the numbers say) and kept when the tables are rewritten.
 ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites the tables above -->"
@@ -146,6 +185,68 @@ def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int) -> dict[str, P
     return paths
 
 
+def split_banking77(train_csv: Path, folder: Path) -> dict[str, Path]:
+    """Held-out, labelled, unlabelled and teacher files from BANKING77's train.csv (`text,category`).
+
+    Rows shuffled by `Random(0)`; held-out: the first 1,000 queries that overlap no other (one containing the
+    other as whole words, `benchmarks/heldout.py`); every other split keeps the queries that overlap no
+    held-out one: the students' labels are the first 10 per intent, their unlabelled text the rest (text
+    only), and the teacher learns from all of them.
+    """
+    import csv
+    import io
+
+    paths = {name: folder / f"{name}.csv" for name in ("heldout", "labelled", "unlabelled", "full")}
+    stamp = folder / "split.version"
+    if all(path.is_file() for path in paths.values()) and stamp.is_file() and stamp.read_text() == SPLIT_VERSION:
+        return paths
+    with open(train_csv, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or set(rows[0]) != {"text", "category"}:
+        sys.exit(f"{train_csv} is not BANKING77's train.csv (columns text,category)")
+    random.Random(0).shuffle(rows)
+    heldout_texts = set(carve_heldout([row["text"] for row in rows], [], HELD_OUT_ROWS))
+    heldout = list({row["text"]: row for row in rows if row["text"] in heldout_texts}.values())  # once each
+    index = OverlapIndex(heldout_texts)
+    rest = [row for row in rows if row["text"] not in heldout_texts and not index.overlaps(row["text"])]
+    taken: dict[str, int] = {}
+    labelled, unlabelled = [], []
+    for row in rest:
+        if taken.get(row["category"], 0) < BANKING77_PER_INTENT:
+            taken[row["category"]] = taken.get(row["category"], 0) + 1
+            labelled.append(row)
+        else:
+            unlabelled.append({"text": row["text"]})
+
+    def write(path: Path, part: list[dict], columns: list[str]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(part)
+        path.write_text(buffer.getvalue(), encoding="utf-8")
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("heldout", heldout), ("labelled", labelled), ("full", rest)):
+        write(paths[name], part, ["text", "category"])
+    write(paths["unlabelled"], unlabelled, ["text"])
+    stamp.write_text(SPLIT_VERSION)
+    return paths
+
+
+def task_files(options, folder: Path) -> dict[str, Path]:
+    """The task's held-out, unlabelled, teacher (`full`), students' labelled (`labelled`) and `dev` files."""
+    if options.task == "banking77":
+        source = Path(options.banking77_dir)
+        if not (source / "train.csv").is_file() or not (source / "test.csv").is_file():
+            sys.exit(f"--banking77_dir {source}: needs BANKING77's train.csv and test.csv")
+        return {**split_banking77(source / "train.csv", folder), "dev": source / "test.csv"}
+    glue_train = Path(options.glue_train_file)
+    if not glue_train.is_file():
+        sys.exit(f"--glue_train_file {glue_train} not found: pass GLUE's SST-2 train.tsv")
+    files = split_sst2(glue_train, folder, options.unlabelled)
+    return {**files, "labelled": ROOT / "data" / "sst2" / "train.tsv", "dev": ROOT / "data" / "sst2" / "dev.tsv"}
+
+
 def train_generator_head(base: str, texts: list[str], output_dir: Path, steps: int = 300) -> None:
     """MiniLM as a masked LM whose head (missing from the checkpoint) learns on SST-2 text; encoder frozen."""
     from transformers import AutoTokenizer, BertForMaskedLM
@@ -153,6 +254,19 @@ def train_generator_head(base: str, texts: list[str], output_dir: Path, steps: i
     model = BertForMaskedLM.from_pretrained(base)
     model.bert.requires_grad_(False)
     train_masked_lm(model, AutoTokenizer.from_pretrained(base), texts, output_dir, steps, learning_rate=1e-3)
+
+
+def task_texts(path: Path) -> list[str]:
+    """The text column of a task file (SST-2's TSV `sentence`, BANKING77's CSV `text`)."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        delimiter = "\t" if path.suffix == ".tsv" else ","
+        reader = csv.DictReader(
+            f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        )
+        column = "sentence" if "sentence" in (reader.fieldnames or []) else "text"
+        return [row[column] for row in reader]
 
 
 def train_masked_lm(model, tokenizer, texts: list[str], output_dir: Path, steps: int, learning_rate: float) -> None:
@@ -201,8 +315,8 @@ class Runner:
     """Runs hf_kd jobs as subprocesses, `jobs` at a time, each with its share of the CPU threads; a job
     that runs alone (the teacher, before the pool starts) gets them all."""
 
-    def __init__(self, jobs: int, deadline: float | None) -> None:
-        self.jobs, self.deadline = jobs, deadline
+    def __init__(self, jobs: int, deadline: float | None, task: Task = TASKS["sst2"]) -> None:
+        self.jobs, self.deadline, self.task = jobs, deadline, task
         self.all_threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
         self.threads = max(1, self.all_threads // jobs)
         self.lock = threading.Lock()
@@ -231,7 +345,7 @@ class Runner:
         (model_dir / "dev").mkdir(parents=True, exist_ok=True)
         (model_dir / "dev" / RUN_KEY).write_text(json.dumps(key, indent=1))
         args = ["--method", "normal", "--do_train", "false", "--model_name_or_path", str(model_dir)]
-        args += ["--task_name", "sst2", "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
+        args += [*self.task.data_flags, "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
         args += ["--max_seq_length", "64", "--per_device_eval_batch_size", "128", "--report_to", "none"]
         args += ["--output_dir", str(model_dir / "dev"), "--overwrite_output_dir", "true"]
         self._call(f"{name} [dev]", model_dir / "dev_log.txt", args, alone)
@@ -332,22 +446,23 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     each ablation on held-out against the method's default flags (the analysis below the marker stays)."""
     import statistics
 
+    task = TASKS[getattr(options, "task", "sst2")]
     summary = choose(with_shared_no_kd([r for r in runs if not r["variant"]]), len(options.seeds))
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
     rates = ", ".join(f"{lr:g}" for lr in sorted({r["learning_rate"] for r in runs}))
     lines = [
-        f"# Quality benchmark: SST-2 with a real pretrained BERT{'' if options.student == 'minilm2' else ', student from scratch'}",
+        f"# Quality benchmark: {task.title} with a real pretrained BERT{'' if options.student == 'minilm2' else ', student from scratch'}",
         "",
         f"Tables written by `{command}` from every finished run in its output folder; the commands that "
         "made the runs are in the notes below the tables.",
         "",
-        "Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on every SST-2 training sentence but the held-out ones "
-        f"({counts['full']:,}, 1 epoch, lr 5e-5); {STUDENTS[options.student]}. Every method: the original's "
+        f"Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on every {task.title} training example but the held-out ones "
+        f"({counts['full']:,}; `{' '.join(task.teacher_flags)}`); {STUDENTS[options.student]}. Every method: the original's "
         f"default weights and schedule, batch 32, length 64, linear decay, {options.steps:,} student steps "
         f"(`full`: 1 epoch); student learning rate chosen per setting and method from {{{rates}}} by mean "
-        f"accuracy on {HELD_OUT_ROWS:,} held-out SST-2 training sentences; seeds {', '.join(map(str, options.seeds))}. "
-        "Reported: the full GLUE SST-2 dev set (872 sentences), never used for a choice. Δ is the paired "
+        f"accuracy on {HELD_OUT_ROWS:,} {task.held_out} (sharing no phrase with any other split); seeds "
+        f"{', '.join(map(str, options.seeds))}. Reported: {task.reported_on}, never used for a choice. Δ is the paired "
         "per-seed difference to no KD (mean, 95% t-interval, seeds won).",
         "",
         f"Teacher: held-out {100 * teacher['heldout']:.2f}, dev **{100 * teacher['dev']:.2f}**.",
@@ -355,7 +470,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     ]
     table_rows = {}
     for setting in settings:
-        description = SETTINGS[setting].format(**counts)
+        description = task.settings[setting].format(**counts)
         lines += [
             f"## `{setting}`: {description}",
             "",
@@ -402,7 +517,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     previous = results_md.read_text() if results_md.is_file() else ""
     analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
     results_md.write_text("\n".join(lines) + "\n" + analysis)
-    plot(table_rows, teacher, settings, methods, len(options.seeds), chart)
+    plot(table_rows, teacher, settings, methods, len(options.seeds), chart, task.title)
     return table_rows
 
 
@@ -457,7 +572,13 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
 
 
 def plot(
-    rows: dict[str, dict], teacher: dict, settings: list[str], methods: list[str], n_seeds: int, path: Path
+    rows: dict[str, dict],
+    teacher: dict,
+    settings: list[str],
+    methods: list[str],
+    n_seeds: int,
+    path: Path,
+    title: str = "SST-2",
 ) -> None:
     import matplotlib
 
@@ -481,7 +602,7 @@ def plot(
     low = min((100 * (c["dev"] - c["dev_std"]) for c in rows.values()), default=70)
     axis.set_ylim(low - 3, 100 * teacher["dev"] + 2)
     axis.set_xticks(range(len(methods)), methods)
-    axis.set(ylabel="SST-2 dev accuracy (%)", title=f"2-layer MiniLM student, {n_seeds} seeds (mean ± std)")
+    axis.set(ylabel=f"{title} accuracy, reported split (%)", title=f"{n_seeds} seeds (mean ± std)")
     axis.legend(ncol=len(settings) + 1, fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
@@ -528,9 +649,20 @@ def parse_options(argv: list[str] | None = None):
         default=str(ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"),
         help="GLUE's SST-2 train.tsv (67,349 sentences): teacher data, held-out and unlabelled text",
     )
-    parser.add_argument("--report", default=str(DEFAULT_REPORT), help="the Markdown report (chart beside it)")
+    parser.add_argument("--task", choices=list(TASKS), default="sst2", help="the real task (default SST-2)")
+    parser.add_argument(
+        "--banking77_dir", default=str(SHARED_DATA / "banking77"), help="BANKING77's train.csv and test.csv"
+    )
+    parser.add_argument(
+        "--report",
+        help="the Markdown report, its chart beside it (default: benchmarks/RESULTS.md, RESULTS_banking77.md)",
+    )
     parser.add_argument("--report_only", action="store_true", help="rewrite RESULTS.md from the finished runs")
     options = parser.parse_args(argv)
+    if options.report is None:
+        options.report = str(
+            DEFAULT_REPORT if options.task == "sst2" else DEFAULT_REPORT.with_name(f"RESULTS_{options.task}.md")
+        )
     for key, value in PRESETS[options.preset].items():
         if getattr(options, key) is None:
             setattr(options, key, value)
@@ -559,29 +691,27 @@ def parse_options(argv: list[str] | None = None):
 def benchmark(argv: list[str] | None = None) -> None:
     options = parse_options(argv)
     out = Path(options.output_dir)
-    glue_train = Path(options.glue_train_file)
-    if not glue_train.is_file():
-        sys.exit(f"--glue_train_file {glue_train} not found: pass GLUE's SST-2 train.tsv")
-    files = split_sst2(glue_train, out / "data", options.unlabelled)
-    counts = {"unlabelled": options.unlabelled, "full": len(files["full"].read_text().splitlines()) - 1}
-    labelled, dev = ROOT / "data" / "sst2" / "train.tsv", ROOT / "data" / "sst2" / "dev.tsv"
+    task = TASKS[options.task]
+    files = task_files(options, out / "data")
+    counts = {name: len(files[name].read_text().splitlines()) - 1 for name in ("unlabelled", "full", "labelled")}
+    labelled, dev = files["labelled"], files["dev"]
     deadline = None if options.deadline_minutes is None else time.time() + 60 * options.deadline_minutes
-    runner = Runner(options.jobs, deadline)
+    runner = Runner(options.jobs, deadline, task)
     root = runs_root(out, options.student)
     results_name = "results.json" if options.student == "minilm2" else f"results_{options.student}.json"
     command = " ".join(["python benchmarks/quality_sst2.py", *map(shlex.quote, sys.argv[1:])]).strip()
-    common = ["--task_name", "sst2", "--validation_file", str(files["heldout"]), "--max_seq_length", "64"]
+    common = [*task.data_flags, "--validation_file", str(files["heldout"]), "--max_seq_length", "64"]
     common += ["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128"]
     common += ["--lr_scheduler_type", "linear", "--save_strategy", "no", "--logging_steps", "50"]
     common += ["--report_to", "none", "--disable_tqdm", "true"]
     if not options.report_only:
         base = options.base_model or minilm_path()
-        teacher_args = ["--method", "normal", "--model_name_or_path", base, "--learning_rate", "5e-5"]
+        teacher_args = ["--method", "normal", "--model_name_or_path", base, *task.teacher_flags]
         teacher_args += ["--max_steps", str(options.teacher_steps)] if options.teacher_steps else []
-        teacher_args += ["--num_train_epochs", "1", "--seed", "42", "--train_file", str(files["full"]), *common]
+        teacher_args += ["--seed", "42", "--train_file", str(files["full"]), *common]
         runner.run("teacher", out / "teacher", teacher_args, alone=True)
         runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
-        texts = [line.split("\t")[0] for line in labelled.read_text().splitlines()[1:]]
+        texts = task_texts(labelled)
         if options.student == "minilm2":
             student_init, generator = out / "student_init", out / "generator"
             if not (student_init / "config.json").is_file():
@@ -591,7 +721,7 @@ def benchmark(argv: list[str] | None = None) -> None:
             if needs_generator(options) and not (generator / "config.json").is_file():
                 train_generator_head(base, texts, generator)
         else:
-            teacher_texts = [line.split("\t")[0] for line in files["full"].read_text().splitlines()[1:]]
+            teacher_texts = task_texts(files["full"])
             student_init, generator = scratch_student(out, teacher_texts, needs_generator(options))
         models = ["--model_name_or_path", str(student_init), "--teacher_name_or_path", str(out / "teacher")]
         models += ["--generator_name_or_path", str(generator)]
@@ -599,22 +729,21 @@ def benchmark(argv: list[str] | None = None) -> None:
         jobs: dict[Path, tuple] = {}  # one job per folder: no KD's runs serve both label settings
         for variant, flags in options.variants.items():
             tag = f"_{variant}" if variant else ""
-            for setting in options.settings:
-                if variant:  # the report names each ablation's flags
-                    (root / f"{setting}{tag}").mkdir(parents=True, exist_ok=True)
-                    (root / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
-                data = ["--train_file", str(files["full"] if setting == "full" else labelled)]
-                data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
-                for method in options.variant_methods[variant]:
+            for setting in options.settings if variant else []:  # the report names each ablation's flags
+                (root / f"{setting}{tag}").mkdir(parents=True, exist_ok=True)
+                (root / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
+            # jobs start method by method (every setting, every seed), in the order --methods gives
+            for method in options.variant_methods[variant]:
+                for setting in options.settings:
+                    data = ["--train_file", str(files["full"] if setting == "full" else labelled)]
+                    data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
                     if setting == "unlabelled" and method != "normal":
-                        data_of_method = [*data, "--unlabeled_file", str(files["unlabelled"])]
-                    else:
-                        data_of_method = data
+                        data += ["--unlabeled_file", str(files["unlabelled"])]
                     for learning_rate in options.learning_rates:
                         for seed in options.seeds:
                             folder = run_folder(root, setting, method, learning_rate, seed, tag)
                             if folder not in jobs:
-                                args = ["--method", method, *models, *data_of_method, *common]
+                                args = ["--method", method, *models, *data, *common]
                                 args += ["--learning_rate", str(learning_rate), "--seed", str(seed)]
                                 args += [*shlex.split(options.extra_args), *shlex.split(flags)]
                                 name = f"{setting}{tag} {method} lr {learning_rate:g} seed {seed}"

@@ -10,6 +10,7 @@ from benchmarks.heldout import OverlapIndex, carve_heldout, normalise, without_o
 from tests.conftest import ROOT
 
 GLUE_SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"
+BANKING77 = ROOT.parent / "shared" / "data" / "banking77"
 
 
 def test_normalise_lowers_collapses_and_strips_end_punctuation():
@@ -56,11 +57,37 @@ def test_heldout_shares_no_phrase_with_any_other_split_on_the_real_files(tmp_pat
         "demo unlabelled": (ROOT / "data/sst2/unlabelled.tsv").read_text().splitlines()[1:],
     }
     assert len(others["unlabelled"]) == 10_000 and len(others["teacher"]) > 55_000
+    _assert_disjoint(heldout, others)
+    assert len({normalise(h) for h in heldout}) == HELD_OUT_ROWS
+    assert Path(paths["heldout"]).read_text().splitlines()[1].split("\t")[1] in ("0", "1")
+
+
+def _assert_disjoint(heldout: list[str], others: dict[str, list[str]]) -> None:
     heldout_text = _padded(heldout)
     for name, rows in others.items():
         rows_text = _padded(rows)
         inside = [h for h in heldout if f" {normalise(h)} " in rows_text]
         contained = [r for r in rows if normalise(r) and f" {normalise(r)} " in heldout_text]
         assert not inside and not contained, (name, inside[:3], contained[:3])
-    assert len({normalise(h) for h in heldout}) == HELD_OUT_ROWS
-    assert Path(paths["heldout"]).read_text().splitlines()[1].split("\t")[1] in ("0", "1")
+
+
+@pytest.mark.skipif(not (BANKING77 / "train.csv").is_file(), reason="needs BANKING77 at ../shared/data")
+def test_banking77_heldout_shares_no_phrase_and_the_students_get_ten_labels_per_intent(tmp_path):
+    import csv
+    from collections import Counter
+
+    from benchmarks.quality_sst2 import HELD_OUT_ROWS, split_banking77
+
+    paths = split_banking77(BANKING77 / "train.csv", tmp_path)
+    parts = {}
+    for name, path in paths.items():
+        with open(path, encoding="utf-8", newline="") as f:
+            parts[name] = list(csv.DictReader(f))
+    heldout = [row["text"] for row in parts["heldout"]]
+    assert len(heldout) == len(set(heldout)) == HELD_OUT_ROWS
+    assert set(Counter(row["category"] for row in parts["labelled"]).values()) == {10}
+    assert len(parts["labelled"]) == 770 and set(parts["unlabelled"][0]) == {"text"}
+    assert len(parts["labelled"]) + len(parts["unlabelled"]) == len(parts["full"])
+    _assert_disjoint(
+        heldout, {name: [row["text"] for row in parts[name]] for name in ("labelled", "unlabelled", "full")}
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import statistics
+import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def quality():
     spec = importlib.util.spec_from_file_location("quality_sst2", ROOT / "benchmarks" / "quality_sst2.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["quality_sst2"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
