@@ -465,6 +465,14 @@ def check_teacher(trainer, data) -> TeacherWorth:
     trainer.prepare_teacher_cache()  # the check reads the unlabelled rows from it when there is one
     worth = assess_teacher(trainer, data, trainer.args.teacher_check_rows)
     logger.info("Teacher: %s.", worth.card_text())
+    shown = {
+        f"teacher_{worth.metric}": worth.score,
+        f"majority_class_{worth.metric}": worth.majority_score,
+        "teacher_unlabelled_rows_checked": worth.unlabelled_rows or None,
+        "teacher_unlabelled_mean_top_probability": worth.mean_top_probability,
+        "teacher_unlabelled_largest_class_share": max(worth.teacher_shares) if worth.teacher_shares else None,
+    }
+    trainer.log_metrics("teacher check", {name: value for name, value in shown.items() if value is not None})
     if worth.mean_top_probability is not None:
         shares = ", ".join(
             f"{name} {teacher:.0%} (labels {label:.0%})"
