@@ -276,13 +276,15 @@ def train_masked_lm(model, tokenizer, texts: list[str], output_dir: Path, steps:
     from transformers import DataCollatorForLanguageModeling, set_seed
 
     set_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # on a GPU machine: minutes on CPU, seconds here
+    model.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     data = Dataset.from_dict(dict(tokenizer(texts, truncation=True, max_length=64)))
     model.train()
     for step in range(steps):
         rows = [data[(step * 32 + i) % len(data)] for i in range(32)]
-        loss = model(**collator(rows)).loss
+        loss = model(**{name: value.to(device) for name, value in collator(rows).items()}).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
