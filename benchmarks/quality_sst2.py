@@ -71,7 +71,7 @@ PRESETS = {
 HELD_OUT_ROWS = 1000
 STUDENTS = {
     "minilm2": "student 2 layers initialised from MiniLM's layers 2 and 5; generator MiniLM with its LM head trained "
-    "on SST-2 text (encoder frozen)",
+    "on the students' labelled text (encoder frozen)",
     "scratch": "student from scratch across tokenizers: RoBERTa-style 4 x 256, random weights, its own byte-level "
     "BPE vocabulary of 8,000 trained on the teacher's SST-2 text (`hf_kd.student_init --from_scratch`); generator "
     "for MATE-KD a 2 x 256 masked LM with the student's tokenizer, trained on the same text",
