@@ -393,6 +393,18 @@ def load_unlabelled(
     return dataset.add_column("label", [marker] * len(dataset))
 
 
+def has_labels(dataset: Dataset) -> bool:
+    """Whether a split has a 'label' column with at least one label in it."""
+    return "label" in dataset.column_names and any(not is_missing_label(value) for value in dataset["label"])
+
+
+def _as_unlabelled(dataset: Dataset) -> Dataset:
+    """Every row without a label (`IGNORE_LABEL`, NaN for regression): text the teacher check reads."""
+    if "label" in dataset.column_names:
+        dataset = dataset.remove_columns("label")
+    return dataset.add_column("label", [None] * len(dataset))
+
+
 def _append_unlabelled(labelled: Dataset, unlabelled: Dataset, columns: tuple[str, str | None]) -> Dataset:
     """The labelled rows (text columns and label only) followed by the unlabelled ones."""
     texts = [column for column in columns if column is not None]
@@ -417,11 +429,14 @@ def prepare_data(
     cache_dir: str | None = None,
     teacher_tokenizer: PreTrainedTokenizerBase | None = None,
     teacher_max_seq_length: int | None = None,
+    validation_labels_required: bool = True,
 ) -> TaskData:
     """Load, subsample, label and tokenise the training and validation splits.
 
     With a `teacher_tokenizer` (a teacher whose vocabulary is not the student's), every example is also
     tokenised with it, into `teacher_input_ids`, `teacher_attention_mask` (and `teacher_token_type_ids`).
+    Without `validation_labels_required` (no evaluation), a validation file without labels is kept as text
+    (its labels `IGNORE_LABEL`): the teacher check reads the teacher's confidence on it.
     """
     task = normalise_task_name(data_args.task_name)
     raw = load_raw(data_args, cache_dir)
@@ -467,7 +482,17 @@ def prepare_data(
         text_columns(dataset, task, source[split], data_args.text_columns)
         _report_empty_texts(dataset, (first, second), source[split])
         _report_duplicate_ids(dataset, source[split])
-        dataset, missing = _label_ids(dataset, label_list, source[split], allow_unlabelled=split == "train")
+        if split == "validation" and not has_labels(dataset):
+            if validation_labels_required:
+                raise ArgumentError(
+                    f"{source[split]} has no labels (its columns: {dataset.column_names}): evaluation needs them. "
+                    "Add the gold labels (or name their column with --label_column_name), or pass --do_eval false "
+                    "to read it for the teacher check's confidence statistics only."
+                )
+            dataset = _as_unlabelled(dataset)
+        dataset, missing = _label_ids(
+            dataset, label_list, source[split], allow_unlabelled=split != "validation" or not validation_labels_required
+        )
         if split == "train" and unlabelled is not None:
             dataset = _append_unlabelled(dataset, unlabelled, (first, second))
             missing += len(unlabelled)

@@ -53,6 +53,7 @@ class TeacherWorth:
     label_shares: list[float] | None = None  # per class, the labelled training rows
     label_names: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
+    confidence_on: str = "the unlabelled training rows"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +79,8 @@ def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWor
     metric = main_metric(data.task_name, data.is_regression)
     labelled = labelled_rows(data.train)
     scored, measured_on = data.validation, "the validation data"
-    if scored is None or len(labelled_rows(scored)) < len(scored):
+    validation_unlabelled = scored is not None and len(labelled_rows(scored)) < len(scored)
+    if scored is None or validation_unlabelled:
         scored, measured_on = labelled, "the labelled training rows (no validation data with labels)"
     worth = TeacherWorth(metric, None, None, measured_on, label_names=data.label_list)
     if len(scored):
@@ -95,12 +97,17 @@ def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWor
     worth.label_shares = class_shares(np.asarray(labelled["label"]), data.num_labels)
     labels = np.asarray(data.train["label"], dtype=float)
     unlabelled = np.flatnonzero(labels == IGNORE_LABEL)
-    if len(unlabelled):
+    logits = None
+    if validation_unlabelled:  # the text the student will be judged on, without labels: confidence only
+        worth.confidence_on = "the validation data (it has no labels: the teacher's confidence only)"
+        logits = teacher_logits(trainer, data.validation.select(range(min(max_unlabelled_rows, len(data.validation)))))
+    elif len(unlabelled):
         cache = trainer.teacher_cache
         if cache is not None:
             logits = cache.tensors["logits"][torch.as_tensor(data.train.select(unlabelled)[INDEX_COLUMN])]
         else:
             logits = teacher_logits(trainer, data.train.select(unlabelled[:max_unlabelled_rows]))
+    if logits is not None:
         probabilities = logits.softmax(-1)
         worth.unlabelled_rows = len(logits)
         worth.mean_top_probability = probabilities.max(-1).values.mean().item()
@@ -125,8 +132,8 @@ def teacher_warnings(worth: TeacherWorth) -> list[str]:
         if teacher_share >= label_share + SKEWED_TEACHER_GAP:
             name = names[top] if top < len(names) else str(top)
             warnings.append(
-                f"The teacher predicts '{name}' for {teacher_share:.0%} of the {worth.unlabelled_rows:,} unlabelled "
-                f"rows checked, against {label_share:.0%} of the labels: KD on that text pulls the student toward "
+                f"The teacher predicts '{name}' for {teacher_share:.0%} of the {worth.unlabelled_rows:,} rows checked "
+                f"of {worth.confidence_on}, against {label_share:.0%} of the labels: KD on such text pulls the student toward "
                 "one class (use fewer unlabelled rows, a lower --kd_temperature, or --baseline_twin true to check)."
             )
     return warnings

@@ -284,6 +284,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0, lab
         cache_dir=model_args.cache_dir,
         teacher_tokenizer=teacher_tokenizer,
         teacher_max_seq_length=data_args.teacher_max_seq_length,
+        validation_labels_required=training_args.do_eval,
     )
     if labelled_only:
         data.train, data.unlabelled = labelled_rows(data.train), 0
@@ -497,7 +498,8 @@ def collapse_guard(trainer, data) -> CollapseGuard | None:
     rows = trainer.args.collapse_check_rows
     if rows == 0 or data.is_regression:
         return None
-    dataset = data.validation if data.validation is not None else labelled_rows(data.train)
+    labelled = data.validation is not None and len(labelled_rows(data.validation)) == len(data.validation)
+    dataset = data.validation if labelled else labelled_rows(data.train)
     guard = CollapseGuard(trainer, dataset, rows, data.label_list, trainer.args.stop_on_collapse)
     trainer.add_callback(guard)
     return guard

@@ -80,9 +80,9 @@ def test_teacher_warnings_only_when_they_apply():
     assert teacher_warnings(fine) == []
     skewed = TeacherWorth("accuracy", 0.9, 0.5, "v", 100, 0.9, [0.95, 0.05], [0.7, 0.3], ["neg", "pos"])
     assert teacher_warnings(skewed) == [
-        "The teacher predicts 'neg' for 95% of the 100 unlabelled rows checked, against 70% of the labels: KD on "
-        "that text pulls the student toward one class (use fewer unlabelled rows, a lower --kd_temperature, or "
-        "--baseline_twin true to check)."
+        "The teacher predicts 'neg' for 95% of the 100 rows checked of the unlabelled training rows, against 70% of "
+        "the labels: KD on such text pulls the student toward one class (use fewer unlabelled rows, a lower "
+        "--kd_temperature, or --baseline_twin true to check)."
     ]
     weak = TeacherWorth("matthews_correlation", 0.03, 0.0, "v")
     assert "matthews_correlation 0.030" in teacher_warnings(weak)[0]
@@ -177,3 +177,18 @@ def test_twin_and_guard_refusals(bert, sst2_files, tmp_path, method, extra, mess
     with pytest.raises(ArgumentError, match=message):
         main(cli_args(bert, sst2_files, tmp_path / "run", method, *extra))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_validation_file_without_labels_gives_the_teachers_confidence_only(bert, sst2_files, tmp_path):
+    """With --do_eval false it is read as text: the teacher's score comes from the labelled training rows and its
+    confidence from the validation rows, and the record says so; with evaluation on it is refused."""
+    rows = Path(sst2_files["dev"]).read_text().splitlines()[1:]
+    (tmp_path / "text.tsv").write_text("sentence\n" + "".join(row.split("\t")[0] + "\n" for row in rows))
+    files = {"train": sst2_files["train"], "dev": str(tmp_path / "text.tsv")}
+    with pytest.raises(ArgumentError, match=r"text\.tsv has no labels .*--do_eval false"):
+        main(cli_args(bert, files, tmp_path / "refused", "kd"))
+    main(cli_args(bert, files, tmp_path / "run", "kd", "--do_eval", "false"))
+    worth = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())["teacher"]
+    assert worth["measured_on"].startswith("the labelled training rows")
+    assert worth["confidence_on"].startswith("the validation data (it has no labels")
+    assert worth["unlabelled_rows"] == 48 and worth["mean_top_probability"] > 0.5
