@@ -88,13 +88,13 @@ def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWor
         references = np.asarray(scored["label"])
         predictions = logits[:, 0] if data.is_regression else logits.argmax(-1)
         worth.score = glue_metrics(data.task_name, predictions, references, data.is_regression)[metric]
-        if not data.is_regression:
+        if not data.is_regression and len(labelled):  # without labelled rows there is no majority to compare with
             majority = np.bincount(np.asarray(labelled["label"], dtype=np.int64)).argmax()
             constant = np.full_like(references, majority)
             worth.majority_score = glue_metrics(data.task_name, constant, references)[metric]
     if data.is_regression:
         return worth
-    worth.label_shares = class_shares(np.asarray(labelled["label"]), data.num_labels)
+    worth.label_shares = class_shares(np.asarray(labelled["label"]), data.num_labels) if len(labelled) else None
     labels = np.asarray(data.train["label"], dtype=float)
     unlabelled = np.flatnonzero(labels == IGNORE_LABEL)
     logits = None

@@ -476,8 +476,10 @@ def check_teacher(trainer, data) -> TeacherWorth:
     trainer.log_metrics("teacher check", {name: value for name, value in shown.items() if value is not None})
     if worth.mean_top_probability is not None:
         shares = ", ".join(
-            f"{name} {teacher:.0%} (labels {label:.0%})"
-            for name, teacher, label in zip(data.label_list, worth.teacher_shares, worth.label_shares, strict=True)
+            f"{name} {teacher:.0%}" + ("" if label is None else f" (labels {label:.0%})")
+            for name, teacher, label in zip(
+                data.label_list, worth.teacher_shares, worth.label_shares or [None] * data.num_labels, strict=True
+            )
         )
         logger.info(
             "Teacher on %d unlabelled rows: mean top probability %.3f; predicted classes: %s.",
