@@ -476,8 +476,8 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         lines += [
             f"## `{setting}`: {description}",
             "",
-            "| method | lr | held-out | dev (mean ± std) | Δ dev vs no KD [95% CI] | won | s / run |",
-            "|---|---|---|---|---|---|---|",
+            "| method | lr | held-out | dev (mean ± std) | Δ dev vs no KD [95% CI] | won | s / run | variants run |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         baseline = summary.get((setting, "normal"))
         base_dev = {r["seed"]: r["dev"] for r in baseline["runs"]} if baseline else {}
@@ -496,9 +496,12 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
                 won = f"{paired['wins']}/{len(paired['seeds'])}"
                 row["paired_difference"] = paired
             table_rows[f"{setting}/{method}"] = row
+            # how many flag sets this method was screened over here (its defaults and each ablation): a method
+            # looked at in 8 variants and one in 2 are not compared on equal terms
+            variants = len({r["variant"] for r in runs if (r["setting"], r["method"]) == (setting, method)})
             lines.append(
                 f"| {method} | {cell['learning_rate']:g} | {100 * cell['heldout']:.2f} | "
-                f"{100 * row['dev']:.2f} ± {100 * row['dev_std']:.2f} | {delta} | {won} | {wall:.0f} |"
+                f"{100 * row['dev']:.2f} ± {100 * row['dev_std']:.2f} | {delta} | {won} | {wall:.0f} | {max(variants, 1)} |"
             )
         lines.append("")
     lines += ablation_table(runs, summary, options)

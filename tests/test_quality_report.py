@@ -66,6 +66,9 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     assert rows["few_labels/cilda_minild"]["paired_difference"]["differences"] == pytest.approx([0.03, 0.02, 0.03])
     assert f"| cilda_minild | 0.0001 | 84.00 | 81.00 ± {100 * statistics.stdev(DEFAULT[1]):.2f} | +2.67 [" in text
     assert "| 3/3 |" in text and "kd" not in rows
+    # each method's row says over how many flag sets it was screened: defaults, no_crd, t2, t4 / defaults only
+    method_rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert method_rows["| cilda_minild"].endswith("| 4 |") and method_rows["| normal"].endswith("| 1 |")
     # the ablation against the default on held-out: +1, +2, -1 points; on dev +1, -1, +2
     heldout = [a - b for a, b in zip(NO_CRD[0], DEFAULT[0], strict=True)]
     mean = 100 * statistics.fmean(heldout)
