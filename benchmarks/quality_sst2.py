@@ -344,13 +344,13 @@ class Runner:
         key = {"model": content_hash(model_dir / "model.safetensors"), "dev": content_hash(dev_file)}
         if is_finished(model_dir / "dev", key, f"{name} [dev]"):
             return
-        (model_dir / "dev").mkdir(parents=True, exist_ok=True)
-        (model_dir / "dev" / RUN_KEY).write_text(json.dumps(key, indent=1))
         args = ["--method", "normal", "--do_train", "false", "--model_name_or_path", str(model_dir)]
         args += [*self.task.data_flags, "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
         args += ["--max_seq_length", "64", "--per_device_eval_batch_size", "128", "--report_to", "none"]
         args += ["--output_dir", str(model_dir / "dev"), "--overwrite_output_dir", "true"]
         self._call(f"{name} [dev]", model_dir / "dev_log.txt", args, alone)
+        if (model_dir / "dev").is_dir():  # the key beside the results, written once they exist, as `run` does
+            (model_dir / "dev" / RUN_KEY).write_text(json.dumps(key, indent=1))
 
     def _call(self, name: str, log: Path, args: list[str], alone: bool) -> None:
         threads = self.all_threads if alone else self.threads
