@@ -512,7 +512,8 @@ def compare_with_twin(model_args, data_args, training_args, trainer, data, resul
     OUTPUT_DIR/no_kd_twin, evaluate it, and keep the better student with --load_best_of_twins."""
     output_dir = training_args.output_dir
     twin_dir = os.path.join(output_dir, TWIN_FOLDER)
-    reset = {f"{prefix}{term}": None for prefix in ("weight_", "generator_weight_") for term in TERMS}
+    weights = [f"{prefix}{term}" for prefix in ("weight_", "generator_weight_") for term in TERMS]
+    unset = {name: None for name in weights if hasattr(training_args, name)}  # normal's own defaults apply
     twin_args = dataclasses.replace(
         training_args,
         method="normal",
@@ -524,7 +525,7 @@ def compare_with_twin(model_args, data_args, training_args, trainer, data, resul
         overwrite_output_dir=True,
         resume_from_checkpoint=None,
         report_to=[],
-        **{name: None for name in reset if hasattr(training_args, name)},
+        **unset,
     )
     twin_data_args = dataclasses.replace(data_args, unlabeled_file=None)
     logger.info("Training the no-KD twin (%d steps, labelled rows only) in %s.", twin_args.max_steps, twin_dir)
