@@ -5,6 +5,7 @@
 #   then, with the device tool, carry [".gpu"] and run (each well inside the 10-minute limit):
 #   bash benchmarks/gpu_session.sh speed      # bench_step, RoBERTa-large geometry, fp32/bf16/bf16-teacher (<= 9 min)
 #   bash benchmarks/gpu_session.sh quality    # SST-2 (leak-free split, both settings, T and weights) and BANKING77 side by side (~9 min)
+#   bash benchmarks/gpu_session.sh remedies   # weak and strong teachers, KD's remedies against no KD; scratch student (~9 min)
 #
 # The device image has torch, transformers and pyarrow but not datasets, dill and multiprocess: they
 # travel as wheels. all-MiniLM-L6-v2 (90 MB in fp32) is over the 64 MiB a call carries: it travels in
@@ -127,7 +128,86 @@ quality() {
     grep -h '^==' /tmp/quality_log_sst2.txt /tmp/quality_log_banking77.txt | tail -n 80
 }
 
+remedies() {
+    setup
+    # Issue 29: KD with unlabelled text under a weak teacher (SST-2: 250 labels per class; BANKING77: 3 per
+    # intent, both among the students' own labels) and the strong one, against no KD, with each remedy as an
+    # ablation of KD; then (issue 27) the from-scratch student across tokenizers with the strong teacher.
+    # Four benchmarks side by side; jobs start no KD, KD, then remedy by remedy.
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+    # shellcheck disable=SC2086
+    local common=(--preset gpu --seeds $SEEDS --steps "$STEPS" --base_model "$MINILM" --learning_rates 1e-4)
+    common+=(--deadline_minutes "$DEADLINE_MINUTES")
+    local remedies=(--settings unlabelled --methods normal kd --ablation_methods kd)
+    remedies+=(--ablation "t4=--kd_temperature 4" --ablation "share50=--labelled_share 0.5")
+    remedies+=(--ablation "confidence=--kd_row_weighting confidence" --ablation "min08=--kd_min_confidence 0.8")
+    remedies+=(--ablation "balanced=--kd_row_weighting class_balanced")
+    remedies+=(--ablation "share50_confidence=--labelled_share 0.5 --kd_row_weighting confidence")
+    local sst2=(--task sst2 --glue_train_file "$CARRY/sst2_train.tsv")
+    local banking=(--task banking77 --banking77_dir "$CARRY/banking77")
+    local strong_teacher=(${TEACHER_STEPS:+--teacher_steps "$TEACHER_STEPS"})
+    mkdir -p /tmp/quality_out
+    declare -A runs=(
+        [weak_sst2]="${sst2[*]@Q} --teacher_per_class 250 --teacher_steps ${WEAK_SST2_TEACHER_STEPS:-100} ${remedies[*]@Q}"
+        [weak_banking77]="${banking[*]@Q} --teacher_per_class 3 --teacher_steps ${WEAK_BANKING_TEACHER_STEPS:-300} ${remedies[*]@Q}"
+        [strong_sst2]="${sst2[*]@Q} ${strong_teacher[*]@Q} ${remedies[*]@Q}"
+    )
+    local name pids=()
+    for name in "${!runs[@]}"; do
+        eval "local options=(${runs[$name]})"
+        timeout "${QUALITY_TIMEOUT:-540}" python3 benchmarks/quality_sst2.py "${common[@]}" "${options[@]}" \
+            --output_dir "/tmp/q_$name" --report "/tmp/quality_out/RESULTS_$name.md" --jobs "${JOBS_REMEDIES:-5}" \
+            >"/tmp/quality_log_$name.txt" 2>&1 &
+        pids+=($!)
+    done
+    # the scratch student reads the strong teacher: it starts once that teacher is scored on dev
+    (
+        while [ ! -f /tmp/q_strong_sst2/teacher/dev/all_results.json ]; do sleep 5; done
+        eval "local options=(${runs[strong_sst2]})"
+        timeout "${SCRATCH_TIMEOUT:-420}" python3 benchmarks/quality_sst2.py "${common[@]}" "${sst2[@]}" \
+            "${strong_teacher[@]}" --student scratch --settings few_labels unlabelled --methods ${SCRATCH_METHODS:-normal kd mate_kd} \
+            --learning_rates 5e-4 --output_dir /tmp/q_strong_sst2 --report /tmp/quality_out/RESULTS_scratch_sst2.md \
+            --jobs "${JOBS_SCRATCH:-3}" >/tmp/quality_log_scratch.txt 2>&1
+    ) &
+    local scratch=$!
+    ( sleep "${QUALITY_TIMEOUT:-540}"; kill "$scratch" 2>/dev/null ) &
+    local killer=$!
+    wait "${pids[@]}" "$scratch" || true
+    kill "$killer" 2>/dev/null || true
+    for name in "${!runs[@]}" scratch; do
+        local folder=/tmp/q_$name options=()
+        if [ "$name" = scratch ]; then
+            folder=/tmp/q_strong_sst2
+            options=("${sst2[@]}" --student scratch --settings few_labels unlabelled --methods ${SCRATCH_METHODS:-normal kd mate_kd} \
+                --learning_rates 5e-4 --report /tmp/quality_out/RESULTS_scratch_sst2.md)
+        else
+            eval "options=(${runs[$name]})"
+            options+=(--report "/tmp/quality_out/RESULTS_$name.md")
+        fi
+        python3 benchmarks/quality_sst2.py "${common[@]}" "${options[@]}" --output_dir "$folder" --report_only \
+            >/dev/null 2>>"/tmp/quality_log_$name.txt" || true
+        cp "/tmp/quality_log_$name.txt" /tmp/quality_out/ 2>/dev/null || true
+    done
+    for name in "${!runs[@]}"; do
+        (cd "/tmp/q_$name" && find . \( -name '*.json' -o -name '*.txt' \) -not -path './teacher_cache/*' | tar czf - -T -) \
+            >"/tmp/quality_out/runs_$name.tgz" || true
+    done
+    tar czf "$OUT/remedies.tgz" -C /tmp/quality_out .
+    grep -h '^==' /tmp/quality_log_*.txt | tail -n 60
+}
+
+one() {
+    # one quality_sst2.py command (the flags after `one`) with MiniLM as base model; its runs' records to $OUT
+    setup
+    local folder=/tmp/q_one
+    timeout "${QUALITY_TIMEOUT:-540}" python3 benchmarks/quality_sst2.py --base_model "$MINILM" --output_dir "$folder" \
+        --report "$OUT/RESULTS_one.md" "$@" 2>&1 | grep -a '^==' | tail -n 40 || true
+    (cd "$folder" && find . \( -name '*.json' -o -name '*.txt' \) -not -path './teacher_cache/*' | tar czf - -T -) \
+        >"$OUT/runs_one.tgz" || true
+}
+
 case "${1:-}" in
-    prepare | speed | quality) "$1" ;;
-    *) echo "usage: bash benchmarks/gpu_session.sh prepare|speed|quality" >&2; exit 2 ;;
+    prepare | speed | quality | remedies) "$1" ;;
+    one) shift; one "$@" ;;
+    *) echo "usage: bash benchmarks/gpu_session.sh prepare|speed|quality|remedies|one FLAGS" >&2; exit 2 ;;
 esac

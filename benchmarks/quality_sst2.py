@@ -233,6 +233,30 @@ def split_banking77(train_csv: Path, folder: Path) -> dict[str, Path]:
     return paths
 
 
+def per_class_subset(source: Path, per_class: int, folder: Path) -> Path:
+    """The first `per_class` rows of each class of a task file (SST-2's TSV or BANKING77's CSV, label last), in
+    file order: a weak teacher's data. The files' rows are already shuffled, so the first rows are a random draw."""
+    import csv
+    import io
+
+    delimiter = "\t" if source.suffix == ".tsv" else ","
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with open(source, encoding="utf-8", newline="") as f:
+        header, *rows = list(csv.reader(f, delimiter=delimiter, quoting=quoting))
+    taken: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        if taken.get(row[-1], 0) < per_class:
+            taken[row[-1]] = taken.get(row[-1], 0) + 1
+            kept.append(row)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, quoting=quoting, lineterminator="\n", escapechar="\\")
+    writer.writerows([header, *kept])
+    path = folder / f"teacher_{per_class}_per_class{source.suffix}"
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
 def task_files(options, folder: Path) -> dict[str, Path]:
     """The task's held-out, unlabelled, teacher (`full`), students' labelled (`labelled`) and `dev` files."""
     if options.task == "banking77":
@@ -453,14 +477,16 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
     rates = ", ".join(f"{lr:g}" for lr in sorted({r["learning_rate"] for r in runs}))
+    teacher_steps = getattr(options, "teacher_steps", None)
+    teacher_budget = f", `--max_steps {teacher_steps}`" if teacher_steps else ""
     lines = [
         f"# Quality benchmark: {task.title} with a real pretrained BERT{'' if options.student == 'minilm2' else ', student from scratch'}",
         "",
         f"Tables written by `{command}` from every finished run in its output folder; the commands that "
         "made the runs are in the notes below the tables.",
         "",
-        f"Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on every {task.title} training example but the held-out ones "
-        f"({counts['full']:,}; `{' '.join(task.teacher_flags)}`); {STUDENTS[options.student]}. Every method: the original's "
+        f"Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on {teacher_data(options, counts, task)} "
+        f"(`{' '.join(task.teacher_flags)}`{teacher_budget}); {STUDENTS[options.student]}. Every method: the original's "
         f"default weights and schedule, batch 32, length 64, linear decay, {options.steps:,} student steps "
         f"(`full`: 1 epoch); student learning rate chosen per setting and method from {{{rates}}} by mean "
         f"accuracy on {HELD_OUT_ROWS:,} {task.held_out} (sharing no phrase with any other split); seeds "
@@ -526,6 +552,15 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     return table_rows
 
 
+def teacher_data(options, counts: dict, task: Task) -> str:
+    if getattr(options, "teacher_per_class", None):
+        return (
+            f"the first {options.teacher_per_class} {task.title} training examples of each class only (a weak "
+            f"teacher: {counts.get('teacher', 0):,} examples, all among the students' labelled ones)"
+        )
+    return f"every {task.title} training example but the held-out ones ({counts['full']:,})"
+
+
 def by_seed(cell: dict, key: str) -> dict[int, float]:
     return {r["seed"]: r[key] for r in cell["runs"]}
 
@@ -554,10 +589,15 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
             means = [
                 statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (default, cell)
             ]
+            no_kd = defaults.get((setting, "normal"))
+            against_no_kd = ""
+            if no_kd is not None and method != "normal":
+                paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
+                against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
             rows.append(
                 f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {100 * means[0]:.2f} "
                 f"| {100 * means[1]:.2f} | {format_difference(heldout)} | {heldout['wins']}/{len(seeds)} "
-                f"| {100 * dev['mean']:+.2f} |"
+                f"| {100 * dev['mean']:+.2f} | {against_no_kd} |"
             )
     if not rows:
         return []
@@ -566,11 +606,12 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
         "",
         "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
         "Δ is paired by seed against the same method with its default flags, on held-out, where choices are "
-        "made; Δ dev is shown for the record. `won` counts the seeds (at least 2; the interval needs 3 to mean much).",
+        "made; Δ dev is shown for the record, and so is the ablation's dev against no KD (paired, 95% interval, "
+        "seeds won). `won` counts the seeds (at least 2; the interval needs 3 to mean much).",
         "",
         "| setting | method | ablation | flags | held-out, default | held-out, ablation | Δ held-out [95% CI] | won "
-        "| Δ dev |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Δ dev | dev vs no KD [95% CI] (won) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
@@ -647,6 +688,11 @@ def parse_options(argv: list[str] | None = None):
     )
     parser.add_argument("--base_model", help="the pretrained model all three roles start from (default: MiniLM wheel)")
     parser.add_argument("--teacher_steps", type=int, help="teacher optimizer steps (default: 1 epoch)")
+    parser.add_argument(
+        "--teacher_per_class",
+        type=int,
+        help="a weak teacher: trained on the first N training rows of each class instead of all of them",
+    )
     parser.add_argument("--deadline_minutes", type=float, help="start no job after this many minutes")
     parser.add_argument("--output_dir", default=str(ROOT / "benchmarks" / "quality_runs"))
     parser.add_argument(
@@ -698,7 +744,11 @@ def benchmark(argv: list[str] | None = None) -> None:
     out = Path(options.output_dir)
     task = TASKS[options.task]
     files = task_files(options, out / "data")
-    counts = {name: len(files[name].read_text().splitlines()) - 1 for name in ("unlabelled", "full", "labelled")}
+    files["teacher"] = files["full"]
+    if options.teacher_per_class:  # a weak teacher (issue 29): a few labels per class
+        files["teacher"] = per_class_subset(files["full"], options.teacher_per_class, out / "data")
+    names = ("unlabelled", "full", "labelled", "teacher")
+    counts = {name: len(files[name].read_text().splitlines()) - 1 for name in names}
     labelled, dev = files["labelled"], files["dev"]
     deadline = None if options.deadline_minutes is None else time.time() + 60 * options.deadline_minutes
     runner = Runner(options.jobs, deadline, task)
@@ -713,7 +763,7 @@ def benchmark(argv: list[str] | None = None) -> None:
         base = options.base_model or minilm_path()
         teacher_args = ["--method", "normal", "--model_name_or_path", base, *task.teacher_flags]
         teacher_args += ["--max_steps", str(options.teacher_steps)] if options.teacher_steps else []
-        teacher_args += ["--seed", "42", "--train_file", str(files["full"]), *common]
+        teacher_args += ["--seed", "42", "--train_file", str(files["teacher"]), *common]
         runner.run("teacher", out / "teacher", teacher_args, alone=True)
         runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
         texts = task_texts(labelled)

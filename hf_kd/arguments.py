@@ -69,6 +69,8 @@ VALID_RANGES: dict[str, Range] = {
     "max_eval_samples": POSITIVE_INT,
     "max_unlabeled_samples": POSITIVE_INT,
     "data_ratio": Range(0, 1, low_open=True),
+    "labelled_share": Range(0, 1, low_open=True, high_open=True),
+    "kd_min_confidence": Range(0, 1, high_open=True, note="0 keeps every row"),
     "preprocessing_num_workers": Range(1, 1024),
     **{f"weight_{term}": WEIGHT for term in TERMS},
     "generator_weight_kd_perturbed": WEIGHT,
@@ -209,6 +211,13 @@ class DataTrainingArguments:
     max_unlabeled_samples: int | None = field(
         default=None, metadata={"help": "Keep the first N examples of --unlabeled_file."}
     )
+    labelled_share: float | None = field(
+        default=None,
+        metadata={
+            "help": "Repeat the labelled training rows so that they make at least this share of the training "
+            "rows (e.g. 0.5: about half of every batch carries a label). Without unlabelled rows it changes nothing."
+        },
+    )
     text_column_names: str | None = field(
         default=None,
         metadata={
@@ -282,6 +291,18 @@ class DistillationTrainingArguments(TrainingArguments):
     )
     kd_temperature: float = field(
         default=1.0, metadata={"help": "KD temperature tau (loss scaled by tau^2); 1 as in the original."}
+    )
+    kd_row_weighting: str = field(
+        default="none",
+        metadata={
+            "help": "Weight of each row in the KD terms: none, confidence (the teacher's top probability) or "
+            "class_balanced (1 / (classes x the share of training rows the teacher predicts the row's class for)).",
+            "choices": ["none", "confidence", "class_balanced"],
+        },
+    )
+    kd_min_confidence: float = field(
+        default=0.0,
+        metadata={"help": "Leave rows whose teacher top probability is below this out of the KD terms."},
     )
     crd_temperature: float = field(default=2.0, metadata={"help": "Temperature of the contrastive loss."})
     scale_crd_by_log_batch: bool = field(

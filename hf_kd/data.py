@@ -11,10 +11,12 @@ import csv
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
 from torch.nn.utils.rnn import pad_sequence
@@ -83,10 +85,12 @@ class TaskData:
     label_list: list[str] | None  # None for regression
     task_name: str | None
     unlabelled: int = 0  # training rows without a label (--unlabeled_file, empty labels in --train_file)
+    labelled_repeats: int = 1  # each labelled row's copies in `train` (--labelled_share)
 
     @property
     def labelled(self) -> int:
-        return 0 if self.train is None else len(self.train) - self.unlabelled
+        """Distinct labelled training rows."""
+        return 0 if self.train is None else (len(self.train) - self.unlabelled) // self.labelled_repeats
 
     @property
     def is_regression(self) -> bool:
@@ -469,7 +473,7 @@ def prepare_data(
     if data_args.unlabeled_file:
         unlabelled = load_unlabelled(data_args, task, (first, second), label_list is None, cache_dir)
     splits: dict[str, Dataset] = {}
-    unlabelled_rows = 0
+    unlabelled_rows, repeats = 0, 1
     for split, dataset in raw.items():
         keep = int(len(dataset) * data_args.data_ratio)
         if limits[split] is not None:
@@ -521,8 +525,45 @@ def prepare_data(
             dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
         if split == "train" and static_mask_probability is not None:
             dataset = add_static_mask(dataset, tokenizer, static_mask_probability, fixed_count_mask, seed)
+        if split == "train":
+            dataset, repeats = oversample_labelled(dataset, unlabelled_rows, data_args.labelled_share)
         splits[split] = dataset
-    return TaskData(splits.get("train"), splits.get("validation"), label_list, task, unlabelled_rows)
+    return TaskData(splits.get("train"), splits.get("validation"), label_list, task, unlabelled_rows, repeats)
+
+
+def oversample_labelled(dataset: Dataset, unlabelled: int, share: float | None) -> tuple[Dataset, int]:
+    """--labelled_share: the labelled rows repeated (whole copies, appended) until they make at least `share`
+    of the rows, so that a few labels among much unlabelled text still anchor most batches. Copies keep their
+    row index: they read the same cached teacher outputs. Returns the rows and each labelled row's copies."""
+    labelled = len(dataset) - unlabelled
+    if share is None:
+        return dataset, 1
+    if unlabelled == 0 or labelled == 0:
+        logger.info(
+            "--labelled_share %g changes nothing: the training rows are all %s.",
+            share,
+            "labelled" if unlabelled == 0 else "unlabelled",
+        )
+        return dataset, 1
+    repeats = max(1, math.ceil(share * unlabelled / ((1 - share) * labelled) - 1e-9))
+    if repeats == 1:
+        return dataset, 1
+    copies = dataset.select(np.tile(labelled_row_indices(dataset), repeats - 1))
+    logger.info(
+        "--labelled_share %g: each of the %d labelled rows appears %d times (%d of %d training rows).",
+        share,
+        labelled,
+        repeats,
+        labelled * repeats,
+        labelled * repeats + unlabelled,
+    )
+    return concatenate_datasets([dataset, copies]), repeats
+
+
+def labelled_row_indices(dataset: Dataset) -> np.ndarray:
+    """Positions of the rows that carry a gold label (not `IGNORE_LABEL`, not NaN)."""
+    labels = np.asarray(dataset["label"], dtype=float)
+    return np.flatnonzero(~np.isnan(labels) & (labels != IGNORE_LABEL))
 
 
 def collated_batches(dataset: Dataset, collator, size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:

@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from hf_kd.cache import teacher_passes
-from hf_kd.data import INDEX_COLUMN, collated_batches
+from hf_kd.data import INDEX_COLUMN, collated_batches, labelled_row_indices
 from hf_kd.losses import IGNORE_LABEL
 from hf_kd.metrics import glue_metrics, main_metric
 
@@ -34,9 +34,7 @@ def class_shares(classes: np.ndarray, num_labels: int) -> list[float]:
 
 def labelled_rows(dataset: Dataset) -> Dataset:
     """The rows that carry a gold label (not `IGNORE_LABEL`, not NaN)."""
-    labels = np.asarray(dataset["label"], dtype=float)
-    keep = np.flatnonzero(~np.isnan(labels) & (labels != IGNORE_LABEL))
-    return dataset.select(keep)
+    return dataset.select(labelled_row_indices(dataset))
 
 
 @dataclass

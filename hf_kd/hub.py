@@ -116,6 +116,12 @@ def model_card(
         )
     if method != "normal":
         hyper["KD temperature"] = training_args.kd_temperature
+        if training_args.kd_row_weighting != "none":
+            hyper["KD row weighting"] = training_args.kd_row_weighting
+        if training_args.kd_min_confidence > 0:
+            hyper["KD rows kept: teacher top probability at least"] = training_args.kd_min_confidence
+    if data_args.labelled_share is not None:
+        hyper["labelled share of training rows (at least)"] = data_args.labelled_share
     lines = [
         "---",
         yaml.safe_dump(metadata, sort_keys=False).strip(),

@@ -50,9 +50,10 @@ def kd_loss(
     student_logits: torch.Tensor,
     temperature: float = 1.0,
     normaliser: Normaliser = None,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """KL(softmax(z_t / tau) || softmax(z_s / tau)) * tau^2, summed over classes and rows, divided by
-    `normaliser` (by default the number of rows: the batch mean).
+    """KL(softmax(z_t / tau) || softmax(z_s / tau)) * tau^2, summed over classes and rows (each row times
+    its `row_weights`, when given), divided by `normaliser` (by default the number of rows: the batch mean).
 
     With one output (regression) it is the squared error between the two predictions; the temperature
     is unused.
@@ -60,11 +61,45 @@ def kd_loss(
     teacher_logits, student_logits = at_least_float32(teacher_logits), at_least_float32(student_logits)
     rows = student_logits.size(0) if normaliser is None else normaliser
     if student_logits.size(-1) == 1:
-        return F.mse_loss(student_logits, teacher_logits, reduction="sum") / rows
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="sum", log_target=True)
-    return kl / rows * temperature**2
+        errors = F.mse_loss(student_logits, teacher_logits, reduction="none").sum(-1)
+    else:
+        log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+        log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+        kl = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(-1)
+        errors = kl * temperature**2
+    if row_weights is not None:
+        errors = errors * row_weights.to(errors.dtype)
+    return errors.sum() / rows
+
+
+def kd_row_weights(
+    teacher_logits: torch.Tensor,
+    weighting: str = "none",
+    min_confidence: float = 0.0,
+    class_shares: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Each row's weight in the KD terms, from the teacher's own prediction (softmax at temperature 1):
+    - `confidence`: its top probability, so that rows the teacher is unsure of teach less;
+    - `class_balanced`: 1 / (K * share of the training rows the teacher predicts that class for), so that a
+      teacher leaning to one class does not pull the student there (weights average 1 over the training rows);
+    rows whose top probability is below `min_confidence` weigh 0. None when every row weighs 1."""
+    if weighting == "none" and min_confidence <= 0:
+        return None
+    probabilities = at_least_float32(teacher_logits).detach().softmax(-1)
+    top, predicted = probabilities.max(-1)
+    weights = torch.ones_like(top)
+    if weighting == "confidence":
+        weights = top
+    elif weighting == "class_balanced":
+        if class_shares is None:
+            raise ValueError("class_balanced row weights need the teacher's class shares on the training rows")
+        shares = class_shares.to(top.device, top.dtype)
+        weights = 1.0 / (len(shares) * shares[predicted].clamp_min(1e-12))
+    elif weighting != "none":
+        raise ValueError(f"unknown KD row weighting {weighting!r}")
+    if min_confidence > 0:
+        weights = weights * (top >= min_confidence).to(weights.dtype)
+    return weights
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -82,6 +82,9 @@ def run_info(model_args, data_args, training_args, data) -> dict:
         "generator_loss_weights": training_args.generator_loss_weights,
         "train_labelled_samples": data.labelled,
         "train_unlabelled_samples": data.unlabelled,
+        "train_labelled_repeats": data.labelled_repeats,
+        "kd_row_weighting": training_args.kd_row_weighting,
+        "kd_min_confidence": training_args.kd_min_confidence,
     }
 
 
@@ -525,9 +528,11 @@ def compare_with_twin(model_args, data_args, training_args, trainer, data, resul
         overwrite_output_dir=True,
         resume_from_checkpoint=None,
         report_to=[],
+        kd_row_weighting="none",
+        kd_min_confidence=0.0,
         **unset,
     )
-    twin_data_args = dataclasses.replace(data_args, unlabeled_file=None)
+    twin_data_args = dataclasses.replace(data_args, unlabeled_file=None, labelled_share=None)
     logger.info("Training the no-KD twin (%d steps, labelled rows only) in %s.", twin_args.max_steps, twin_dir)
     with OutputDirLock(twin_dir, enabled=twin_args.process_index == 0):
         twin, twin_data = build_trainer(model_args, twin_data_args, twin_args, labelled_only=True)

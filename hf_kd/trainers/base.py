@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import EncoderAdapter, ForwardResult, LayerFeatures, adapter_for
-from hf_kd.cache import TeacherCache
+from hf_kd.cache import TeacherCache, teacher_passes
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN, TEACHER_COLUMNS, TEACHER_PREFIX
 from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.guards import disk_guard
@@ -37,6 +37,7 @@ from hf_kd.losses import (
     at_least_float32,
     crd_loss,
     kd_loss,
+    kd_row_weights,
     labelled_rows,
     log_batch_size_scale,
     mean_pool,
@@ -104,6 +105,7 @@ class DistillationTrainer(Trainer):
         self.weights: dict[str, float] = dict(args.loss_weights)
         if any(self.uses(term) for term in TEACHER_TERMS) and teacher is None:
             raise ArgumentError(f"Method '{self.method}' needs a teacher: pass --teacher_name_or_path.")
+        self._check_row_weighting(args, model)
         self.student_adapter = adapter_for(model)
         self.teacher_adapter = None if teacher is None else adapter_for(teacher)
         dims = self._projection_dims(args)
@@ -130,9 +132,27 @@ class DistillationTrainer(Trainer):
         self._student_loss_total, self._student_loss_steps = 0.0, 0
         self.skipped_batches = 0
         self.teacher_cache = None
+        self.teacher_class_shares: torch.Tensor | None = None  # --kd_row_weighting class_balanced
         # on CPU a per-step check is free; on accelerators it would stall the host (see weighted_sum)
         self.check_nonfinite_every_step = args.nonfinite_loss == "skip" or self.args.device.type == "cpu"
         self._first_nonfinite_step: dict[str, torch.Tensor] = {}
+
+    def _check_row_weighting(self, args, model: PreTrainedModel) -> None:
+        """--kd_row_weighting / --kd_min_confidence weigh the rows of KD terms by the teacher's class probabilities."""
+        flags = [f"--kd_row_weighting {args.kd_row_weighting}"] if args.kd_row_weighting != "none" else []
+        flags += [f"--kd_min_confidence {args.kd_min_confidence:g}"] if args.kd_min_confidence > 0 else []
+        if not flags:
+            return
+        if not (self.uses("kd") or self.uses("kd_perturbed")):
+            raise ArgumentError(
+                f"{' and '.join(flags)} weigh the rows of the KD terms, and method '{self.method}' with these weights "
+                "has none: drop them, or pick a method with a KD term (kd, rail_kd, mate_kd, cilda, cilda_minild)."
+            )
+        if model.config.num_labels == 1:
+            raise ArgumentError(
+                f"{' and '.join(flags)} read the teacher's class probabilities; a regression task (one output) has "
+                "none: drop them."
+            )
 
     def prepare_teacher_cache(self) -> None:
         """Load or build the teacher-output cache (--cache_teacher_outputs) if it is not there yet."""
@@ -143,6 +163,7 @@ class DistillationTrainer(Trainer):
 
     def train(self, *args: Any, **kwargs: Any):
         self.prepare_teacher_cache()
+        self.prepare_class_shares()
         result = super().train(*args, **kwargs)
         self.raise_if_nonfinite()
         return result
@@ -273,19 +294,42 @@ class DistillationTrainer(Trainer):
         if self.uses("ce"):
             terms["ce"] = task_loss(features.student_clean.logits, labels, labelled)
         if self.uses("kd"):
-            terms["kd"] = kd_loss(features.teacher_clean.logits, features.student_clean.logits, temperature, rows)
+            teacher_logits = features.teacher_clean.logits
+            weights = self.kd_row_weights(teacher_logits)
+            terms["kd"] = kd_loss(teacher_logits, features.student_clean.logits, temperature, rows, weights)
         if self.uses("rail"):
             terms["rail"] = self.rail(features.teacher_clean, features.student_clean, rows)
         if self.uses("ce_perturbed"):
             terms["ce_perturbed"] = task_loss(features.student_perturbed.logits, labels, labelled)
         if self.uses("kd_perturbed"):
+            teacher_logits = features.teacher_perturbed.logits
+            weights = self.kd_row_weights(teacher_logits)
             terms["kd_perturbed"] = kd_loss(
-                features.teacher_perturbed.logits, features.student_perturbed.logits, temperature, rows
+                teacher_logits, features.student_perturbed.logits, temperature, rows, weights
             )
         if contrastive:
             for name, (teacher, student) in self.contrastive_pairs(features, self.weights).items():
                 terms[name] = self.contrastive_term(teacher, student, len(labels))
         return terms
+
+    def kd_row_weights(self, teacher_logits: torch.Tensor) -> torch.Tensor | None:
+        """Each row's weight in the student's KD terms (--kd_row_weighting, --kd_min_confidence)."""
+        args = self.args
+        return kd_row_weights(teacher_logits, args.kd_row_weighting, args.kd_min_confidence, self.teacher_class_shares)
+
+    def prepare_class_shares(self) -> None:
+        """--kd_row_weighting class_balanced: the share of the training rows the teacher predicts each class for,
+        from the teacher-output cache or one teacher pass over the training rows (no random number drawn)."""
+        if self.args.kd_row_weighting != "class_balanced" or self.teacher_class_shares is not None:
+            return
+        if self.teacher_cache is not None:
+            logits = self.teacher_cache.tensors["logits"][torch.as_tensor(self.train_dataset[INDEX_COLUMN])]
+        else:
+            logits = torch.cat([result.logits.float().cpu() for result, _ in teacher_passes(self, self.train_dataset)])
+        counts = torch.bincount(logits.argmax(-1), minlength=logits.size(-1)).double()
+        self.teacher_class_shares = (counts / counts.sum()).to(self.args.device)
+        shares = ", ".join(f"{share:.3f}" for share in self.teacher_class_shares.tolist()[:10])
+        logger.info("Class-balanced KD: the teacher's predicted class shares on the training rows: %s", shares)
 
     def contrastive_term(self, teacher: LayerFeatures, student: LayerFeatures, rows: int) -> torch.Tensor:
         """CRD in one micro-batch's pass: over every process's rows, or, with `--contrastive_negatives
