@@ -138,7 +138,7 @@ class TeacherCache:
     def _compute(cls, trainer, dataset: Dataset) -> TeacherCache:
         hidden = trainer.projection_features is not None
         parts: dict[str, list[torch.Tensor]] = {}
-        for result, view in teacher_passes(trainer, dataset, hidden):
+        for result, view in teacher_passes(trainer, distinct_rows(dataset), hidden):
             features = trainer.features(result, view, trainer.teacher_adapter)
             named = {"logits": features.logits}
             for kind in ("pooled", "sentence"):
@@ -150,6 +150,20 @@ class TeacherCache:
 
 
 @torch.no_grad()
+def distinct_rows(dataset: Dataset) -> Dataset:
+    """The training rows without the copies `--labelled_share` appends (they repeat earlier rows' index): the
+    teacher's outputs on these, looked up by index, cover every row."""
+    if INDEX_COLUMN not in dataset.column_names:
+        return dataset
+    indices = dataset[INDEX_COLUMN]
+    distinct = max(indices, default=-1) + 1
+    if distinct == len(dataset):
+        return dataset
+    if indices[:distinct] != list(range(distinct)):
+        raise ValueError(f"the training rows' '{INDEX_COLUMN}' does not start with 0, 1, 2, ...: cannot tell copies")
+    return dataset.select(range(distinct))
+
+
 def teacher_passes(trainer, dataset: Dataset, hidden: bool = False) -> Iterator[tuple[ForwardResult, dict]]:
     """The teacher's forward over `dataset` in order (eval batches, its own view of each batch), with the
     batch as it read it. No random number is drawn: the run's RNG stays as it was."""

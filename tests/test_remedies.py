@@ -102,19 +102,21 @@ def kd_trainer(family, files, tmp_path, *extra):
 
 
 def test_class_shares_from_a_teacher_pass_match_the_cache(bert, half_labelled, tmp_path):
-    trainer, _ = kd_trainer(bert, half_labelled, tmp_path, "--kd_row_weighting", "class_balanced")
+    """Over every training row, copies of labelled rows (--labelled_share) included; the teacher reads each
+    distinct row once."""
+    flags = ["--kd_row_weighting", "class_balanced", "--labelled_share", "0.6"]
+    trainer, _ = kd_trainer(bert, half_labelled, tmp_path, *flags)
     trainer.prepare_class_shares()
     from_pass = trainer.teacher_class_shares.clone()
-    cached, _ = kd_trainer(
-        bert, half_labelled, tmp_path, "--kd_row_weighting", "class_balanced",
-        "--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache"),
-    )  # fmt: skip
+    cache_flags = ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache")]
+    cached, _ = kd_trainer(bert, half_labelled, tmp_path, *flags, *cache_flags)
     cached.prepare_teacher_cache()
     cached.prepare_class_shares()
     assert torch.allclose(cached.teacher_class_shares, from_pass, atol=1e-12)
     logits = cached.teacher_cache.tensors["logits"]
-    predicted = logits.argmax(-1)
-    assert from_pass.tolist() == pytest.approx([(predicted == c).float().mean().item() for c in range(2)])
+    assert len(logits) == 96 + 40 and len(cached.train_dataset) == 48 * 3 + 88  # copies are not recomputed
+    predicted = logits[torch.as_tensor(cached.train_dataset[INDEX_COLUMN])].argmax(-1)
+    assert from_pass.tolist() == pytest.approx([(predicted == c).double().mean().item() for c in range(2)])
     assert from_pass.sum().item() == pytest.approx(1.0)
 
 

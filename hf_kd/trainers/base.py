@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import EncoderAdapter, ForwardResult, LayerFeatures, adapter_for
-from hf_kd.cache import TeacherCache, teacher_passes
+from hf_kd.cache import TeacherCache, distinct_rows, teacher_passes
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN, TEACHER_COLUMNS, TEACHER_PREFIX
 from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.guards import disk_guard
@@ -323,9 +323,11 @@ class DistillationTrainer(Trainer):
         if self.args.kd_row_weighting != "class_balanced" or self.teacher_class_shares is not None:
             return
         if self.teacher_cache is not None:
-            logits = self.teacher_cache.tensors["logits"][torch.as_tensor(self.train_dataset[INDEX_COLUMN])]
+            logits = self.teacher_cache.tensors["logits"]
         else:
-            logits = torch.cat([result.logits.float().cpu() for result, _ in teacher_passes(self, self.train_dataset)])
+            passes = teacher_passes(self, distinct_rows(self.train_dataset))
+            logits = torch.cat([result.logits.float().cpu() for result, _ in passes])
+        logits = logits[torch.as_tensor(self.train_dataset[INDEX_COLUMN])]  # every row, copies included
         counts = torch.bincount(logits.argmax(-1), minlength=logits.size(-1)).double()
         self.teacher_class_shares = (counts / counts.sum()).to(self.args.device)
         shares = ", ".join(f"{share:.3f}" for share in self.teacher_class_shares.tolist()[:10])
