@@ -82,7 +82,7 @@ def test_teacher_warnings_only_when_they_apply():
     assert teacher_warnings(skewed) == [
         "The teacher predicts 'neg' for 95% of the 100 rows checked of the unlabelled training rows, against 70% of "
         "the labels: KD on such text pulls the student toward one class (use fewer unlabelled rows, a lower "
-        "--kd_temperature, or --baseline_twin true to check)."
+        "--kd_temperature or --kd_row_weighting class_balanced, and --baseline_twin true to check)."
     ]
     weak = TeacherWorth("matthews_correlation", 0.03, 0.0, "v")
     assert "matthews_correlation 0.030" in teacher_warnings(weak)[0]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from datasets import Dataset
 from transformers import AutoTokenizer
 
 from hf_kd.arguments import DataTrainingArguments
@@ -177,3 +178,18 @@ def test_a_run_with_remedies_records_them(bert, half_labelled, tmp_path):
     assert (record["kd_row_weighting"], record["kd_min_confidence"]) == ("class_balanced", 0.4)
     card = (output_dir / "README.md").read_text()
     assert "class_balanced" in card and "labelled share of training rows (at least)" in card
+
+
+def test_few_labelled_rows_per_batch_are_warned_about_until_the_share_is_set():
+    from hf_kd.data import TaskData
+    from hf_kd.diagnostics import labelled_share_warning
+
+    rows = [0] * 100 + [IGNORE_LABEL] * 900  # 10% labelled
+    data = TaskData(Dataset.from_dict({"label": rows}), None, ["a", "b"], None, unlabelled=900)
+    warning = labelled_share_warning(data, 32)
+    assert warning.startswith("Only 10% of the training rows carry a label (about 3.2 per batch of 32)")
+    assert "--labelled_share 0.5" in warning
+    repeated = TaskData(Dataset.from_dict({"label": [0] * 900 + [IGNORE_LABEL] * 900}), None, ["a", "b"], None, 900, 9)
+    assert repeated.labelled == 100 and labelled_share_warning(repeated, 32) is None  # 50% after the copies
+    labelled_only = TaskData(Dataset.from_dict({"label": [0] * 100}), None, ["a", "b"], None)
+    assert labelled_share_warning(labelled_only, 32) is None
