@@ -149,7 +149,6 @@ class TeacherCache:
         return cls({name: torch.cat(values) for name, values in parts.items()})
 
 
-@torch.no_grad()
 def distinct_rows(dataset: Dataset) -> Dataset:
     """The training rows without the copies `--labelled_share` appends (they repeat earlier rows' index): the
     teacher's outputs on these, looked up by index, cover every row."""
@@ -164,6 +163,7 @@ def distinct_rows(dataset: Dataset) -> Dataset:
     return dataset.select(range(distinct))
 
 
+@torch.no_grad()
 def teacher_passes(trainer, dataset: Dataset, hidden: bool = False) -> Iterator[tuple[ForwardResult, dict]]:
     """The teacher's forward over `dataset` in order (eval batches, its own view of each batch), with the
     batch as it read it. No random number is drawn: the run's RNG stays as it was."""
@@ -174,3 +174,8 @@ def teacher_passes(trainer, dataset: Dataset, hidden: bool = False) -> Iterator[
         view = trainer.teacher_view(batch)  # the teacher's own tokenization, where it has one
         with trainer.accelerator.autocast():
             yield trainer.teacher_forward(view, output_hidden_states=hidden), view
+
+
+def teacher_logits(trainer, dataset: Dataset) -> torch.Tensor:
+    """The teacher's logits on `dataset`, in order, float32 on the CPU."""
+    return torch.cat([result.logits.float().cpu() for result, _ in teacher_passes(trainer, dataset)])

@@ -25,7 +25,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from hf_kd.arguments import DataTrainingArguments
 from hf_kd.errors import ArgumentError, brief
 from hf_kd.generator import draw_mask, maskable_positions
-from hf_kd.losses import IGNORE_LABEL
+from hf_kd.losses import IGNORE_LABEL, labelled_rows
 
 logger = logging.getLogger(__name__)
 
@@ -562,8 +562,7 @@ def oversample_labelled(dataset: Dataset, unlabelled: int, share: float | None) 
 
 def labelled_row_indices(dataset: Dataset) -> np.ndarray:
     """Positions of the rows that carry a gold label (not `IGNORE_LABEL`, not NaN)."""
-    labels = np.asarray(dataset["label"], dtype=float)
-    return np.flatnonzero(~np.isnan(labels) & (labels != IGNORE_LABEL))
+    return labelled_rows(torch.as_tensor(dataset["label"])).nonzero().flatten().numpy()
 
 
 def collated_batches(dataset: Dataset, collator, size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:

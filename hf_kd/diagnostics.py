@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from hf_kd.cache import teacher_passes
+from hf_kd.cache import teacher_logits
 from hf_kd.data import INDEX_COLUMN, collated_batches, labelled_row_indices
 from hf_kd.losses import IGNORE_LABEL
 from hf_kd.metrics import glue_metrics, main_metric
@@ -64,10 +64,6 @@ class TeacherWorth:
         if self.majority_score is not None:
             text += f" (always predicting the most frequent class: {self.majority_score:.4f})"
         return text
-
-
-def teacher_logits(trainer, dataset: Dataset) -> torch.Tensor:
-    return torch.cat([result.logits.float().cpu() for result, _ in teacher_passes(trainer, dataset)])
 
 
 def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWorth:
@@ -151,7 +147,7 @@ LOW_LABELLED_SHARE = 0.25  # below it, the labelled-share warning fires
 def labelled_share_warning(data, batch_size: int) -> str | None:
     """Few labelled rows among much unlabelled text leave batches with a label or two: the student then learns
     mostly the teacher (measured: BANKING77, weak teacher, -28.6 points against no KD; -2.3 with the share)."""
-    labelled = data.labelled * data.labelled_repeats
+    labelled = len(data.train) - data.unlabelled  # copies included: what the batches hold
     if not data.unlabelled or not labelled:
         return None
     share = labelled / (labelled + data.unlabelled)

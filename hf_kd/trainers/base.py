@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_kd.adapters import EncoderAdapter, ForwardResult, LayerFeatures, adapter_for
-from hf_kd.cache import TeacherCache, distinct_rows, teacher_passes
+from hf_kd.cache import TeacherCache, distinct_rows, teacher_logits
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN, TEACHER_COLUMNS, TEACHER_PREFIX
 from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.guards import disk_guard
@@ -325,8 +325,7 @@ class DistillationTrainer(Trainer):
         if self.teacher_cache is not None:
             logits = self.teacher_cache.tensors["logits"]
         else:
-            passes = teacher_passes(self, distinct_rows(self.train_dataset))
-            logits = torch.cat([result.logits.float().cpu() for result, _ in passes])
+            logits = teacher_logits(self, distinct_rows(self.train_dataset))
         logits = logits[torch.as_tensor(self.train_dataset[INDEX_COLUMN])]  # every row, copies included
         counts = torch.bincount(logits.argmax(-1), minlength=logits.size(-1)).double()
         self.teacher_class_shares = (counts / counts.sum()).to(self.args.device)
