@@ -55,8 +55,8 @@ from hf_kd.trainers import AdversarialTrainer, trainer_class  # noqa: E402
 
 METHODS = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
 SETTINGS = {
-    "few_labels": "4,000 labelled sentences",
-    "unlabelled": "4,000 labelled + {unlabelled:,} unlabelled sentences",
+    "few_labels": "{labelled:,} labelled sentences",
+    "unlabelled": "{labelled:,} labelled + {unlabelled:,} unlabelled sentences",
     "full": "all SST-2 training sentences but the held-out ones, labelled ({full:,})",
 }
 PRESETS = {
@@ -254,6 +254,23 @@ def per_class_subset(source: Path, per_class: int, folder: Path) -> Path:
     writer.writerows([header, *kept])
     path = folder / f"teacher_{per_class}_per_class{source.suffix}"
     path.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
+def skewed(source: Path, label_of: dict[str, str], minority_share: float, folder: Path) -> Path:
+    """An SST-2 file (labelled TSV, or unlabelled text whose labels `label_of` knows) with every negative row and
+    the first positives only, so that positives are `minority_share` of it: an imbalanced task (issue 29)."""
+    header, *rows = source.read_text(encoding="utf-8").splitlines()
+    labels = [label_of[row.split("\t")[0]] for row in rows]
+    negatives = labels.count("0")
+    room = round(negatives * minority_share / (1 - minority_share))
+    kept, taken = [], 0
+    for row, label in zip(rows, labels, strict=True):
+        if label == "0" or taken < room:
+            taken += label != "0"
+            kept.append(row)
+    path = folder / f"{source.stem}_minority{minority_share:g}{source.suffix}"
+    path.write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
     return path
 
 
@@ -496,6 +513,13 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         f"Teacher: held-out {100 * teacher['heldout']:.2f}, dev **{100 * teacher['dev']:.2f}**.",
         "",
     ]
+    if share := getattr(options, "minority_share", None):
+        lines[-3:-3] = [
+            f"Imbalanced (`--minority_share {share:g}`): the teacher's data, the students' labels and their unlabelled "
+            f"text keep every negative and only the first positives, {100 * share:g}% of each file; held-out and dev "
+            "are GLUE's (about half positive), so their accuracy weighs the minority class as much as the majority.",
+            "",
+        ]
     table_rows = {}
     for setting in settings:
         description = task.settings[setting].format(**counts)
@@ -693,6 +717,12 @@ def parse_options(argv: list[str] | None = None):
         type=int,
         help="a weak teacher: trained on the first N training rows of each class instead of all of them",
     )
+    parser.add_argument(
+        "--minority_share",
+        type=float,
+        help="an imbalanced SST-2: the teacher's and students' training files keep every negative and only enough "
+        "positives to be this share of them (held-out and dev unchanged, so accuracy weighs both classes alike)",
+    )
     parser.add_argument("--deadline_minutes", type=float, help="start no job after this many minutes")
     parser.add_argument("--output_dir", default=str(ROOT / "benchmarks" / "quality_runs"))
     parser.add_argument(
@@ -719,6 +749,8 @@ def parse_options(argv: list[str] | None = None):
             setattr(options, key, value)
     if options.jobs < 1 or options.steps < 1 or options.unlabelled < 1 or (options.teacher_steps or 1) < 1:
         parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
+    if options.minority_share is not None and not (0 < options.minority_share < 0.5 and options.task == "sst2"):
+        parser.error("--minority_share: a share in (0, 0.5), for --task sst2 (the positives kept among the rows)")
     options.ablation_methods = options.ablation_methods or options.methods
     options.variants = {"": ""}  # name -> the flags it adds ("": the method's defaults)
     options.variant_methods = {"": options.methods}  # name -> the methods it runs
@@ -747,6 +779,11 @@ def benchmark(argv: list[str] | None = None) -> None:
     files["teacher"] = files["full"]
     if options.teacher_per_class:  # a weak teacher (issue 29): a few labels per class
         files["teacher"] = per_class_subset(files["full"], options.teacher_per_class, out / "data")
+    if options.minority_share:  # an imbalanced task (issue 29): held-out and dev stay as they are
+        label_of = dict(row.split("\t") for row in files["full"].read_text(encoding="utf-8").splitlines()[1:])
+        label_of |= dict(row.split("\t") for row in files["labelled"].read_text(encoding="utf-8").splitlines()[1:])
+        for name in ("teacher", "labelled", "unlabelled", "full"):
+            files[name] = skewed(files[name], label_of, options.minority_share, out / "data")
     names = ("unlabelled", "full", "labelled", "teacher")
     counts = {name: len(files[name].read_text().splitlines()) - 1 for name in names}
     labelled, dev = files["labelled"], files["dev"]

@@ -59,8 +59,9 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     report = tmp_path / "report" / "R.md"
     report.parent.mkdir()
     options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(report), student="minilm2")
-    rows = quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "unlabelled": 10}, "cmd")
+    rows = quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "unlabelled": 10, "labelled": 40}, "cmd")
     text = report.read_text()
+    assert "## `few_labels`: 40 labelled sentences" in text  # the files' own counts (an imbalanced cut has fewer)
 
     # cilda_minild against no KD on dev: differences +3, +2, +3 points
     assert rows["few_labels/cilda_minild"]["paired_difference"]["differences"] == pytest.approx([0.03, 0.02, 0.03])
@@ -160,3 +161,27 @@ def test_an_ablated_adversarial_method_gets_its_generator(quality):
     assert not quality.needs_generator(quality.parse_options(["--methods", "normal", "kd"]))
     assert not quality.needs_generator(quality.parse_options(["--methods", "normal", "--ablation_methods", "kd"]))
     assert quality.needs_generator(quality.parse_options(["--methods", "normal", "mate_kd"]))
+
+
+def test_an_imbalanced_file_keeps_every_negative_and_the_first_positives(quality, tmp_path):
+    """`--minority_share 0.3`: positives cut to 30% of a labelled TSV and of unlabelled text alike, in file order."""
+    labelled = tmp_path / "train.tsv"
+    rows = [(f"text {i}", "0" if i % 3 == 0 else "1") for i in range(30)]  # 10 negatives, 20 positives
+    labelled.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    unlabelled = tmp_path / "unlabelled.tsv"
+    unlabelled.write_text("sentence\n" + "".join(f"{t}\n" for t, _ in rows))
+    label_of = dict(rows)
+    kept = quality.skewed(labelled, label_of, 0.3, tmp_path).read_text().splitlines()
+    # round(10 x 0.3 / 0.7) = 4 positives beside the 10 negatives: the first four, in order
+    positives = [t for t, y in rows if y == "1"][:4]
+    assert kept == ["sentence\tlabel", *(f"{t}\t{y}" for t, y in rows if y == "0" or t in positives)]
+    text_only = quality.skewed(unlabelled, label_of, 0.3, tmp_path).read_text().splitlines()
+    assert text_only == [line.split("\t")[0] for line in kept]
+    for bad in (
+        ["--minority_share", "0.5"],
+        ["--minority_share", "0"],
+        ["--minority_share", "0.3", "--task", "banking77"],
+    ):
+        with pytest.raises(SystemExit):
+            quality.parse_options(bad)
+    assert quality.parse_options(["--minority_share", "0.3"]).minority_share == 0.3
