@@ -421,7 +421,12 @@ def read_run(folder: Path) -> dict | None:
 def needs_generator(options) -> bool:
     """Whether any run, default or ablated, is of a method that perturbs text with the MLM generator."""
     methods = {method for variant_methods in options.variant_methods.values() for method in variant_methods}
-    return any(issubclass(trainer_class(m), AdversarialTrainer) for m in methods)
+    return any(map(is_adversarial, methods))
+
+
+def is_adversarial(method: str) -> bool:
+    """Whether `method` perturbs text with the masked-LM generator."""
+    return issubclass(trainer_class(method), AdversarialTrainer)
 
 
 def runs_root(out: Path, student: str) -> Path:
@@ -816,8 +821,9 @@ def benchmark(argv: list[str] | None = None) -> None:
             teacher_texts = task_texts(files["full"])
             student_init, generator = scratch_student(out, teacher_texts, needs_generator(options))
         models = ["--model_name_or_path", str(student_init), "--teacher_name_or_path", str(out / "teacher")]
-        models += ["--generator_name_or_path", str(generator)]
         models += ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(out / "teacher_cache")]
+        # only the methods that read a generator are given (and keyed by) one: training it reruns nothing else
+        generator_flags = ["--generator_name_or_path", str(generator)]
         jobs: dict[Path, tuple] = {}  # one job per folder: no KD's runs serve both label settings
         for variant, flags in options.variants.items():
             tag = f"_{variant}" if variant else ""
@@ -836,6 +842,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                             folder = run_folder(root, setting, method, learning_rate, seed, tag)
                             if folder not in jobs:
                                 args = ["--method", method, *models, *data, *common]
+                                args += generator_flags if is_adversarial(method) else []
                                 args += ["--learning_rate", str(learning_rate), "--seed", str(seed)]
                                 args += [*shlex.split(options.extra_args), *shlex.split(flags)]
                                 name = f"{setting}{tag} {method} lr {learning_rate:g} seed {seed}"

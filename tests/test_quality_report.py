@@ -161,6 +161,8 @@ def test_an_ablated_adversarial_method_gets_its_generator(quality):
     assert not quality.needs_generator(quality.parse_options(["--methods", "normal", "kd"]))
     assert not quality.needs_generator(quality.parse_options(["--methods", "normal", "--ablation_methods", "kd"]))
     assert quality.needs_generator(quality.parse_options(["--methods", "normal", "mate_kd"]))
+    # and only those runs are given (and keyed by) the generator: training one for MATE-KD reruns no KD run
+    assert [m for m in quality.METHODS if quality.is_adversarial(m)] == ["mate_kd", "cilda", "cilda_minild"]
 
 
 def test_an_imbalanced_file_keeps_every_negative_and_the_first_positives(quality, tmp_path):
