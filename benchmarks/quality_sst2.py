@@ -519,7 +519,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         "",
     ]
     if share := getattr(options, "minority_share", None):
-        lines[-3:-3] = [
+        lines[-2:-2] = [
             f"Imbalanced (`--minority_share {share:g}`): the teacher's data, the students' labels and their unlabelled "
             f"text keep every negative and only the first positives, {100 * share:g}% of each file; held-out and dev "
             "are GLUE's (about half positive), so their accuracy weighs the minority class as much as the majority.",
@@ -584,8 +584,9 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
 def teacher_data(options, counts: dict, task: Task) -> str:
     if getattr(options, "teacher_per_class", None):
         return (
-            f"the first {options.teacher_per_class} {task.title} training examples of each class only (a weak "
-            f"teacher: {counts.get('teacher', 0):,} examples, all among the students' labelled ones)"
+            f"the first {options.teacher_per_class} {task.title} training examples of each class only"
+            f"{', then cut as below' if getattr(options, 'minority_share', None) else ''} (a weak teacher: "
+            f"{counts.get('teacher', 0):,} examples, all among the students' labelled ones)"
         )
     return f"every {task.title} training example but the held-out ones ({counts['full']:,})"
 
