@@ -59,7 +59,9 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     report = tmp_path / "report" / "R.md"
     report.parent.mkdir()
     options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(report), student="minilm2")
-    rows = quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "unlabelled": 10, "labelled": 40}, "cmd")
+    rows = quality.write_report(
+        found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "unlabelled": 10, "labelled": 40}, "cmd"
+    )
     text = report.read_text()
     assert "## `few_labels`: 40 labelled sentences" in text  # the files' own counts (an imbalanced cut has fewer)
 
@@ -187,3 +189,31 @@ def test_an_imbalanced_file_keeps_every_negative_and_the_first_positives(quality
         with pytest.raises(SystemExit):
             quality.parse_options(bad)
     assert quality.parse_options(["--minority_share", "0.3"]).minority_share == 0.3
+
+
+def test_class_recall_reweights_dev_accuracy_by_class(bert, sst2_files, tmp_path, capsys):
+    """benchmarks/class_recall.py: per-class recall from the saved student's own predictions, and accuracy
+    reweighted to 70 / 30; a run paired with an identical model differs by exactly 0."""
+    import shutil
+
+    import torch
+
+    from benchmarks import class_recall
+
+    for variant in ("few_labels/normal", "unlabelled/kd"):
+        for seed in (42, 43):
+            shutil.copytree(bert.student, tmp_path / "runs" / variant / "lr-0.0001" / f"seed-{seed}")
+    class_recall.main(["--runs", str(tmp_path / "runs"), "--dev_file", sst2_files["dev"]])
+    scores = json.loads((tmp_path / "runs" / "class_recall.json").read_text())
+    rows = [line.split("\t") for line in Path(sst2_files["dev"]).read_text().splitlines()[1:]]
+    labels = torch.tensor([int(row[1]) for row in rows])
+    predicted = class_recall.predictions(Path(bert.student), [row[0] for row in rows])
+    negative = (predicted[labels == 0] == 0).float().mean().item()
+    positive = (predicted[labels == 1] == 1).float().mean().item()
+    score = scores["unlabelled/kd"]["42"]
+    assert score["recall_negative"] == pytest.approx(negative) and score["recall_positive"] == pytest.approx(positive)
+    assert score["reweighted_accuracy"] == pytest.approx(0.7 * negative + 0.3 * positive)
+    assert score["accuracy"] == pytest.approx((predicted == labels).float().mean().item())
+    table = capsys.readouterr().out
+    kd_row = next(line for line in table.splitlines() if line.startswith("| unlabelled/kd |"))
+    assert kd_row.endswith(f"| {100 * score['reweighted_accuracy']:.2f} | +0.00 [+0.00, +0.00] (0/2) |")
