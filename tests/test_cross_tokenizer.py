@@ -43,17 +43,29 @@ def test_kd_across_tokenizers_equals_each_model_on_its_own_tokens(
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     assert not torch.equal(batch["input_ids"][:, :5], batch["teacher_input_ids"][:, :5])  # two tokenizations
     trainer.model.eval()  # no dropout, so the hand computation sees the same logits
-    with torch.no_grad():  # the tiny random teacher is nearly uniform: sharpen it so KD is far from zero
-        for parameter in trainer.teacher.parameters():
-            parameter.mul_(3.0)
-    terms = trainer.student_terms(batch, trainer.student_forward(trainer.model, batch))
     texts = sentences(sst2_files["train"], batch[INDEX_COLUMN].tolist())
-    own = {}
-    for role, path, model in (("student", bert.student, trainer.model), ("teacher", teacher_path, trainer.teacher)):
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        encoded = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+
+    def own_logits(path: str, model) -> torch.Tensor:
+        """The model on its own tokenization of the batch's sentences."""
+        encoded = AutoTokenizer.from_pretrained(path)(
+            texts, padding=True, truncation=True, max_length=32, return_tensors="pt"
+        )
         with torch.no_grad():
-            own[role] = model(**encoded).logits.tolist()
+            return model(**encoded).logits
+
+    # the tiny random teacher is nearly uniform: scale its head so its logits spread with std 1 whatever the random
+    # initialisation, and KD is far from zero (without saturating the teacher, which would hide its tokenization)
+    labels = trainer.teacher.config.num_labels
+    head = [m for m in trainer.teacher.modules() if isinstance(m, torch.nn.Linear) and m.out_features == labels][-1]
+    with torch.no_grad():
+        scale = 1.0 / own_logits(teacher_path, trainer.teacher).std()
+        for parameter in head.parameters():  # weight and bias alike: the logits scale exactly
+            parameter.mul_(scale)
+    terms = trainer.student_terms(batch, trainer.student_forward(trainer.model, batch))
+    own = {
+        "student": own_logits(bert.student, trainer.model).tolist(),
+        "teacher": own_logits(teacher_path, trainer.teacher).tolist(),
+    }
     assert terms["kd"].item() == pytest.approx(hand_kl(own["teacher"], own["student"]), rel=1e-5)
     assert terms["kd"].item() > 1e-3
 
