@@ -37,7 +37,7 @@ def predictions(folder: Path, texts: list[str]):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import torch
+    from sklearn.metrics import accuracy_score, recall_score
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -48,16 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", default="few_labels/normal", help="the runs every other variant is paired with")
     options = parser.parse_args(argv)
     rows = [line.split("\t") for line in Path(options.dev_file).read_text(encoding="utf-8").splitlines()[1:]]
-    texts, labels = [r[0] for r in rows], torch.tensor([int(r[1]) for r in rows])
+    texts, labels = [r[0] for r in rows], [int(r[1]) for r in rows]
     scores: dict[str, dict[int, dict[str, float]]] = {}
     for folder in sorted(Path(options.runs).glob("*/*/lr-*/seed-*")):
         if not (folder / "model.safetensors").is_file():
             continue
         predicted = predictions(folder, texts)
-        recalls = [(predicted[labels == k] == k).float().mean().item() for k in (0, 1)]
+        recalls = recall_score(labels, predicted, labels=[0, 1], average=None).tolist()
         variant = f"{folder.parts[-4]}/{folder.parts[-3]}"
         scores.setdefault(variant, {})[int(folder.name.split("-")[1])] = {
-            "accuracy": (predicted == labels).float().mean().item(),
+            "accuracy": accuracy_score(labels, predicted),
             "recall_negative": recalls[0],
             "recall_positive": recalls[1],
             "reweighted_accuracy": sum(w * r for w, r in zip(options.class_weights, recalls, strict=True)),

@@ -294,28 +294,27 @@ class DistillationTrainer(Trainer):
         if self.uses("ce"):
             terms["ce"] = task_loss(features.student_clean.logits, labels, labelled)
         if self.uses("kd"):
-            teacher_logits = features.teacher_clean.logits
-            weights = self.kd_row_weights(teacher_logits)
-            terms["kd"] = kd_loss(teacher_logits, features.student_clean.logits, temperature, rows, weights)
+            terms["kd"] = self.kd_term(features.teacher_clean, features.student_clean, temperature, rows)
         if self.uses("rail"):
             terms["rail"] = self.rail(features.teacher_clean, features.student_clean, rows)
         if self.uses("ce_perturbed"):
             terms["ce_perturbed"] = task_loss(features.student_perturbed.logits, labels, labelled)
         if self.uses("kd_perturbed"):
-            teacher_logits = features.teacher_perturbed.logits
-            weights = self.kd_row_weights(teacher_logits)
-            terms["kd_perturbed"] = kd_loss(
-                teacher_logits, features.student_perturbed.logits, temperature, rows, weights
+            terms["kd_perturbed"] = self.kd_term(
+                features.teacher_perturbed, features.student_perturbed, temperature, rows
             )
         if contrastive:
             for name, (teacher, student) in self.contrastive_pairs(features, self.weights).items():
                 terms[name] = self.contrastive_term(teacher, student, len(labels))
         return terms
 
-    def kd_row_weights(self, teacher_logits: torch.Tensor) -> torch.Tensor | None:
-        """Each row's weight in the student's KD terms (--kd_row_weighting, --kd_min_confidence)."""
+    def kd_term(self, teacher: LayerFeatures, student: LayerFeatures, temperature: float, rows) -> torch.Tensor:
+        """A student KD term, each row weighted by the teacher's prediction (--kd_row_weighting, --kd_min_confidence)."""
         args = self.args
-        return kd_row_weights(teacher_logits, args.kd_row_weighting, args.kd_min_confidence, self.teacher_class_shares)
+        weights = kd_row_weights(
+            teacher.logits, args.kd_row_weighting, args.kd_min_confidence, self.teacher_class_shares
+        )
+        return kd_loss(teacher.logits, student.logits, temperature, rows, weights)
 
     def prepare_class_shares(self) -> None:
         """--kd_row_weighting class_balanced: the share of the training rows the teacher predicts each class for,
