@@ -807,7 +807,8 @@ def benchmark(argv: list[str] | None = None) -> None:
         teacher_args = ["--method", "normal", "--model_name_or_path", base, *task.teacher_flags]
         teacher_args += ["--max_steps", str(options.teacher_steps)] if options.teacher_steps else []
         teacher_args += ["--seed", "42", "--train_file", str(files["teacher"]), *common]
-        runner.run("teacher", out / "teacher", teacher_args, alone=True)
+        if runner.run("teacher", out / "teacher", teacher_args, alone=True) is None:
+            sys.exit(f"The teacher did not train (see {out / 'teacher' / 'log.txt'}): no student can start without it.")
         runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
         texts = task_texts(labelled)
         if options.student == "minilm2":

@@ -156,6 +156,20 @@ def test_a_finished_run_is_reused_only_with_its_exact_configuration(quality, tmp
     assert len(calls) == 5 and "made before runs were keyed" in capsys.readouterr().out
 
 
+def test_no_student_starts_when_the_teacher_fails(quality, tmp_path, monkeypatch):
+    """A teacher that did not train stops the benchmark in one line naming its log, before any student starts."""
+    calls = []
+    monkeypatch.setattr(quality.subprocess, "call", lambda args, **_: calls.append(args) or 1)
+    files = {}
+    for name in ("heldout", "unlabelled", "full", "labelled", "dev"):
+        files[name] = tmp_path / f"{name}.tsv"
+        files[name].write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    monkeypatch.setattr(quality, "task_files", lambda options, folder: dict(files))
+    with pytest.raises(SystemExit, match=r"The teacher did not train .*teacher/log\.txt"):
+        quality.benchmark(["--output_dir", str(tmp_path / "out"), "--base_model", "missing", "--methods", "kd"])
+    assert len(calls) == 1 and calls[0][calls[0].index("--output_dir") + 1] == str(tmp_path / "out" / "teacher")
+
+
 def test_an_ablated_adversarial_method_gets_its_generator(quality):
     """`--methods normal --ablation_methods cilda_minild` runs CILDA+minILD, which needs the generator."""
     ablated = ["--methods", "normal", "--ablation_methods", "cilda_minild", "--ablation", "t2=--kd_temperature 2"]
