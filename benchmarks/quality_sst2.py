@@ -463,10 +463,10 @@ def finished_runs(root: Path) -> list[dict]:
     return runs
 
 
-def with_shared_no_kd(runs: list[dict]) -> list[dict]:
+def with_shared_no_kd(runs: list[dict], settings: set[str]) -> list[dict]:
     """No KD cannot learn from unlabelled text, so its `few_labels` runs are also the `unlabelled`
-    setting's baseline (see `run_folder`)."""
-    if not any(r["setting"] == "unlabelled" for r in runs):
+    setting's baseline (see `run_folder`) wherever `settings` (those of every run, ablations too) has it."""
+    if "unlabelled" not in settings:
         return runs
     no_kd = [r for r in runs if r["method"] == "normal" and r["setting"] == "few_labels"]
     return runs + [r | {"setting": "unlabelled"} for r in no_kd]
@@ -495,7 +495,8 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     import statistics
 
     task = TASKS[getattr(options, "task", "sst2")]
-    summary = choose(with_shared_no_kd([r for r in runs if not r["variant"]]), len(options.seeds))
+    defaults = [r for r in runs if not r["variant"]]
+    summary = choose(with_shared_no_kd(defaults, {r["setting"] for r in runs}), len(options.seeds))
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
     rates = ", ".join(f"{lr:g}" for lr in sorted({r["learning_rate"] for r in runs}))
@@ -611,19 +612,24 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
     for variant in sorted({r["variant"] for r in runs if r["variant"]}):
         chosen = choose([r for r in runs if r["variant"] == variant], 2)  # a paired lead from 2 seeds on
         for (setting, method), cell in chosen.items():
+            no_kd = defaults.get((setting, "normal"))
+            against_no_kd = ""
+            if no_kd is not None and method != "normal":
+                paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
+                against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
+            own_heldout = statistics.fmean(r["heldout"] for r in cell["runs"])
             default = defaults.get((setting, method))
-            if default is None:
+            if default is None:  # remedies run without the method's defaults: still compared with no KD
+                rows.append(
+                    f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | not run "
+                    f"| {100 * own_heldout:.2f} | | | | {against_no_kd} |"
+                )
                 continue
             heldout, dev = (paired_differences(by_seed(cell, key), by_seed(default, key)) for key in ("heldout", "dev"))
             seeds = heldout["seeds"]  # both means over the seeds they share
             means = [
                 statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (default, cell)
             ]
-            no_kd = defaults.get((setting, "normal"))
-            against_no_kd = ""
-            if no_kd is not None and method != "normal":
-                paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
-                against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
             rows.append(
                 f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {100 * means[0]:.2f} "
                 f"| {100 * means[1]:.2f} | {format_difference(heldout)} | {heldout['wins']}/{len(seeds)} "

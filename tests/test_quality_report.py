@@ -84,6 +84,30 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     assert (report.parent / "R.png").is_file() and "![methods](R.png)" in text
 
 
+def test_a_remedy_run_without_its_methods_defaults_is_still_compared_with_no_kd(quality, tmp_path):
+    """`--methods normal --ablation_methods kd --ablation share90=...`: no default KD to pair with on held-out,
+    but the remedy's own held-out mean and its dev against no KD are what the choice needs."""
+    runs = tmp_path / "runs"
+    share = ([0.82, 0.80, 0.81], [0.80, 0.81, 0.79])
+    for folder, (heldout, dev) in [
+        (runs / "unlabelled_share90" / "kd", share),
+        (runs / "few_labels" / "normal", NO_KD),
+    ]:
+        for seed, h, d in zip([42, 43, 44], heldout, dev, strict=True):
+            finished(folder / "lr-0.0001" / f"seed-{seed}", h, d)
+    (runs / "unlabelled_share90" / quality.ABLATION_FLAGS).write_text("--labelled_share 0.9")
+    report = tmp_path / "R.md"
+    options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(report), student="minilm2")
+    found = quality.finished_runs(quality.runs_root(tmp_path, "minilm2"))
+    quality.write_report(
+        found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "labelled": 40, "unlabelled": 10}, "cmd"
+    )
+    row = next(line for line in report.read_text().splitlines() if "| share90 |" in line)
+    # dev against no KD: +2, +1, +2 points
+    assert row.startswith("| unlabelled | kd | share90 | `--labelled_share 0.9` | not run | 81.00 | | | | +1.67 [")
+    assert row.endswith("(3/3) |")
+
+
 def test_ablation_flags_are_checked(quality):
     with pytest.raises(SystemExit):
         quality.parse_options(["--ablation", "no flags"])
