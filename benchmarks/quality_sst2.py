@@ -541,6 +541,8 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     table_rows = {}
     for setting in settings:
         description = task.settings[setting].format(**counts)
+        if getattr(options, "unlabelled_phrases", False):
+            description = description.replace("unlabelled sentences", "unlabelled rows (sentences, then phrases)")
         lines += [
             f"## `{setting}`: {description}",
             "",
