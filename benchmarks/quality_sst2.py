@@ -631,12 +631,11 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
             if no_kd is not None and method != "normal":
                 paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
                 against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
-            own_heldout = statistics.fmean(r["heldout"] for r in cell["runs"])
             default = defaults.get((setting, method))
             if default is None:  # remedies run without the method's defaults: still compared with no KD
                 rows.append(
                     f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | not run "
-                    f"| {100 * own_heldout:.2f} | | | | {against_no_kd} |"
+                    f"| {100 * cell['heldout']:.2f} | | | | {against_no_kd} |"
                 )
                 continue
             heldout, dev = (paired_differences(by_seed(cell, key), by_seed(default, key)) for key in ("heldout", "dev"))
