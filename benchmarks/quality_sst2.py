@@ -401,6 +401,8 @@ class Runner:
     def _call(self, name: str, log: Path, args: list[str], alone: bool) -> None:
         threads = self.all_threads if alone else self.threads
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+        # the jobs import the hf_kd this benchmark imports (this checkout), not whatever pip last installed
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         with self.lock:
             print(f"== start {name}", flush=True)
         with open(log, "w") as out:

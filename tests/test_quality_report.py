@@ -150,6 +150,20 @@ def test_a_job_alone_gets_every_thread_and_pooled_jobs_share_them(quality, tmp_p
     assert seen == ["4", "4", "2", "2"]
 
 
+def test_jobs_import_this_checkouts_hf_kd(quality, tmp_path, monkeypatch):
+    """An hf_kd installed elsewhere (a re-pointed editable install, an old wheel) must not run the students."""
+    shadow = tmp_path / "elsewhere" / "hf_kd"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    script = tmp_path / "which_hf_kd.py"
+    script.write_text("import sys, hf_kd; open(sys.argv[-1], 'w').write(hf_kd.__file__)\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
+    monkeypatch.setattr(quality, "SCRIPT", script)
+    monkeypatch.chdir(tmp_path)
+    quality.Runner(jobs=1, deadline=None)._call("student", tmp_path / "log.txt", [str(tmp_path / "seen")], alone=True)
+    assert Path((tmp_path / "seen").read_text()) == ROOT / "hf_kd" / "__init__.py"
+
+
 def test_a_finished_run_is_reused_only_with_its_exact_configuration(quality, tmp_path, monkeypatch, capsys):
     """Same flags and same file contents: reused. Another flag, a changed data file or teacher: re-run, saying why."""
     calls = []
