@@ -32,6 +32,7 @@ are saved as each job finishes (`--deadline_minutes` stops starting new ones). W
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import random
@@ -50,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.heldout import OverlapIndex, carve_heldout  # noqa: E402
+from hf_kd.guards import LOCK_FILE  # noqa: E402
 from hf_kd.report import group_statistics, paired_differences  # noqa: E402
 from hf_kd.reuse import RUN_KEY, content_hash, is_finished, run_key  # noqa: E402
 from hf_kd.run import RESULTS_FILE  # noqa: E402
@@ -376,13 +378,15 @@ class Runner:
             if self.deadline is not None and time.time() > self.deadline:
                 return None
             folder.mkdir(parents=True, exist_ok=True)
+            if held_by(folder):  # another benchmark process trains it: leave its log and results alone
+                print(f"== skipped {name}: {folder} is in use by another run ({held_by(folder)})", flush=True)
+                return None
             (folder / RESULTS_FILE).unlink(missing_ok=True)
             start = time.time()
-            self._call(
-                name, folder / "log.txt", [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"], alone
-            )
-            (folder / "wall_time.json").write_text(json.dumps({"seconds": time.time() - start}))
-            (folder / RUN_KEY).write_text(json.dumps(key, indent=1))
+            flags = [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"]
+            if self._call(name, folder / "log.txt", flags, alone) == 0:  # a failed run leaves no timing or key
+                (folder / "wall_time.json").write_text(json.dumps({"seconds": time.time() - start}))
+                (folder / RUN_KEY).write_text(json.dumps(key, indent=1))
         return read_run(folder)
 
     def evaluate(self, name: str, model_dir: Path, dev_file: Path, labelled_file: Path, alone: bool = False) -> None:
@@ -398,7 +402,7 @@ class Runner:
         if (model_dir / "dev").is_dir():  # the key beside the results, written once they exist, as `run` does
             (model_dir / "dev" / RUN_KEY).write_text(json.dumps(key, indent=1))
 
-    def _call(self, name: str, log: Path, args: list[str], alone: bool) -> None:
+    def _call(self, name: str, log: Path, args: list[str], alone: bool) -> int:
         threads = self.all_threads if alone else self.threads
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
         # the jobs import the hf_kd this benchmark imports (this checkout), not whatever pip last installed
@@ -409,6 +413,19 @@ class Runner:
             code = subprocess.call([sys.executable, str(SCRIPT), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
         with self.lock:
             print(f"== {'done' if code == 0 else f'FAILED ({code}), see ' + str(log)} {name}", flush=True)
+        return code
+
+
+def held_by(folder: Path) -> str | None:
+    """Who holds the library's lock on `folder` (a run training there now), or None when nobody does."""
+    try:
+        with open(folder / LOCK_FILE) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the handle closes
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return (folder / LOCK_FILE).read_text().strip() or "another process"
+    return None
 
 
 def read_run(folder: Path) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import statistics
 import sys
 from argparse import Namespace
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hf_kd.guards import OutputDirLock
 from hf_kd.reuse import RUN_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,6 +194,21 @@ def test_a_finished_run_is_reused_only_with_its_exact_configuration(quality, tmp
     (tmp_path / "run" / RUN_KEY).unlink()
     runner.run("kd", tmp_path / "run", [*args, "--kd_temperature", "4"])
     assert len(calls) == 5 and "made before runs were keyed" in capsys.readouterr().out
+
+
+def test_a_folder_in_use_keeps_its_log_and_a_failed_run_leaves_no_key(quality, tmp_path, monkeypatch, capsys):
+    """Two benchmark processes on one run folder: the second must not truncate the running job's log, and
+    no failed attempt may write the timing and key that mark a run as made with its configuration."""
+    calls = []
+    monkeypatch.setattr(quality.subprocess, "call", lambda args, **_: calls.append(args) or 1)
+    folder, runner = tmp_path / "run", quality.Runner(jobs=1, deadline=None)
+    with OutputDirLock(str(folder)):
+        (folder / "log.txt").write_text("the running job's log\n")
+        assert runner.run("kd", folder, []) is None
+    assert calls == [] and (folder / "log.txt").read_text() == "the running job's log\n"
+    assert f"{folder} is in use by another run (pid {os.getpid()}" in capsys.readouterr().out
+    assert runner.run("kd", folder, []) is None  # the lock is gone: it runs, and fails
+    assert len(calls) == 1 and not (folder / "wall_time.json").exists() and not (folder / RUN_KEY).exists()
 
 
 def test_no_student_starts_when_the_teacher_fails(quality, tmp_path, monkeypatch):
