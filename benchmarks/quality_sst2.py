@@ -378,8 +378,8 @@ class Runner:
             if self.deadline is not None and time.time() > self.deadline:
                 return None
             folder.mkdir(parents=True, exist_ok=True)
-            if held_by(folder):  # another benchmark process trains it: leave its log and results alone
-                print(f"== skipped {name}: {folder} is in use by another run ({held_by(folder)})", flush=True)
+            if holder := held_by(folder):  # another benchmark process trains it: leave its log and results alone
+                print(f"== skipped {name}: {folder} is in use by another run ({holder})", flush=True)
                 return None
             (folder / RESULTS_FILE).unlink(missing_ok=True)
             start = time.time()
@@ -424,7 +424,10 @@ def held_by(folder: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError:
-        return (folder / LOCK_FILE).read_text().strip() or "another process"
+        try:
+            return (folder / LOCK_FILE).read_text().strip() or "another process"
+        except OSError:  # it ended in between
+            return None
     return None
 
 
