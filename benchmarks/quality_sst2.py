@@ -32,7 +32,6 @@ are saved as each job finishes (`--deadline_minutes` stops starting new ones). W
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import random
@@ -51,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.heldout import OverlapIndex, carve_heldout  # noqa: E402
-from hf_kd.guards import LOCK_FILE  # noqa: E402
+from hf_kd.guards import lock_holder  # noqa: E402
 from hf_kd.report import group_statistics, paired_differences  # noqa: E402
 from hf_kd.reuse import RUN_KEY, content_hash, is_finished, run_key  # noqa: E402
 from hf_kd.run import RESULTS_FILE  # noqa: E402
@@ -378,7 +377,7 @@ class Runner:
             if self.deadline is not None and time.time() > self.deadline:
                 return None
             folder.mkdir(parents=True, exist_ok=True)
-            if holder := held_by(folder):  # another benchmark process trains it: leave its log and results alone
+            if holder := lock_holder(folder):  # another benchmark process trains it: leave its log and results alone
                 print(f"== skipped {name}: {folder} is in use by another run ({holder})", flush=True)
                 return None
             (folder / RESULTS_FILE).unlink(missing_ok=True)
@@ -398,8 +397,8 @@ class Runner:
         args += [*self.task.data_flags, "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
         args += ["--max_seq_length", "64", "--per_device_eval_batch_size", "128", "--report_to", "none"]
         args += ["--output_dir", str(model_dir / "dev"), "--overwrite_output_dir", "true"]
-        self._call(f"{name} [dev]", model_dir / "dev_log.txt", args, alone)
-        if (model_dir / "dev").is_dir():  # the key beside the results, written once they exist, as `run` does
+        code = self._call(f"{name} [dev]", model_dir / "dev_log.txt", args, alone)
+        if code == 0 and (model_dir / "dev").is_dir():  # the key beside its results, as `run` writes it
             (model_dir / "dev" / RUN_KEY).write_text(json.dumps(key, indent=1))
 
     def _call(self, name: str, log: Path, args: list[str], alone: bool) -> int:
@@ -414,21 +413,6 @@ class Runner:
         with self.lock:
             print(f"== {'done' if code == 0 else f'FAILED ({code}), see ' + str(log)} {name}", flush=True)
         return code
-
-
-def held_by(folder: Path) -> str | None:
-    """Who holds the library's lock on `folder` (a run training there now), or None when nobody does."""
-    try:
-        with open(folder / LOCK_FILE) as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the handle closes
-    except FileNotFoundError:
-        return None
-    except OSError:
-        try:
-            return (folder / LOCK_FILE).read_text().strip() or "another process"
-        except OSError:  # it ended in between
-            return None
-    return None
 
 
 def read_run(folder: Path) -> dict | None:

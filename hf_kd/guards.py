@@ -83,6 +83,21 @@ class OutputDirLock:
                 os.rmdir(self.folder)
 
 
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds `OutputDirLock` on `folder` (a run using it now), or None when nobody does; takes nothing."""
+    path = os.path.join(folder, LOCK_FILE)
+    try:
+        with open(path) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the handle closes
+            return None
+    except FileNotFoundError:
+        return None
+    except OSError:
+        with contextlib.suppress(OSError), open(path) as handle:
+            return handle.read().strip() or "another process"
+        return None  # released and removed between the probe and the read
+
+
 class GracefulStop(TrainerCallback):
     """On SIGTERM, save a checkpoint at the next step boundary and end training (`requested_at` says when).
 
