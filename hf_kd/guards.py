@@ -52,8 +52,7 @@ class OutputDirLock:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _holder(handle)
             handle.close()
             raise ArgumentError(
                 f"--output_dir {self.folder} is in use by another run ({holder}). Wait for it to end, or pick "
@@ -83,19 +82,23 @@ class OutputDirLock:
                 os.rmdir(self.folder)
 
 
+def _holder(handle) -> str:
+    """The line the run holding the lock wrote into the lock file."""
+    handle.seek(0)
+    return handle.read().strip() or "another process"
+
+
 def lock_holder(folder: str | os.PathLike) -> str | None:
     """Who holds `OutputDirLock` on `folder` (a run using it now), or None when nobody does; takes nothing."""
-    path = os.path.join(folder, LOCK_FILE)
     try:
-        with open(path) as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the handle closes
+        with open(os.path.join(folder, LOCK_FILE)) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the handle closes
+            except OSError:
+                return _holder(handle)
             return None
     except FileNotFoundError:
         return None
-    except OSError:
-        with contextlib.suppress(OSError), open(path) as handle:
-            return handle.read().strip() or "another process"
-        return None  # released and removed between the probe and the read
 
 
 class GracefulStop(TrainerCallback):
