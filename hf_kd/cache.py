@@ -3,8 +3,8 @@
 The frozen teacher runs in eval mode, so its outputs on the clean inputs are the same in every
 epoch and every run. `--cache_teacher_outputs` computes them once (logits, and for RAIL-KD /
 CILDA+minILD the per-layer features their losses read), stores them in a safetensors file named by
-a key of the data set's fingerprint, the teacher's identity (config and weights) and the feature
-options, and reuses them. A file whose stored key differs is never used. Perturbed inputs change
+a key of what the teacher reads (the token ids of every distinct training row, in order), the teacher's
+identity (config and weights) and the feature options, and reuses them. A file whose stored key differs is never used. Perturbed inputs change
 every batch and are never cached.
 
 The file is written under a scratch name and renamed into place, so a reader sees one writer's whole
@@ -22,6 +22,8 @@ import logging
 import os
 from collections.abc import Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from safetensors import safe_open
@@ -75,9 +77,10 @@ class TeacherCache:
     @classmethod
     def build_or_load(cls, trainer, dataset: Dataset, folder: str) -> TeacherCache:
         """Load the cache of this (data set, teacher, options) or compute it with the trainer's teacher."""
+        rows = distinct_rows(dataset)
         key_source = {
-            "dataset": dataset._fingerprint,
-            "rows": len(dataset),
+            "teacher_inputs": rows_digest(rows, teacher_input_columns(rows)),
+            "rows": len(rows),
             "teacher": teacher_fingerprint(trainer.teacher),
             "features": trainer.projection_features,
             "rail_pooling": trainer.args.rail_pooling,
@@ -91,7 +94,7 @@ class TeacherCache:
                 if cache is not None:
                     logger.info("Using the cached teacher outputs in %s.", path)
                     return cache
-            cache = cls._compute(trainer, dataset)  # draws no random number: the run's RNG stays as it was
+            cache = cls._compute(trainer, rows)  # draws no random number: the run's RNG stays as it was
             if trainer.accelerator.is_main_process:
                 os.makedirs(folder, exist_ok=True)
                 scratch = f"{path}.{os.getpid()}.tmp"
@@ -135,10 +138,10 @@ class TeacherCache:
         return cls(tensors)
 
     @classmethod
-    def _compute(cls, trainer, dataset: Dataset) -> TeacherCache:
+    def _compute(cls, trainer, rows: Dataset) -> TeacherCache:
         hidden = trainer.projection_features is not None
         parts: dict[str, list[torch.Tensor]] = {}
-        for result, view in teacher_passes(trainer, distinct_rows(dataset), hidden):
+        for result, view in teacher_passes(trainer, rows, hidden):
             features = trainer.features(result, view, trainer.teacher_adapter)
             named = {"logits": features.logits}
             for kind in ("pooled", "sentence"):
@@ -163,11 +166,32 @@ def distinct_rows(dataset: Dataset) -> Dataset:
     return dataset.select(range(distinct))
 
 
+def teacher_input_columns(dataset: Dataset) -> list[str]:
+    """The columns the teacher's forward reads: the shared tokenization's, or its own where it has one."""
+    return [c for c in ("input_ids", "attention_mask", "token_type_ids", *TEACHER_COLUMNS) if c in dataset.column_names]
+
+
+def rows_digest(dataset: Dataset, columns: list[str]) -> str:
+    """SHA-256 of `columns`' values, row after row: the same rows give the same digest however the data set was
+    built (datasets' fingerprint differs for the same rows reached another way: --labelled_share's copies
+    dropped again, another process's load)."""
+    digest = hashlib.sha256()
+    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=16384):
+        for name in columns:
+            column = batch.column(name)
+            digest.update(f"{name}:{column.type}".encode())
+            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+                digest.update(pc.list_value_length(column).to_numpy(zero_copy_only=False).tobytes())
+                column = pc.list_flatten(column)
+            digest.update(column.to_numpy(zero_copy_only=False).tobytes())
+    return digest.hexdigest()
+
+
 @torch.no_grad()
 def teacher_passes(trainer, dataset: Dataset, hidden: bool = False) -> Iterator[tuple[ForwardResult, dict]]:
     """The teacher's forward over `dataset` in order (eval batches, its own view of each batch), with the
     batch as it read it. No random number is drawn: the run's RNG stays as it was."""
-    kept = ("input_ids", "attention_mask", "token_type_ids", INDEX_COLUMN, *TEACHER_COLUMNS)
+    kept = (*teacher_input_columns(dataset), INDEX_COLUMN)
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in kept])
     size, device = trainer.args.per_device_eval_batch_size, trainer.args.device
     for batch in collated_batches(dataset, trainer.data_collator, size, device):

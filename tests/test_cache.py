@@ -6,11 +6,13 @@ import os
 
 import pytest
 import torch
+from datasets import Dataset, concatenate_datasets
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_kd.cache import TeacherCache
+from hf_kd.cache import TeacherCache, distinct_rows, rows_digest
+from hf_kd.data import INDEX_COLUMN
 from hf_kd.run import main
 from tests.conftest import cli_args
 
@@ -60,6 +62,30 @@ def test_cache_is_reused_and_refused_for_another_teacher(bert, sst2_files, tmp_p
     # so does a different max length (another tokenised data set)
     main(cli_args(bert, sst2_files, tmp_path / "d", "kd", *cache_args, "--max_seq_length", "16"))
     assert len(os.listdir(tmp_path / "cache")) == 3
+
+
+def test_labelled_share_runs_read_the_cache_a_plain_run_wrote(bert, half_labelled, tmp_path):
+    """--labelled_share appends copies of rows the teacher already read: the cache is keyed by the distinct
+    rows' token ids, so the run with copies reuses the plain run's file and trains as it would without one."""
+    cache_args = ("--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache"))
+    unlabelled = ("--unlabeled_file", half_labelled["unlabelled"], "--seed", "5")
+    main(cli_args(bert, half_labelled, tmp_path / "plain", "kd", *unlabelled, *cache_args))
+    (path,) = (tmp_path / "cache").iterdir()
+    stamp = path.stat().st_mtime_ns
+    share = ("--labelled_share", "0.8")
+    cached = main(cli_args(bert, half_labelled, tmp_path / "share", "kd", *unlabelled, *share, *cache_args))
+    assert list((tmp_path / "cache").iterdir()) == [path] and path.stat().st_mtime_ns == stamp
+    assert load_file(path)["logits"].shape == (136, 2)  # 96 training rows and 40 unlabelled, not their copies
+    uncached = main(cli_args(bert, half_labelled, tmp_path / "uncached", "kd", *unlabelled, *share))
+    assert cached["eval_loss"] == pytest.approx(uncached["eval_loss"], abs=1e-5)
+
+
+def test_rows_digest_follows_the_rows_not_how_they_were_built():
+    rows = Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5], [6]], INDEX_COLUMN: [0, 1, 2]})
+    with_copies = concatenate_datasets([rows, rows.select([1, 1])])
+    assert rows_digest(distinct_rows(with_copies), ["input_ids"]) == rows_digest(rows, ["input_ids"])
+    regrouped = Dataset.from_dict({"input_ids": [[1, 2], [3, 4, 5], [6]], INDEX_COLUMN: [0, 1, 2]})
+    assert rows_digest(regrouped, ["input_ids"]) != rows_digest(rows, ["input_ids"])  # same ids, other rows
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped bytes", "no checksum"])
