@@ -3,9 +3,9 @@
 The frozen teacher runs in eval mode, so its outputs on the clean inputs are the same in every
 epoch and every run. `--cache_teacher_outputs` computes them once (logits, and for RAIL-KD /
 CILDA+minILD the per-layer features their losses read), stores them in a safetensors file named by
-a key of what the teacher reads (the token ids of every distinct training row, in order), the teacher's
-identity (config and weights) and the feature options, and reuses them. A file whose stored key differs is never used. Perturbed inputs change
-every batch and are never cached.
+a key of what the teacher reads (the token ids of every distinct training row, in order), the
+teacher's identity (config and weights) and the feature options, and reuses them. A file whose stored
+key differs is never used. Perturbed inputs change every batch and are never cached.
 
 The file is written under a scratch name and renamed into place, so a reader sees one writer's whole
 file or none (runs of the same teacher at once included); its header records the tensors' size and
@@ -173,8 +173,8 @@ def teacher_input_columns(dataset: Dataset) -> list[str]:
 
 def rows_digest(dataset: Dataset, columns: list[str]) -> str:
     """SHA-256 of `columns`' values, row after row: the same rows give the same digest however the data set was
-    built (datasets' fingerprint differs for the same rows reached another way: --labelled_share's copies
-    dropped again, another process's load)."""
+    built (datasets' fingerprint follows the steps that built it, so --labelled_share's copies, dropped again,
+    left another one and the teacher's whole pass was redone)."""
     digest = hashlib.sha256()
     for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=16384):
         for name in columns:
