@@ -598,7 +598,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     previous = results_md.read_text() if results_md.is_file() else ""
     analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
     results_md.write_text("\n".join(lines) + "\n" + analysis)
-    plot(table_rows, teacher, settings, methods, len(options.seeds), chart, task.title)
+    plot(chart_bars(table_rows, runs), teacher, list(SETTINGS), len(options.seeds), chart, task.title)
     return table_rows
 
 
@@ -623,37 +623,42 @@ def format_difference(paired: dict) -> str:
     return f"{100 * paired['mean']:+.2f} [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
 
 
+def ablation_cells(runs: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """Per (setting, method, ablation): the learning rate `choose` picks, from 2 seeds on (a paired lead)."""
+    cells = {}
+    for variant in sorted({r["variant"] for r in runs if r["variant"]}):
+        chosen = choose([r for r in runs if r["variant"] == variant], 2)
+        cells |= {(setting, method, variant): cell for (setting, method), cell in chosen.items()}
+    return cells
+
+
 def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], options) -> list[str]:
     """Each ablation against the same method's default flags, paired by seed on held-out (where choices
     are made); dev is shown for the record, not for choosing."""
     import statistics
 
     rows = []
-    for variant in sorted({r["variant"] for r in runs if r["variant"]}):
-        chosen = choose([r for r in runs if r["variant"] == variant], 2)  # a paired lead from 2 seeds on
-        for (setting, method), cell in chosen.items():
-            no_kd = defaults.get((setting, "normal"))
-            against_no_kd = ""
-            if no_kd is not None and method != "normal":
-                paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
-                against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
-            default = defaults.get((setting, method))
-            if default is None:  # remedies run without the method's defaults: still compared with no KD
-                rows.append(
-                    f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | not run "
-                    f"| {100 * cell['heldout']:.2f} | | | | {against_no_kd} |"
-                )
-                continue
-            heldout, dev = (paired_differences(by_seed(cell, key), by_seed(default, key)) for key in ("heldout", "dev"))
-            seeds = heldout["seeds"]  # both means over the seeds they share
-            means = [
-                statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (default, cell)
-            ]
+    for (setting, method, variant), cell in ablation_cells(runs).items():
+        no_kd = defaults.get((setting, "normal"))
+        against_no_kd = ""
+        if no_kd is not None and method != "normal":
+            paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
+            against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
+        default = defaults.get((setting, method))
+        if default is None:  # remedies run without the method's defaults: still compared with no KD
             rows.append(
-                f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {100 * means[0]:.2f} "
-                f"| {100 * means[1]:.2f} | {format_difference(heldout)} | {heldout['wins']}/{len(seeds)} "
-                f"| {100 * dev['mean']:+.2f} | {against_no_kd} |"
+                f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | not run "
+                f"| {100 * cell['heldout']:.2f} | | | | {against_no_kd} |"
             )
+            continue
+        heldout, dev = (paired_differences(by_seed(cell, key), by_seed(default, key)) for key in ("heldout", "dev"))
+        seeds = heldout["seeds"]  # both means over the seeds they share
+        means = [statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (default, cell)]
+        rows.append(
+            f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {100 * means[0]:.2f} "
+            f"| {100 * means[1]:.2f} | {format_difference(heldout)} | {heldout['wins']}/{len(seeds)} "
+            f"| {100 * dev['mean']:+.2f} | {against_no_kd} |"
+        )
     if not rows:
         return []
     return [
@@ -672,11 +677,26 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
     ]
 
 
+def chart_bars(table_rows: dict[str, dict], runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """The chart's bars, label -> setting -> (dev mean, std) in points: each method's chosen default, then
+    its ablations (`kd · s8000`), so a report made of ablations shows them, not no KD alone."""
+    import statistics
+
+    cells: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    for key, row in table_rows.items():
+        setting, method = key.split("/")
+        cells.setdefault((method, ""), {})[setting] = (100 * row["dev"], 100 * row["dev_std"])
+    for (setting, method, variant), cell in ablation_cells(runs).items():
+        dev = [100 * r["dev"] for r in cell["runs"]]
+        cells.setdefault((method, variant), {})[setting] = (statistics.fmean(dev), statistics.stdev(dev))
+    order = sorted(cells, key=lambda key: (METHODS.index(key[0]), key[1]))
+    return {" · ".join(filter(None, key)): cells[key] for key in order}
+
+
 def plot(
-    rows: dict[str, dict],
+    bars: dict[str, dict[str, tuple[float, float]]],
     teacher: dict,
     settings: list[str],
-    methods: list[str],
     n_seeds: int,
     path: Path,
     title: str = "SST-2",
@@ -686,23 +706,23 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(9, 4.5))
+    settings = [s for s in settings if any(s in cells for cells in bars.values())]
+    figure, axis = plt.subplots(figsize=(max(9, 1.1 * len(bars)), 4.5))
     width = 0.8 / max(len(settings), 1)
     for i, setting in enumerate(settings):
-        xs = [j + (i - (len(settings) - 1) / 2) * width for j, m in enumerate(methods) if f"{setting}/{m}" in rows]
-        cells = [rows[f"{setting}/{m}"] for m in methods if f"{setting}/{m}" in rows]
+        shown = [(j, cells[setting]) for j, cells in enumerate(bars.values()) if setting in cells]
         axis.bar(
-            xs,
-            [100 * c["dev"] for c in cells],
+            [j + (i - (len(settings) - 1) / 2) * width for j, _ in shown],
+            [mean for _, (mean, _) in shown],
             width,
-            yerr=[100 * c["dev_std"] for c in cells],
+            yerr=[std for _, (_, std) in shown],
             capsize=4,
             label=setting,
         )
     axis.axhline(100 * teacher["dev"], color="#C44E52", linestyle="--", label="teacher")
-    low = min((100 * (c["dev"] - c["dev_std"]) for c in rows.values()), default=70)
+    low = min((mean - std for cells in bars.values() for mean, std in cells.values()), default=70)
     axis.set_ylim(low - 3, 100 * teacher["dev"] + 2)
-    axis.set_xticks(range(len(methods)), methods)
+    axis.set_xticks(range(len(bars)), [label.replace(" · ", "\n") for label in bars], fontsize=8)
     axis.set(ylabel=f"{title} accuracy, reported split (%)", title=f"{n_seeds} seeds (mean ± std)")
     axis.legend(ncol=len(settings) + 1, fontsize=8)
     axis.grid(axis="y", alpha=0.3)

@@ -86,6 +86,31 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     assert (report.parent / "R.png").is_file() and "![methods](R.png)" in text
 
 
+def test_the_chart_draws_each_ablation_beside_its_method(quality, tmp_path):
+    """A report made of ablations (`--methods normal --ablation s8000@kd=...`) must not chart no KD alone."""
+    runs = tmp_path / "runs"
+    s8000 = ([0.85, 0.84, 0.86], [0.86, 0.87, 0.85])
+    for folder, (heldout, dev) in [
+        (runs / "few_labels" / "normal", NO_KD),
+        (runs / "few_labels" / "kd", DEFAULT),
+        (runs / "unlabelled_s8000" / "kd", s8000),
+    ]:
+        for seed, h, d in zip([42, 43, 44], heldout, dev, strict=True):
+            finished(folder / "lr-0.0001" / f"seed-{seed}", h, d)
+    found = quality.finished_runs(quality.runs_root(tmp_path, "minilm2"))
+    options = Namespace(seeds=[42, 43, 44], steps=1000, report=str(tmp_path / "R.md"), student="minilm2")
+    counts = {"full": 100, "labelled": 40, "unlabelled": 10}
+    rows = quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, counts, "cmd")
+    bars = quality.chart_bars(rows, found)
+    assert list(bars) == ["normal", "kd", "kd · s8000"]  # methods in their order, each ablation after its method
+    assert set(bars["normal"]) == {"few_labels", "unlabelled"}  # no KD's runs are both settings' baseline
+    assert set(bars["kd"]) == {"few_labels"} and set(bars["kd · s8000"]) == {"unlabelled"}
+    mean, std = bars["kd · s8000"]["unlabelled"]
+    assert mean == pytest.approx(86.0) and std == pytest.approx(100 * statistics.stdev(s8000[1]))
+    assert bars["kd"]["few_labels"] == pytest.approx((81.0, 100 * statistics.stdev(DEFAULT[1])))
+    assert (tmp_path / "R.png").stat().st_size > 10_000
+
+
 def test_a_remedy_run_without_its_methods_defaults_is_still_compared_with_no_kd(quality, tmp_path):
     """`--methods normal --ablation_methods kd --ablation share90=...`: no default KD to pair with on held-out,
     but the remedy's own held-out mean and its dev against no KD are what the choice needs."""
