@@ -45,6 +45,7 @@ CURVES: dict[str, list[Point]] = {
     "KD, 10,000 sentences": [
         Point(1000, "RESULTS.md"),
         Point(2000, "RESULTS_sst2_all_text_cpu.md", "u10k_s2000"),
+        Point(4000, "RESULTS_sst2_all_text_8000_cpu.md", "u10k_s4000"),
     ],
     "MATE-KD, 10,000 sentences": [Point(1000, "RESULTS_sst2_adversarial_text_cpu.md", method="mate_kd")],
     "MATE-KD, all 55,133 rows": [Point(2000, "RESULTS_sst2_all_text_8000_cpu.md", "s2000", "mate_kd")],
