@@ -598,7 +598,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     previous = results_md.read_text() if results_md.is_file() else ""
     analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
     results_md.write_text("\n".join(lines) + "\n" + analysis)
-    plot(chart_bars(table_rows, runs), teacher, list(SETTINGS), len(options.seeds), chart, task.title)
+    plot(chart_bars(table_rows, runs), teacher, len(options.seeds), chart, task.title)
     return table_rows
 
 
@@ -696,7 +696,6 @@ def chart_bars(table_rows: dict[str, dict], runs: list[dict]) -> dict[str, dict[
 def plot(
     bars: dict[str, dict[str, tuple[float, float]]],
     teacher: dict,
-    settings: list[str],
     n_seeds: int,
     path: Path,
     title: str = "SST-2",
@@ -706,7 +705,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    settings = [s for s in settings if any(s in cells for cells in bars.values())]
+    settings = [s for s in SETTINGS if any(s in cells for cells in bars.values())]  # one colour each
     figure, axis = plt.subplots(figsize=(max(9, 1.1 * len(bars)), 4.5))
     width = 0.8 / max(len(settings), 1)
     for i, setting in enumerate(settings):
