@@ -805,13 +805,17 @@ def parse_options(argv: list[str] | None = None):
             setattr(options, key, value)
     if options.jobs < 1 or options.steps < 1 or options.unlabelled < 1 or (options.teacher_steps or 1) < 1:
         parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
+    if not all(0 < rate < 1 for rate in options.learning_rates):
+        parser.error(f"--learning_rates {options.learning_rates}: each a learning rate in (0, 1)")
     if options.unlabelled_phrases and options.task != "sst2":
         parser.error("--unlabelled_phrases: for --task sst2 (BANKING77's unlabelled text is already the rest of train)")
     if options.minority_share is not None and not (0 < options.minority_share < 0.5 and options.task == "sst2"):
         parser.error("--minority_share: a share in (0, 0.5), for --task sst2 (the positives kept among the rows)")
+    per_run_flags(parser, "--extra_args", options.extra_args, sweeps=False)
     options.ablation_methods = options.ablation_methods or options.methods
     options.variants = {"": ""}  # name -> the flags it adds ("": the method's defaults)
     options.variant_methods = {"": options.methods}  # name -> the methods it runs
+    options.variant_rates = {"": options.learning_rates}  # name -> its learning rates (the run folders' lr-*)
     for ablation in options.ablation:
         label, _, flags = ablation.partition("=")
         name, at, only = label.partition("@")
@@ -826,7 +830,34 @@ def parse_options(argv: list[str] | None = None):
             )
         options.variants[name] = flags.strip()
         options.variant_methods[name] = methods
+        options.variant_rates[name] = per_run_flags(parser, f"--ablation {name}", flags) or options.learning_rates
     return options
+
+
+def per_run_flags(parser: argparse.ArgumentParser, where: str, flags: str, sweeps: bool = True) -> list[float]:
+    """Refuse flags the benchmark sets run by run (a run folder names its seed and learning rate); an
+    ablation's own `--learning_rate` becomes its runs' learning rate (returned), so folders and report follow it."""
+    try:
+        tokens = shlex.split(flags)
+    except ValueError as error:
+        parser.error(f"{where} {flags!r}: {error} (quote the flags as one argument)")
+    names = [token.partition("=")[0] for token in tokens]
+    for owned in ("--seed", "--output_dir"):
+        if owned in names:
+            parser.error(f"{where}: {owned} is set run by run by the benchmark (use --seeds / --output_dir)")
+    if "--learning_rate" not in names:
+        return []
+    if not sweeps:
+        parser.error(f"{where}: --learning_rate is swept by the benchmark: give --learning_rates instead")
+    index = len(names) - 1 - names[::-1].index("--learning_rate")  # the last one wins, as in run_glue_kd.py
+    value = tokens[index].partition("=")[2] or (tokens[index + 1] if index + 1 < len(tokens) else "")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate < 1:
+        parser.error(f"{where}: --learning_rate {value!r} is not a learning rate in (0, 1)")
+    return [rate]
 
 
 def benchmark(argv: list[str] | None = None) -> None:
@@ -891,7 +922,7 @@ def benchmark(argv: list[str] | None = None) -> None:
                     data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
                     if setting == "unlabelled" and method != "normal":
                         data += ["--unlabeled_file", str(files["unlabelled"])]
-                    for learning_rate in options.learning_rates:
+                    for learning_rate in options.variant_rates[variant]:
                         for seed in options.seeds:
                             folder = run_folder(root, setting, method, learning_rate, seed, tag)
                             if folder not in jobs:

@@ -147,6 +147,30 @@ def test_ablation_flags_are_checked(quality):
     assert options.variants == {"": "", "t2": "--kd_temperature 2"} and options.extra_args == "--bf16 true"
 
 
+def test_an_ablations_learning_rate_names_its_runs_and_per_run_flags_are_refused(quality, capsys):
+    """An ablation's `--learning_rate` replaces the sweep for its runs (their folders say lr-0.0002, not the
+    sweep's 1e-4 that the flag silently overrode); seeds, output folders and unparsable flags are refused."""
+    ablations = ["fast@kd=--max_steps 10 --learning_rate 1e-3", "faster@kd=--learning_rate=5e-3 --learning_rate 2e-4"]
+    ablations.append("t2=--kd_temperature 2")
+    argv = ["--learning_rates", "1e-4", "3e-4"]
+    options = quality.parse_options(argv + [arg for ablation in ablations for arg in ("--ablation", ablation)])
+    assert options.variant_rates == {"": [1e-4, 3e-4], "fast": [1e-3], "faster": [2e-4], "t2": [1e-4, 3e-4]}
+    refused = [
+        (["--ablation", "a=--seed 3"], "--seed is set run by run"),
+        (["--ablation", "a=--output_dir=x"], "--output_dir is set run by run"),
+        (["--ablation", "a=--learning_rate"], "is not a learning rate"),
+        (["--ablation", "a=--learning_rate 5"], "is not a learning rate"),
+        (["--ablation", "a=--learning_rate nan"], "is not a learning rate"),
+        (["--ablation", "a=--kd_temperature ' 2"], "No closing quotation"),
+        (["--extra_args", "--learning_rate 1e-3"], "give --learning_rates instead"),
+        (["--learning_rates", "0"], "each a learning rate in (0, 1)"),
+    ]
+    for argv, message in refused:
+        with pytest.raises(SystemExit) as refusal:
+            quality.parse_options(argv)
+        assert refusal.value.code == 2 and message in capsys.readouterr().err, argv
+
+
 def test_an_ablation_can_name_its_own_methods(quality):
     """`NAME@METHOD,...=FLAGS` runs only there: a contrastive-weight ablation means nothing for KD."""
     options = quality.parse_options(
