@@ -510,7 +510,8 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     summary = choose(with_shared_no_kd(defaults, {r["setting"] for r in runs}), len(options.seeds))
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
-    rates = ", ".join(f"{lr:g}" for lr in sorted({r["learning_rate"] for r in runs}))
+    swept = {r["learning_rate"] for r in defaults} or set(options.learning_rates)  # not an ablation's own rate
+    rates = ", ".join(f"{lr:g}" for lr in sorted(swept))
     teacher_steps = getattr(options, "teacher_steps", None)
     teacher_budget = f", `--max_steps {teacher_steps}`" if teacher_steps else ""
     lines = [
