@@ -49,6 +49,8 @@ CURVES: dict[str, list[Point]] = {
     ],
     "MATE-KD, 10,000 sentences": [Point(1000, "RESULTS_sst2_adversarial_text_cpu.md", method="mate_kd")],
     "MATE-KD, all 55,133 rows": [Point(2000, "RESULTS_sst2_all_text_8000_cpu.md", "s2000", "mate_kd")],
+    "RAIL-KD, all 55,133 rows": [Point(4000, "RESULTS_sst2_all_text_8000_cpu.md", "s4000", "rail_kd")],
+    "KD, all 55,133 rows, lr 2e-4": [Point(4000, "RESULTS_sst2_all_text_8000_cpu.md", "s4000_lr2e-4")],
 }
 NO_KD = Point(1000, "RESULTS.md", method="normal", setting="few_labels")
 TEACHER_REPORT = "RESULTS.md"
@@ -143,14 +145,14 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    styles = {"KD": "-o", "MATE-KD": "--s"}
+    styles = {"KD": "-o", "MATE-KD": "--s", "RAIL-KD": ":^"}  # by method; a curve of another method gets "-D"
     for axis, split, label in zip(axes, ("heldout", "dev"), ("held-out (choices)", "dev (reported once)"), strict=True):
         for index, (name, points) in enumerate(data["curves"].items()):
             axis.errorbar(
                 [p["steps"] for p in points],
                 [p[f"{split}_mean"] for p in points],
                 yerr=[p[f"{split}_std"] for p in points],
-                fmt=styles[name.split(",")[0]],
+                fmt=styles.get(name.split(",")[0], "-D"),
                 color=f"C{index}",
                 capsize=3,
                 label=name,
