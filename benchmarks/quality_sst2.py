@@ -842,16 +842,17 @@ def per_run_flags(parser: argparse.ArgumentParser, where: str, flags: str, sweep
         tokens = shlex.split(flags)
     except ValueError as error:
         parser.error(f"{where} {flags!r}: {error} (quote the flags as one argument)")
-    names = [token.partition("=")[0] for token in tokens]
-    for owned in ("--seed", "--output_dir"):
-        if owned in names:
-            parser.error(f"{where}: {owned} is set run by run by the benchmark (use --seeds / --output_dir)")
-    if "--learning_rate" not in names:
+    value = None  # the last --learning_rate's value wins, as in run_glue_kd.py
+    for index, token in enumerate(tokens):
+        name, equals, attached = token.partition("=")
+        if name in ("--seed", "--output_dir"):
+            parser.error(f"{where}: {name} is set run by run by the benchmark (use --seeds / --output_dir)")
+        if name == "--learning_rate":
+            value = attached if equals else (tokens[index + 1] if index + 1 < len(tokens) else "")
+    if value is None:
         return []
     if not sweeps:
         parser.error(f"{where}: --learning_rate is swept by the benchmark: give --learning_rates instead")
-    index = len(names) - 1 - names[::-1].index("--learning_rate")  # the last one wins, as in run_glue_kd.py
-    value = tokens[index].partition("=")[2] or (tokens[index + 1] if index + 1 < len(tokens) else "")
     try:
         rate = float(value)
     except ValueError:
