@@ -11,6 +11,7 @@ are known to `hf_kd.trainers`, which resolves them (`DistillationTrainingArgumen
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -139,6 +140,24 @@ def check_ranges(arguments) -> None:
             raise ArgumentError(f"--{item.name} must be {bound}{note}, got {value}.")
 
 
+def parse_label_map(value: str | None) -> dict[str, str]:
+    """--teacher_label_map: a JSON object of the teacher's label names to the data's."""
+    if value is None:
+        return {}
+    try:
+        mapping = json.loads(value)
+    except ValueError as error:
+        raise ArgumentError(
+            f"--teacher_label_map {value!r} is not JSON ({error.msg}): give an object of the teacher's label names "
+            """to the data's, e.g. '{"LABEL_POS": "positive", "LABEL_NEG": "negative"}'."""
+        ) from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, (str, int)) for v in mapping.values()):
+        raise ArgumentError(
+            f"--teacher_label_map {value!r} must be a JSON object of the teacher's label names to the data's."
+        )
+    return {str(key): str(name) for key, name in mapping.items()}
+
+
 def _has_accelerator(use_cpu: bool) -> bool:
     """Whether training may run on an accelerator (pinned host memory helps only there)."""
     if use_cpu:
@@ -177,6 +196,14 @@ class ModelArguments:
             "vocabulary differs from the student's, every example is also tokenised with it for the teacher."
         },
     )
+    teacher_label_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "The teacher's label names paired with the data's when they are spelt differently, as a JSON "
+            """object (e.g. '{"LABEL_POS": "positive", "LABEL_NEG": "negative"}'). Without it labels match by name """
+            "(case-insensitive), and data labels that are the integers 0..n-1 read the teacher by position."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are stored."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the models on the Hub."})
     token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
@@ -188,6 +215,9 @@ class ModelArguments:
             "choices": ["auto", "float32", "bfloat16", "float16"],
         },
     )
+
+    def __post_init__(self) -> None:
+        self.teacher_label_pairs = parse_label_map(self.teacher_label_map)
 
 
 @with_ranges
@@ -229,7 +259,8 @@ class DataTrainingArguments:
         default=None,
         metadata={
             "help": "The gold-label column of local data files (default 'label'). String labels become ids in "
-            "sorted order, saved in the student's config as id2label."
+            "sorted order (integers in number order), saved in the student's config as id2label. Integer labels "
+            "0..n-1 are positions: they read a teacher's outputs in its order, and the student takes its names."
         },
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})

@@ -161,12 +161,12 @@ def _load_file(
     extension = path.rsplit(".", 1)[-1].lower()
     if extension not in ("csv", "tsv", "json", "jsonl"):
         raise ArgumentError(f"Data file {path}: use a .csv, .tsv, .json or .jsonl file.")
-    header_lines = 1 if extension in ("csv", "tsv") and task != "cola" else 0
     try:
+        header_lines = 1 if extension in ("csv", "tsv") and not is_headerless_cola(path, extension, task) else 0
         with open(path, encoding="utf-8") as f:
             first_lines = list(itertools.islice((line for line in f if line.strip()), header_lines + 1))
     except UnicodeDecodeError as error:
-        where = first_bad_line(path, extension, header_lines) or f"not UTF-8 text ({brief(error)})"
+        where = first_bad_line(path, extension, 1) or f"not UTF-8 text ({brief(error)})"
         raise ArgumentError(f"Data file {path}, {where}.") from None
     if len(first_lines) <= header_lines:
         raise ArgumentError(f"Data file {path} has no rows.")
@@ -238,13 +238,25 @@ def first_bad_line(path: str, extension: str, header_lines: int) -> str | None:
     return None
 
 
+def header_fields(path: str, extension: str) -> list[str]:
+    """The first non-empty line of a CSV / TSV file as fields: without its line end, BOM or quoting."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        line = next((line for line in f if line.strip()), "")
+    options = {"delimiter": "\t"} if extension == "tsv" else {}
+    return [name.strip() for name in next(csv.reader([line.rstrip("\r\n")], **options), [])]
+
+
+def is_headerless_cola(path: str, extension: str, task: str | None) -> bool:
+    """CoLA's official TSV has no header row (source, label, original label, sentence): a CoLA file whose first
+    line does not name a `sentence` column."""
+    return task == "cola" and extension in ("csv", "tsv") and "sentence" not in header_fields(path, extension)
+
+
 def _read_table(path: str, extension: str, task: str | None, cache_dir: str | None) -> Dataset:
     if extension in ("json", "jsonl"):
         return load_dataset("json", data_files=path, split="train", cache_dir=cache_dir)
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if extension == "tsv" else {}
-    with open(path, encoding="utf-8") as f:
-        first_line = f.readline()
-    if task == "cola" and "sentence" not in first_line.split(options.get("delimiter", ",")):
+    if is_headerless_cola(path, extension, task):
         options["column_names"] = COLA_TSV_COLUMNS
     return load_dataset("csv", data_files=path, split="train", cache_dir=cache_dir, keep_default_na=False, **options)
 
@@ -321,6 +333,8 @@ def label_list_for(task: str | None, train: Dataset, source: str) -> list[str] |
         )
     if all(_is_number(label) for label in labels) and any("." in label or "e" in label.lower() for label in labels):
         return None
+    if all(label.lstrip("-").isdigit() for label in labels):  # integers in number order: 2 before 10
+        return sorted(labels, key=int)
     return sorted(labels)
 
 
@@ -582,11 +596,22 @@ def _report_duplicate_ids(dataset: Dataset, source: str) -> None:
                 logger.warning("%s: %d rows repeat an id of column '%s'.", source, duplicates, column)
 
 
+MOSTLY_EMPTY = 0.5  # a split with more empty texts than this share is refused, not trained on
+
+
 def _report_empty_texts(dataset: Dataset, columns: tuple[str, str | None], source: str) -> None:
+    """Warn of a few empty texts; refuse a split whose texts are mostly empty (a file read with the wrong
+    columns or delimiter): a user's text never reaches the models as empty strings without a stop."""
     for column in columns:
         if column is None:
             continue
         empty = sum(1 for text in dataset[column] if text is None or not str(text).strip())
+        if empty > MOSTLY_EMPTY * len(dataset):
+            raise ArgumentError(
+                f"{source}: {empty} of {len(dataset)} rows have an empty '{column}' (its columns: "
+                f"{dataset.column_names}): check the file's header and delimiter, or pick the text with "
+                "--text_column_names."
+            )
         if empty:
             logger.warning("%s: %d of %d rows have an empty '%s'.", source, empty, len(dataset), column)
 

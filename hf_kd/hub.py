@@ -137,6 +137,8 @@ def model_card(
         worth = findings.get("teacher")
         scored = f": {TeacherWorth(**worth).card_text()}" if worth else ""
         lines.append(f"- Teacher: `{model_args.teacher_name_or_path}`{scored}")
+        if findings.get("teacher_labels"):
+            lines.append(f"- The teacher's labels: {findings['teacher_labels']['text']}")
     if model_args.generator_name_or_path:
         lines.append(f"- Generator (masked LM): `{model_args.generator_name_or_path}`")
     lines.append(f"- Data: {dataset['name']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import torch
 from safetensors.torch import load_file
@@ -203,36 +204,79 @@ def _load_state_dict(model: PreTrainedModel, path: str) -> None:
         )
 
 
-def teacher_label_order(teacher: PreTrainedModel, data: TaskData) -> list[int] | None:
-    """Where each of the data's (the student's) labels is among the teacher's outputs, matched by name.
+@dataclass
+class LabelReading:
+    """How the teacher's outputs are read as the data's labels (`match_teacher_labels`).
 
-    None when they are in the same order, or the teacher's labels have no names (`LABEL_0`, ...: read by
-    position). Label sets that differ are refused, naming both sides.
+    `order[i]`: the teacher's output for the data's label i (None: the same positions); `names`: the label
+    names the student is saved with; `how`: "by name", "by position" (the data's labels are the integers
+    0..n-1, which name nothing), "by --teacher_label_map" or "unnamed teacher" (LABEL_0, ...: by position).
     """
-    if teacher.config.num_labels != data.num_labels:
+
+    how: str
+    pairs: dict[str, str]  # the data's label -> the teacher's label it reads
+    names: list[str]
+    order: list[int] | None = None
+
+    def text(self) -> str:
+        """One line for the log, the run record and the card: 'read by position: 0 -> NEGATIVE, 1 -> POSITIVE'."""
+        shown = list(self.pairs.items())
+        listed = ", ".join(f"{data} -> {teacher}" for data, teacher in shown[:10])
+        more = f", ... ({len(shown)} labels)" if len(shown) > 10 else ""
+        return f"read {self.how}: {listed}{more}"
+
+    def as_dict(self) -> dict:
+        return {"read": self.how, "pairs": self.pairs, "text": self.text()}
+
+
+def is_positional(labels: list[str]) -> bool:
+    """The integers 0..n-1 in order: labels that are positions, not names."""
+    return labels == [str(i) for i in range(len(labels))]
+
+
+def match_teacher_labels(
+    teacher_config: PretrainedConfig, data: TaskData, label_map: dict[str, str] | None = None
+) -> LabelReading | None:
+    """Where each of the data's (the student's) labels is among the teacher's outputs.
+
+    Named labels match by name (case-insensitive, reordered), after --teacher_label_map renames the teacher's;
+    data labels that are the integers 0..n-1 name nothing and read any teacher of n labels by position (the
+    student then takes the teacher's names); a teacher without names (LABEL_0, ...) is read by position.
+    Other differing sets are refused in one line naming both sides and --teacher_label_map. None for regression.
+    """
+    count = teacher_config.num_labels
+    if count != data.num_labels:
         raise ArgumentError(
-            f"The teacher predicts {teacher.config.num_labels} labels but the data has {data.num_labels} "
+            f"The teacher predicts {count} labels but the data has {data.num_labels} "
             f"({data.label_list or 'regression'}): use a teacher fine-tuned on this task."
         )
     if data.label_list is None:
         return None
-    names = [str(teacher.config.id2label[i]) for i in range(teacher.config.num_labels)]
+    mapping = label_map or {}
+    teacher_names = [str(teacher_config.id2label[i]) for i in range(count)]
+    unknown = sorted(set(mapping) - set(teacher_names))
+    if unknown:
+        raise ArgumentError(f"--teacher_label_map names {unknown}, which are not the teacher's labels {teacher_names}.")
     wanted = [str(name) for name in data.label_list]
-    order = None
-    if all(name.startswith("LABEL_") for name in names):
-        pass  # unnamed: the teacher's outputs are read in the data's order
-    elif [n.lower() for n in names] != [w.lower() for w in wanted]:
-        lowered = [n.lower() for n in names]
-        if sorted(lowered) != sorted(w.lower() for w in wanted):
-            raise ArgumentError(
-                f"The teacher's labels {names} are not the data's (the student's) {wanted}: use a teacher fine-tuned on "
-                "these labels, or rename its id2label to the data's names."
-            )
-        order = [lowered.index(w.lower()) for w in wanted]
-        logger.info("The teacher's labels %s are read in the student's order %s.", names, wanted)
-    teacher.config.id2label = dict(enumerate(data.label_list))
-    teacher.config.label2id = {name: i for i, name in enumerate(data.label_list)}
-    return order
+    renamed = [mapping.get(name, name).lower() for name in teacher_names]
+    if sorted(renamed) == sorted(w.lower() for w in wanted) and len(set(renamed)) == count:
+        order = [renamed.index(w.lower()) for w in wanted]
+        how = "by --teacher_label_map" if mapping else "by name"
+        return LabelReading(
+            how,
+            {w: teacher_names[i] for w, i in zip(wanted, order, strict=True)},
+            wanted,
+            None if order == list(range(count)) else order,
+        )
+    if all(name.startswith("LABEL_") for name in teacher_names):
+        return LabelReading("unnamed teacher", dict(zip(wanted, teacher_names, strict=True)), wanted)
+    if is_positional(wanted) and not mapping:
+        return LabelReading("by position", dict(zip(wanted, teacher_names, strict=True)), teacher_names)
+    raise ArgumentError(
+        f"The teacher's labels {teacher_names} are not the data's (the student's) {wanted}: use a teacher "
+        "fine-tuned on these labels, or pair the names with --teacher_label_map "
+        f"""'{{"{teacher_names[0]}": "{wanted[0]}", ...}}'."""
+    )
 
 
 def load_generator(model_args: ModelArguments) -> PreTrainedModel:

@@ -37,7 +37,7 @@ from hf_kd.models import (
     load_teacher,
     load_teacher_tokenizer,
     load_tokenizer,
-    teacher_label_order,
+    match_teacher_labels,
 )
 from hf_kd.trainers import AdversarialTrainer, DistillationTrainer, configure_method
 
@@ -295,12 +295,17 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0, lab
         raise ArgumentError(
             unlabelled_without_teacher(method.method, f"{data.unlabelled} rows of --train_file with an empty label")
         )
+    teacher = generator = labels_read = None
+    if needs_teacher:  # first: with integer labels the student takes the teacher's label names
+        teacher = load_teacher(model_args, data)
+        labels_read = match_teacher_labels(teacher.config, data, model_args.teacher_label_pairs)
+        if labels_read is not None:
+            data.label_list = labels_read.names
+            log = logger.warning if labels_read.how == "by position" else logger.info
+            log("The teacher's labels are %s.", labels_read.text())
     student = load_student(model_args, data)
     models, sources = {"student": student}, {"student": model_args.model_name_or_path}
-    teacher = generator = label_order = None
-    if needs_teacher:
-        teacher = load_teacher(model_args, data)
-        label_order = teacher_label_order(teacher, data)
+    if teacher is not None:
         models["teacher"], sources["teacher"] = teacher, model_args.teacher_name_or_path
     if adversarial:
         generator = load_generator(model_args)
@@ -316,7 +321,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0, lab
         trainer = method(
             model=student,
             teacher=teacher,
-            teacher_label_order=label_order,
+            teacher_label_order=None if labels_read is None else labels_read.order,
             teacher_tokenizer=teacher_tokenizer,
             teacher_max_length=data_args.teacher_max_seq_length or data_args.max_seq_length,
             args=training_args,
@@ -333,6 +338,7 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0, lab
         raise
     except (ValueError, RuntimeError, ImportError) as error:  # refused options, a tracker or optimizer not installed
         raise ArgumentError(f"The Trainer refused the arguments: {brief(error)}") from None
+    trainer.labels_read = labels_read  # for the run record and the card
     if neptune is not None:
         parameters = run_parameters(model_args, data_args, training_args, repetition)
         trainer.add_callback(NeptuneCallback(neptune, parameters, tags=training_args.neptune_tags))
@@ -382,6 +388,8 @@ def _run(model_args, data_args, training_args, push: bool) -> dict:
     output_dir = training_args.output_dir
     results: dict = {}
     findings: dict = {}  # what the run learnt about itself: the teacher's worth, a collapse, the no-KD twin
+    if trainer.labels_read is not None:
+        findings["teacher_labels"] = trainer.labels_read.as_dict()
     if training_args.do_train:
         worth = check_teacher(trainer, data) if training_args.check_teacher and trainer.teacher is not None else None
         if worth is not None:

@@ -104,3 +104,127 @@ def test_the_cases_reach_both_outcomes_and_name_lines(bert, sst2_files, tmp_path
     assert outcomes["tsv: BOM and CRLF"] == outcomes["csv: 1 MB row"] == "finished"
     for case in ("tsv: ragged row", "jsonl: not an object", "csv: Latin-1 row"):
         assert outcomes[case].split(", line ", 1)[1].isdigit(), outcomes[case]
+
+
+# --- layouts: every way a text file is laid out either reads the texts it holds or is refused in one line ---
+
+PAIRS = [(text, ROWS[(i + 7) % len(ROWS)][0]) for i, (text, _) in enumerate(ROWS[:12])]
+LABELS = [label for _, label in ROWS[:12]]
+LINE_ENDS = {"LF": "\n", "CRLF": "\r\n", "BOM+CRLF": "\r\n"}
+
+
+def layout(extension: str, line_end: str, header: bool, pair: bool, label: str) -> tuple[str, list]:
+    """A file of 12 real SST-2 texts (or text pairs) and what it holds: (content, [(text, text2 or None), ...]).
+    `label`: "present", "absent" or "empty" (the column there, every cell empty)."""
+    names = ["sentence1", "sentence2"] if pair else ["sentence"]
+    texts = [pair_ if pair else (pair_[0],) for pair_ in PAIRS]
+    rows = []
+    for values, gold in zip(texts, LABELS, strict=True):
+        cells = list(values) + ({"present": [gold], "empty": [""], "absent": []}[label])
+        rows.append(cells)
+    header_row = names + ([] if label == "absent" else ["label"])
+    out = io.StringIO()
+    if extension == "csv":
+        csv.writer(out, lineterminator=LINE_ENDS[line_end]).writerows(([header_row] if header else []) + rows)
+    else:
+        out.write("".join("\t".join(row) + LINE_ENDS[line_end] for row in ([header_row] if header else []) + rows))
+    content = ("\ufeff" if line_end.startswith("BOM") else "") + out.getvalue()
+    return content, [(values[0], values[1] if pair else None) for values in texts]
+
+
+LAYOUTS = [
+    (extension, line_end, header, pair, label, task)
+    for extension in ("tsv", "csv")
+    for line_end in LINE_ENDS
+    for header in (True, False)
+    for pair in (False, True)
+    for label in ("present", "absent", "empty")
+    for task in (None, "sst2", "cola")
+]
+
+
+def read_or_refused(tokenizer, tmp_path, arguments: dict, path: str) -> tuple[str, object]:
+    from hf_kd.arguments import DataTrainingArguments
+    from hf_kd.data import prepare_data
+
+    try:
+        data = prepare_data(DataTrainingArguments(max_seq_length=64, **arguments), tokenizer, cache_dir=str(tmp_path))
+    except ArgumentError as error:
+        message = str(error)
+        assert "\n" not in message and path in message, message
+        return "refused", message
+    return "read", data
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bert):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bert.tokenizer)
+
+
+@pytest.mark.parametrize("role", ["train", "unlabelled"])
+def test_every_layout_reads_its_texts_or_is_refused_in_one_line(tokenizer, sst2_files, tmp_path, role):
+    """Line ends x header or not x one or two text columns x label column x --task_name, as a training file and as
+    --unlabeled_file: whatever is read reaches the tokenizer as the texts the file holds, row for row."""
+    outcomes = {}
+    for number, (extension, line_end, header, pair, label, task) in enumerate(LAYOUTS):
+        content, held = layout(extension, line_end, header, pair, label)
+        path = str(tmp_path / f"{number}.{extension}")
+        Path(path).write_bytes(content.encode())
+        if role == "train":
+            arguments = {"train_file": path, "validation_file": None}
+        elif pair and task is not None:
+            continue  # the labelled file beside it would be refused: the task reads one column
+        else:
+            good = tmp_path / f"{number}-labelled.{extension}"
+            good_content, _ = layout(extension, "LF", True, pair, "present")
+            good.write_text(good_content)
+            arguments = {"train_file": str(good), "unlabeled_file": path}
+        outcome, data = read_or_refused(tokenizer, tmp_path, {"task_name": task, **arguments}, path)
+        outcomes[(extension, line_end, header, pair, label, task)] = outcome
+        if outcome == "refused":
+            continue
+        rows = data.train.select(range(len(data.train) - len(held), len(data.train)))
+        assert len(data.train) == len(held) * (1 if role == "train" else 2), (number, len(data.train))
+        first, second = zip(*held, strict=True)
+        expected = tokenizer(list(first), None if second[0] is None else list(second), max_length=64, truncation=True)
+        assert rows["input_ids"] == expected["input_ids"], (extension, line_end, header, pair, label, task)
+    # not vacuous: every file with a header and the task's columns is read, whatever its line ends
+    for (extension, line_end, header, pair, label, task), outcome in outcomes.items():
+        fits_task = task is None or not pair
+        labelled_enough = role == "unlabelled" or label == "present" or (label == "empty" and task is not None)
+        if header and fits_task and labelled_enough:
+            assert outcome == "read", (role, extension, line_end, pair, label, task)
+    assert set(outcomes.values()) == {"read", "refused"}
+
+
+def test_headerless_cola_file_reads_its_sentence_column(tokenizer, tmp_path):
+    """CoLA's official layout (no header: source, label, original label, sentence) still reads as CoLA."""
+    rows = [("gj04", "1", "", text) for text, _ in ROWS[:6]]
+    path = tmp_path / "in_domain_train.tsv"
+    path.write_text("".join("\t".join(row) + "\n" for row in rows))
+    outcome, data = read_or_refused(tokenizer, tmp_path, {"task_name": "cola", "train_file": str(path)}, str(path))
+    assert outcome == "read" and len(data.train) == 6
+    assert data.train["input_ids"] == tokenizer([row[3] for row in rows], max_length=64, truncation=True)["input_ids"]
+
+
+def test_one_column_unlabelled_file_with_cola_is_read_not_emptied(tokenizer, half_labelled, tmp_path):
+    """The README's one-column `sentence` file as --unlabeled_file of a CoLA run: 40 sentences, none empty
+    (its header was taken for a row of CoLA's columns and every text read as empty)."""
+    labelled = tmp_path / "labelled.tsv"
+    labelled.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in ROWS[:8]))
+    path = half_labelled["unlabelled"]
+    arguments = {"task_name": "cola", "train_file": str(labelled), "unlabeled_file": path}
+    outcome, data = read_or_refused(tokenizer, tmp_path, arguments, path)
+    assert outcome == "read" and data.unlabelled == 40
+    sentences = Path(path).read_text().splitlines()[1:]
+    unlabelled_ids = data.train.select(range(8, 48))["input_ids"]
+    assert unlabelled_ids == tokenizer(sentences, max_length=64, truncation=True)["input_ids"]
+
+
+def test_mostly_empty_texts_are_refused_naming_file_column_and_count(tokenizer, tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("sentence,label\n" + "".join(f",{label}\n" for _, label in ROWS[:9]) + "a real one,1\n")
+    outcome, message = read_or_refused(tokenizer, tmp_path, {"train_file": str(path)}, str(path))
+    assert outcome == "refused" and "9 of 10 rows have an empty 'sentence'" in message
