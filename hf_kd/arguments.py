@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
@@ -156,6 +157,15 @@ def parse_label_map(value: str | None) -> dict[str, str]:
             f"--teacher_label_map {value!r} must be a JSON object of the teacher's label names to the data's."
         )
     return {str(key): str(name) for key, name in mapping.items()}
+
+
+def launched_processes() -> int:
+    """How many processes a launcher (torchrun, accelerate launch, mpirun) started for this job: 1 if none."""
+    for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
 
 
 def _has_accelerator(use_cpu: bool) -> bool:
@@ -461,6 +471,10 @@ class DistillationTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         check_ranges(self)  # before the Trainer's own checks see a value out of range
+        if launched_processes() > 1 and not self.use_cpu and not _has_accelerator(False):
+            # torchrun / accelerate launch on a machine without accelerators: data parallel over gloo on the CPU,
+            # as --use_cpu true does (without it every process trains alone and they fight over --output_dir)
+            self.use_cpu = True
         super().__post_init__()
         # Neptune is logged by hf_kd's own callback (transformers deprecated its integration)
         self.report_to_neptune = "neptune" in self.report_to

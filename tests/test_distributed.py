@@ -92,3 +92,26 @@ def test_leave_process_group_ends_the_group(tmp_path):
     leave_process_group()
     assert not torch.distributed.is_initialized()
     leave_process_group()  # outside a group it does nothing
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the case of a machine without accelerators")
+def test_torchrun_without_use_cpu_runs_data_parallel_on_a_cpu_machine(bert, sst2_files, tmp_path):
+    """`torchrun --nproc_per_node 2 run_glue_kd.py ...` without --use_cpu: one job over gloo (each step reads both
+    processes' batches: 2 steps x 2 x 8 of 96 rows), not two runs fighting over --output_dir."""
+    arguments = cli_args(bert, sst2_files, tmp_path / "run", "kd", "--max_steps", "2", "--max_eval_samples", "8")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29400 + os.getpid() % 1000),
+        str(ROOT / "scripts" / "run_glue_kd.py"),
+        *arguments,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert results["epoch"] == pytest.approx(2 * 2 * 8 / 96)
