@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -39,6 +40,16 @@ def closest(name: str, known: list[str]) -> str:
     return f" (did you mean --{match[0]}?)" if match else ""
 
 
+def build_parser() -> HfArgumentParser:
+    """The parser of the three dataclasses, every help text safe for argparse's `%` formatting (a help that
+    says "95%" would end `--help` in a TypeError)."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    for action in parser._actions:
+        if action.help:
+            action.help = re.sub(r"%(?!\()", "%%", action.help)
+    return parser
+
+
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataTrainingArguments, DistillationTrainingArguments]:
@@ -46,7 +57,7 @@ def parse_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith(CONFIG_EXTENSIONS):
         argv = config_file_to_argv(argv[0]) + argv[1:]
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser = build_parser()
     try:
         model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
             args=argv, return_remaining_strings=True

@@ -183,3 +183,24 @@ def test_reweighted_cilda_minild_config_carries_the_recommended_weights():
     _, _, args = parse_args([str(ROOT / "configs" / "cilda_minild_reweighted.yaml"), "--report_to", "none"])
     assert args.loss_weights["ce_perturbed"] == 0 and args.loss_weights["kd_perturbed"] == pytest.approx(1 / 3)
     assert args.loss_weights["crd"] == pytest.approx(2 / 9)  # the other terms keep CILDA+minILD's defaults
+
+
+def test_help_lists_every_option_of_the_three_dataclasses(capsys):
+    """`--help`, which the README sends users to, prints every option (a help text with a bare `%` broke it)."""
+    from hf_kd.config import option_names
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    missing = [name for name in option_names() if f"--{name}" not in text]
+    assert not missing and "over 95% of them" in text, missing
+
+
+def test_every_help_text_is_safe_for_argparse_formatting():
+    from hf_kd.config import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:
+        if action.help:
+            parser._get_formatter()._expand_help(action)  # raises on a stray `%`
