@@ -129,12 +129,16 @@ def model_card(
         "",
         f"# {model_id.split('/')[-1]}",
         "",
-        f"A student distilled with {METHOD_NAMES[method]} by [hf_kd](https://pypi.org/project/hf_kd/).",
+        (
+            "A student fine-tuned on its labels alone, without distillation, by [hf_kd](https://pypi.org/project/hf_kd/)."
+            if method == "normal"
+            else f"A student distilled with {METHOD_NAMES[method]} by [hf_kd](https://pypi.org/project/hf_kd/)."
+        ),
         "",
         f"- Student initialised from: `{model_args.model_name_or_path}`",
     ]
     if model_args.teacher_name_or_path:
-        worth = findings.get("teacher")
+        worth = findings.get("teacher_check")
         scored = f": {TeacherWorth(**worth).card_text()}" if worth else ""
         lines.append(f"- Teacher: `{model_args.teacher_name_or_path}`{scored}")
         if findings.get("teacher_labels"):
@@ -149,7 +153,7 @@ def model_card(
         )
     lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {m['name']} | {m['value']} |" for m in metrics]
-    lines += findings_lines(findings)
+    lines += findings_lines(findings, method)
     if sizes:
         lines += ["", "## Size", "", "| model | parameters | size on disk |", "|---|---|---|"]
         for role, size in sizes.items():
@@ -179,13 +183,23 @@ def model_card(
     return "\n".join(lines)
 
 
-def findings_lines(findings: dict) -> list[str]:
-    """The card's account of the no-KD twin and of every warning the run raised."""
+def findings_lines(findings: dict, method: str) -> list[str]:
+    """The card's account of the no-KD twin and of every warning the run raised; `method` is the described
+    model's (`normal`: the twin, kept by --load_best_of_twins)."""
     lines = []
     twin = findings.get("twin")
     if twin:
         metric, difference = twin["metric"].removeprefix("eval_"), twin["difference"]
-        ours, theirs = twin["metrics"][twin["metric"]] + difference, twin["metrics"][twin["metric"]]
+        ours, theirs = twin["distilled"], twin["no_kd_twin"]
+        if method == "normal":
+            lines += ["", "## Against the distilled student", ""]
+            lines.append(
+                f"This model is the no-KD twin of a {findings['method']} run: the same student trained with the same "
+                f"data, seed and number of steps on the labels alone. It scored {metric} {theirs:.4f} against the "
+                f"distilled student's {ours:.4f} (one seed), so `--load_best_of_twins` kept it; the distilled "
+                "student, with its own results and card, is in `distilled/`."
+            )
+            return lines
         verdict = (
             f"**{100 * difference:+.2f} points over its no-KD twin**"
             if difference >= 0
@@ -197,10 +211,13 @@ def findings_lines(findings: dict) -> list[str]:
             f"{verdict} ({metric} {ours:.4f} against {theirs:.4f}, one seed)."
         )
         if twin["saved_student"] == "no_kd_twin":
-            lines.append("This model is the no-KD twin, which scored higher; the distilled student is in `distilled/`.")
+            lines.append(
+                "The twin scored higher and is the model saved in the folder above (`--load_best_of_twins`); this is "
+                "the distilled student."
+            )
         else:
             lines.append(f"The twin is saved in `{os.path.basename(twin['folder'])}/`.")
-    warnings = list((findings.get("teacher") or {}).get("warnings", []))
+    warnings = list((findings.get("teacher_check") or {}).get("warnings", []))
     if findings.get("collapse"):
         collapse = findings["collapse"]
         warnings.append(

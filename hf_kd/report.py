@@ -21,8 +21,9 @@ import statistics
 from pathlib import Path
 
 from hf_kd.errors import ArgumentError
-from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, TWIN_FOLDER, exit_on_argument_error
+from hf_kd.run import DISTILLED_FOLDER, RESULTS_FILE, RUN_INFO_FILE, TWIN_FOLDER, exit_on_argument_error
 
+SUB_FOLDERS = (TWIN_FOLDER, DISTILLED_FOLDER)
 METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
 
 
@@ -32,7 +33,8 @@ def find_runs(folders: list[str]) -> list[dict]:
         if not os.path.isdir(top):
             raise ArgumentError(f"{top} is not a folder of runs.")
         for folder, _, files in os.walk(top):
-            if RESULTS_FILE in files and RUN_INFO_FILE in files and os.path.basename(folder) != TWIN_FOLDER:
+            # a run's no_kd_twin/ and distilled/ are parts of it, not runs of their own
+            if RESULTS_FILE in files and RUN_INFO_FILE in files and os.path.basename(folder) not in SUB_FOLDERS:
                 with open(os.path.join(folder, RESULTS_FILE)) as f:
                     results = json.load(f)
                 with open(os.path.join(folder, RUN_INFO_FILE)) as f:
@@ -47,18 +49,32 @@ def find_runs(folders: list[str]) -> list[dict]:
                     {
                         **info,
                         "folder": folder,
-                        "metric": results.get(f"eval_{metric}"),
+                        # the method's own student, also where --load_best_of_twins saved its twin instead
+                        "metric": results.get(f"distilled_eval_{metric}", results.get(f"eval_{metric}")),
                         "twin_metric": results.get(f"no_kd_twin_eval_{metric}"),  # --baseline_twin
                         "history": history,
                         "label": f"{info['method']} lr={info['learning_rate']:g} seed={info['seed']}",
                     }
                 )
     runs = [run for run in runs if run["metric"] is not None]
+    name_data_sets(runs)
     if not runs:
         raise ArgumentError(
             f"No finished runs (folders with {RESULTS_FILE} and {RUN_INFO_FILE}) below {', '.join(folders)}."
         )
     return sorted(runs, key=lambda r: (r["task"], _method_rank(r["method"]), r["learning_rate"], r["seed"]))
+
+
+def name_data_sets(runs: list[dict]) -> None:
+    """Each run's `task`, unique per data set: runs of different data whose files share a name (`train.csv` of
+    RTE and of CoLA) become `train.csv (1)`, `train.csv (2)`, ... in order of their data's full path."""
+    data_sets: dict[str, set[str]] = {}
+    for run in runs:
+        data_sets.setdefault(run["task"], set()).add(run.get("data") or run["task"])
+    for run in runs:
+        identities = sorted(data_sets[run["task"]])
+        if len(identities) > 1:
+            run["task"] = f"{run['task']} ({identities.index(run.get('data') or run['task']) + 1})"
 
 
 def _method_rank(method: str) -> int:
@@ -114,20 +130,21 @@ def comparison(runs: list[dict]) -> list[dict]:
     rows = [{("metric" if key == "main_metric" else key): value for key, value in row.items()} for row in rows]
     for row in rows:
         mine = [r for r in runs if (r["task"], r["method"]) == (row["task"], row["method"])]
-        twins = {r["seed"]: r["twin_metric"] for r in mine if r.get("twin_metric") is not None}
+        # each run is paired with its own twin (two runs of a seed at two learning rates are two pairs)
+        twins = {r["folder"]: r["twin_metric"] for r in mine if r.get("twin_metric") is not None}
         if twins:
             row["twin_mean"] = statistics.fmean(twins.values())
-            row["twin_difference"] = paired_differences({r["seed"]: r["metric"] for r in mine}, twins)
+            row["twin_difference"] = paired_differences({r["folder"]: r["metric"] for r in mine}, twins)
     return sorted(rows, key=lambda row: (row["task"], _method_rank(row["method"])))
 
 
 def format_twin(row: dict) -> tuple[str, str]:
-    """The twin's mean and the paired difference (mean [95% interval], seeds won) in points, or blanks."""
+    """The twin's mean and the paired difference (mean [95% interval], runs won) in points, or blanks."""
     if "twin_mean" not in row:
         return "", ""
     paired = row["twin_difference"]
     interval = "" if paired["low"] != paired["low"] else f" [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
-    won = f", {paired['wins']}/{len(paired['seeds'])} seeds"
+    won = f", {paired['wins']}/{len(paired['seeds'])} runs"  # each run against its own twin
     return f"{100 * row['twin_mean']:.2f}", f"{100 * paired['mean']:+.2f}{interval}{won}"
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +18,7 @@ import datasets
 import torch
 import transformers
 from safetensors import safe_open
-from transformers import set_seed
+from transformers import TrainerState, set_seed
 
 from hf_kd.adapters import adapter_for
 from hf_kd.arguments import TERMS
@@ -43,6 +45,8 @@ from hf_kd.trainers import AdversarialTrainer, DistillationTrainer, configure_me
 
 logger = logging.getLogger("hf_kd")
 RESULTS_FILE = "all_results.json"
+TRAIN_RESULTS_FILE = "train_results.json"
+EVAL_RESULTS_FILE = "eval_results.json"
 RUN_INFO_FILE = "hf_kd_run.json"
 TWIN_FOLDER = "no_kd_twin"  # --baseline_twin's student, in the output folder
 DISTILLED_FOLDER = "distilled"  # the distilled student when --load_best_of_twins keeps the twin
@@ -67,17 +71,18 @@ def write_json_atomic(path: str, values: dict) -> None:
     write_text_atomic(path, json.dumps(values, indent=4, sort_keys=True))
 
 
-def run_info(model_args, data_args, training_args, data) -> dict:
-    """What `hf_kd.report` and sweeps need to know about a run."""
-    return {
+def run_info(model_args, data_args, training_args, data, trainer) -> dict:
+    """What `hf_kd.report` and sweeps need to know about a run (the teacher only where one ran)."""
+    record = {
         "method": training_args.method,
         "task": data.task_name or os.path.basename(str(data_args.train_file)),
+        "data": data_identity(data_args),
         "main_metric": main_metric(data.task_name, data.is_regression),
         "learning_rate": training_args.learning_rate,
         "seed": training_args.seed,
-        "teacher": model_args.teacher_name_or_path,
+        "teacher": model_args.teacher_name_or_path if trainer.teacher is not None else None,
         "student": model_args.model_name_or_path,
-        "generator": model_args.generator_name_or_path,
+        "generator": model_args.generator_name_or_path if getattr(trainer, "generator", None) is not None else None,
         "loss_weights": training_args.loss_weights,
         "generator_loss_weights": training_args.generator_loss_weights,
         "train_labelled_samples": data.labelled,
@@ -86,19 +91,22 @@ def run_info(model_args, data_args, training_args, data) -> dict:
         "kd_row_weighting": training_args.kd_row_weighting,
         "kd_min_confidence": training_args.kd_min_confidence,
     }
+    if trainer.labels_read is not None:
+        record["teacher_labels"] = trainer.labels_read.as_dict()
+    return record
 
 
-def save_results(output_dir: str, split: str | None, metrics: dict) -> None:
-    """`{split}_results.json` (none without a split) and the combined `all_results.json`, as `run_glue.py`
-    writes them."""
-    if split is not None:
-        write_json_atomic(os.path.join(output_dir, f"{split}_results.json"), metrics)
-    combined_path = os.path.join(output_dir, RESULTS_FILE)
-    combined = {}
-    if os.path.isfile(combined_path):
-        with open(combined_path) as f:
-            combined = json.load(f)
-    write_json_atomic(combined_path, {**combined, **metrics})
+def data_identity(data_args) -> str:
+    """Which data a run read, for grouping runs: the GLUE task, or the training file's full path and the first
+    12 hex digits of its content's SHA-256 (two `train.csv` of different tasks are two data sets)."""
+    if not data_args.train_file:
+        return f"glue/{data_args.task_name}"
+    path = os.path.abspath(data_args.train_file)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path}#{digest.hexdigest()[:12]}"
 
 
 def save_student(trainer, output_dir: str) -> None:
@@ -116,7 +124,7 @@ def save_student(trainer, output_dir: str) -> None:
 
 
 def check_output_dir(training_args) -> None:
-    """A folder hf_kd can create or write into, and no finished run in it unless asked; resuming is always fine."""
+    """A folder hf_kd can create or write into (what a run already there holds: `check_stage`)."""
     folder = training_args.output_dir
     existing = os.path.abspath(folder)  # the folder, or its nearest ancestor that exists
     while not os.path.exists(existing):
@@ -127,12 +135,6 @@ def check_output_dir(training_args) -> None:
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ArgumentError(f"--output_dir {folder}: {existing} is not writable. Pick a folder you can write to.")
-    results = os.path.join(training_args.output_dir, RESULTS_FILE)
-    if os.path.isfile(results) and not training_args.overwrite_output_dir and not training_args.resume_from_checkpoint:
-        raise ArgumentError(
-            f"{training_args.output_dir} already holds a finished run ({RESULTS_FILE}). Pick another --output_dir, "
-            "or pass --overwrite_output_dir to replace it."
-        )
 
 
 def checkpoint_problem(folder: str) -> str | None:
@@ -291,6 +293,11 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0, lab
     )
     if labelled_only:
         data.train, data.unlabelled = labelled_rows(data.train), 0
+    if training_args.baseline_twin and training_args.do_train and data.labelled == 0:
+        raise ArgumentError(
+            f"--baseline_twin trains a no-KD twin on the labelled training rows, and "
+            f"{data_args.train_file or data_args.task_name} has none: give some rows a label, or drop --baseline_twin."
+        )
     if data.unlabelled and not needs_teacher and training_args.do_train:
         raise ArgumentError(
             unlabelled_without_teacher(method.method, f"{data.unlabelled} rows of --train_file with an empty label")
@@ -345,12 +352,59 @@ def build_trainer(model_args, data_args, training_args, repetition: int = 0, lab
     return trainer, data
 
 
+def run_stage(folder: str) -> str:
+    """How far a run in `folder` got: "finished" (all_results.json, written last), "trained" (the distilled
+    student saved with train_results.json, its twin or evaluation not done), "interrupted" (checkpoints only)
+    or "new"."""
+    if os.path.isfile(os.path.join(folder, RESULTS_FILE)):
+        return "finished"
+    if all(os.path.isfile(os.path.join(folder, name)) for name in (TRAIN_RESULTS_FILE, RUN_INFO_FILE)):
+        return "trained"
+    if os.path.isdir(folder) and any(name.startswith("checkpoint-") for name in os.listdir(folder)):
+        return "interrupted"
+    return "new"
+
+
+def check_stage(training_args, stage: str) -> None:
+    """Nothing finished or half-done in --output_dir is overwritten, or started again, unless asked."""
+    folder, resume = training_args.output_dir, training_args.resume_from_checkpoint
+    if training_args.overwrite_output_dir or stage == "new" or (resume and stage != "finished"):
+        return
+    if stage == "finished" and resume:
+        return  # said to be finished by `main`, nothing changed
+    if stage == "finished":
+        raise ArgumentError(
+            f"{folder} already holds a finished run ({RESULTS_FILE}). Pick another --output_dir, "
+            "or pass --overwrite_output_dir to replace it."
+        )
+    what = "its student is trained but the run did not finish" if stage == "trained" else "it holds checkpoints"
+    raise ArgumentError(
+        f"{folder} holds an interrupted run ({what}): pass --resume_from_checkpoint last to continue it, or "
+        "--overwrite_output_dir to start again."
+    )
+
+
+def clear_previous_run(folder: str) -> None:
+    """What an earlier run wrote in `folder` (results, record, card, checkpoints, distilled/ and no_kd_twin/):
+    --overwrite_output_dir starts again, so nothing of the old run is left to be mistaken for the new one's."""
+    if not os.path.isdir(folder):
+        return
+    outputs = {RESULTS_FILE, RUN_INFO_FILE, TRAIN_RESULTS_FILE, EVAL_RESULTS_FILE, "README.md", "trainer_state.json"}
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name in (TWIN_FOLDER, DISTILLED_FOLDER) or name.startswith("checkpoint-"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name in outputs:
+            os.remove(path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run one distillation (or fine-tune) and write the student and its results to --output_dir.
 
     The run holds --output_dir's lock for its life (a second run there is refused), stops at a step
     boundary with a checkpoint on SIGTERM (`TrainingInterrupted`), and reports a full disk in one line
-    (`DiskFullError`) with what it had written intact.
+    (`DiskFullError`) with what it had written intact. A finished run is never re-run by a resume, and
+    an interrupted one never started again from step 0 by accident (`check_stage`).
     """
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
@@ -361,11 +415,30 @@ def main(argv: list[str] | None = None) -> dict:
     push, training_args.push_to_hub = training_args.push_to_hub, False
     if push and not training_args.hub_model_id:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. my-user/distilroberta-sst2-cilda).")
-    with OutputDirLock(training_args.output_dir, enabled=training_args.process_index == 0):
-        training_args.resume_from_checkpoint = resolve_checkpoint(
-            training_args.resume_from_checkpoint, training_args.output_dir
-        )
-        return _run(model_args, data_args, training_args, push)
+    output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
+    with OutputDirLock(output_dir, enabled=training_args.process_index == 0):
+        stage = run_stage(output_dir)
+        check_stage(training_args, stage)
+        if resume and stage == "finished":
+            announce(f"{output_dir} holds a finished run ({RESULTS_FILE}): nothing to resume, nothing changed.")
+            return read_json(os.path.join(output_dir, RESULTS_FILE))
+        if training_args.overwrite_output_dir and not resume and training_args.process_index == 0:
+            clear_previous_run(output_dir)
+        trained = bool(resume) and stage == "trained" and training_args.do_train
+        training_args.resume_from_checkpoint = None if trained else resolve_checkpoint(resume, output_dir)
+        return _run(model_args, data_args, training_args, push, trained=trained, resume=bool(resume))
+
+
+def announce(text: str) -> None:
+    """A line every user sees (the log's default level hides info) from the main process, as the Trainer
+    prints its metrics."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text, flush=True)
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def model_sizes(trainer, model_args) -> dict[str, dict]:
@@ -383,76 +456,102 @@ def model_sizes(trainer, model_args) -> dict[str, dict]:
     return sizes
 
 
-def _run(model_args, data_args, training_args, push: bool) -> dict:
+def _run(model_args, data_args, training_args, push: bool, trained: bool = False, resume: bool = False) -> dict:
+    """`trained`: the distilled student was saved by an earlier, interrupted call (its twin was not done): it is
+    read back, not trained again."""
     trainer, data = build_trainer(model_args, data_args, training_args)
     output_dir = training_args.output_dir
+    # the run record: what ran, and what the run learnt about itself (the teacher's labels and worth, a
+    # collapse, the no-KD twin)
+    record = run_info(model_args, data_args, training_args, data, trainer)
     results: dict = {}
-    findings: dict = {}  # what the run learnt about itself: the teacher's worth, a collapse, the no-KD twin
-    if trainer.labels_read is not None:
-        findings["teacher_labels"] = trainer.labels_read.as_dict()
-    if training_args.do_train:
-        worth = check_teacher(trainer, data) if training_args.check_teacher and trainer.teacher is not None else None
-        if worth is not None:
-            findings["teacher"] = worth.as_dict()
-            if worth.score is not None:
-                results[f"teacher_eval_{worth.metric}"] = worth.score
-        guard = collapse_guard(trainer, data)
-        results.update(train_and_save(trainer, data, output_dir))
-        if guard is not None and guard.collapsed_at is not None:
-            findings["collapse"] = {"step": guard.collapsed_at, "shares": guard.last_shares}
+    if trained:
+        results, record = restore_trained(trainer, output_dir)
+    elif training_args.do_train:
+        results = train_distilled(trainer, data, record)
+        if trainer.is_world_process_zero():  # the stage a resume starts from if the twin is interrupted
+            with disk_guard(output_dir, 1 << 20, "the training results"):
+                write_json_atomic(os.path.join(output_dir, TRAIN_RESULTS_FILE), split_metrics(results, "train"))
+                write_json_atomic(os.path.join(output_dir, RUN_INFO_FILE), record)
+    if "teacher_check" in record and record["teacher_check"]["score"] is not None:
+        results[f"teacher_eval_{record['teacher_check']['metric']}"] = record["teacher_check"]["score"]
     if training_args.do_eval and data.validation is not None:
-        metrics = {**trainer.evaluate(), "eval_samples": len(data.validation)}
-        trainer.log_metrics("eval", metrics)
-        results.update(metrics)
+        results.update(evaluate(trainer, data))
+    model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    sizes = model_sizes(trainer, model_args) if training_args.do_train else None
+    saved = (model_args, training_args, results, record)  # what OUTPUT_DIR describes: the distilled student
     if training_args.baseline_twin:
-        findings["twin"] = compare_with_twin(model_args, data_args, training_args, trainer, data, results)
-        results.update(
-            {
-                f"no_kd_twin_{key}": value
-                for key, value in findings["twin"]["metrics"].items()
-                if key.startswith("eval_")
-            }
-        )
-        results["difference_to_no_kd_twin"] = findings["twin"]["difference"]
-    if trainer.is_world_process_zero():
-        with disk_guard(output_dir, 1 << 20, "the results"):
-            os.makedirs(output_dir, exist_ok=True)
-            record = {**run_info(model_args, data_args, training_args, data), **findings}
-            write_json_atomic(os.path.join(output_dir, RUN_INFO_FILE), record)
-            for split in ("train", "eval"):
-                split_metrics = {k: v for k, v in results.items() if k.startswith(split)}
-                if split_metrics:
-                    save_results(output_dir, split, split_metrics)
-            comparisons = {k: v for k, v in results.items() if not k.startswith(("train", "eval"))}
-            if comparisons:  # the teacher's score, the twin's, the difference: in all_results.json
-                save_results(output_dir, None, comparisons)
+        saved = settle_twins(model_args, data_args, trainer, data, results, record, model_id, sizes, resume)
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, NeptuneCallback):
             callback.close()
-    if training_args.do_train and trainer.is_world_process_zero():
-        model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-        sizes = model_sizes(trainer, model_args)
-        card = model_card(model_id, model_args, data_args, training_args, results, sizes, findings)
-        with disk_guard(output_dir, 1 << 20, "the model card"):
-            write_text_atomic(os.path.join(output_dir, "README.md"), card)
-        if push:
-            url = push_student(
-                output_dir,
-                training_args.hub_model_id,
-                card,
-                training_args.hub_token,
-                training_args.hub_private_repo,
-            )
-            logger.info("Pushed the student to %s.", url)
+    card = None
+    if trainer.is_world_process_zero():
+        card_args, card_training_args, results, record = saved
+        if training_args.do_train:
+            card = model_card(model_id, card_args, data_args, card_training_args, results, sizes, record)
+        write_run_folder(output_dir, results, record, card)
+    if push and card is not None:
+        url = push_student(
+            output_dir, training_args.hub_model_id, card, training_args.hub_token, training_args.hub_private_repo
+        )
+        logger.info("Pushed the student to %s.", url)
     return results
+
+
+def split_metrics(results: dict, split: str) -> dict:
+    return {key: value for key, value in results.items() if key.startswith(split)}
+
+
+def write_run_folder(folder: str, results: dict, record: dict, card: str | None) -> None:
+    """The files that describe the model saved in `folder`: hf_kd_run.json, train_results.json /
+    eval_results.json, the card, and all_results.json last (its presence marks a finished run)."""
+    with disk_guard(folder, 1 << 20, "the results"):
+        os.makedirs(folder, exist_ok=True)
+        write_json_atomic(os.path.join(folder, RUN_INFO_FILE), record)
+        for split, name in (("train", TRAIN_RESULTS_FILE), ("eval", EVAL_RESULTS_FILE)):
+            if split_metrics(results, split):
+                write_json_atomic(os.path.join(folder, name), split_metrics(results, split))
+        if card is not None:
+            write_text_atomic(os.path.join(folder, "README.md"), card)
+        write_json_atomic(os.path.join(folder, RESULTS_FILE), results)
+
+
+def train_distilled(trainer, data, record: dict) -> dict:
+    """The teacher check, the collapse guard and training; the training metrics (findings go into `record`)."""
+    args = trainer.args
+    results = {}
+    if args.check_teacher and trainer.teacher is not None:
+        record["teacher_check"] = check_teacher(trainer, data).as_dict()
+    guard = collapse_guard(trainer, data)
+    results.update(train_and_save(trainer, data, args.output_dir))
+    if guard is not None and guard.collapsed_at is not None:
+        record["collapse"] = {"step": guard.collapsed_at, "shares": guard.last_shares}
+    return results
+
+
+def restore_trained(trainer, output_dir: str) -> tuple[dict, dict]:
+    """The distilled student an interrupted run saved, read back into `trainer.model`, with its training metrics
+    and the run record written beside it."""
+    announce(f"{output_dir}: the student was trained by the interrupted run; reading it back.")
+    trainer._load_from_checkpoint(output_dir)  # the Trainer's own loader: sharded, safetensors, adapters
+    trainer.state = TrainerState.load_from_json(os.path.join(output_dir, "trainer_state.json"))
+    return read_json(os.path.join(output_dir, TRAIN_RESULTS_FILE)), read_json(os.path.join(output_dir, RUN_INFO_FILE))
+
+
+def evaluate(trainer, data) -> dict:
+    metrics = {**trainer.evaluate(), "eval_samples": len(data.validation)}
+    trainer.log_metrics("eval", metrics)
+    return metrics
 
 
 def train_and_save(trainer, data, output_dir: str) -> dict:
     """Train (stopping with a checkpoint on SIGTERM), save the student and its extras; the training metrics."""
     stop = GracefulStop().install()
     trainer.add_callback(stop)
+    resumed = trainer.args.resume_from_checkpoint
     try:
-        train_result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=resumed)
     finally:
         stop.uninstall()
     if stop.stopped_at is not None:
@@ -468,6 +567,8 @@ def train_and_save(trainer, data, output_dir: str) -> dict:
         "train_labelled_samples": data.labelled,
         "train_unlabelled_samples": data.unlabelled,
     }
+    if resumed:  # the Trainer's train_loss and speed then cover the steps of this call only
+        metrics["train_resumed_from_step"] = int(str(resumed).rstrip("/").rsplit("-", 1)[-1])
     trainer.log_metrics("train", metrics)
     return metrics
 
@@ -476,7 +577,7 @@ def check_teacher(trainer, data) -> TeacherWorth:
     """The teacher's worth, measured before the student trains, logged and given to the tracker."""
     trainer.prepare_teacher_cache()  # the check reads the unlabelled rows from it when there is one
     worth = assess_teacher(trainer, data, trainer.args.teacher_check_rows)
-    logger.info("Teacher: %s.", worth.card_text())
+    announce(f"Teacher: {worth.card_text()}.")
     shown = {
         f"teacher_{worth.metric}": worth.score,
         f"majority_class_{worth.metric}": worth.majority_score,
@@ -518,15 +619,60 @@ def collapse_guard(trainer, data) -> CollapseGuard | None:
     return guard
 
 
-def compare_with_twin(model_args, data_args, training_args, trainer, data, results: dict) -> dict:
-    """Train the no-KD twin (method normal, the labelled rows, the same seed and optimizer steps) into
-    OUTPUT_DIR/no_kd_twin, evaluate it, and keep the better student with --load_best_of_twins."""
-    output_dir = training_args.output_dir
-    twin_dir = os.path.join(output_dir, TWIN_FOLDER)
+def settle_twins(model_args, data_args, trainer, data, results: dict, record: dict, model_id: str, sizes, resume: bool):
+    """--baseline_twin: train the no-KD twin, set it beside the distilled student in the results and the record,
+    and with --load_best_of_twins keep the better one in OUTPUT_DIR. Returns what OUTPUT_DIR then describes
+    (model arguments, training arguments, results, record): the twin's own when it is kept, and the
+    distilled student's files, results, record and card move to OUTPUT_DIR/distilled."""
+    args = trainer.args
+    twin_results, twin_args, twin_model_args = train_twin(model_args, data_args, trainer, data, model_id, resume)
+    metric = f"eval_{main_metric(data.task_name, data.is_regression)}"
+    difference = results[metric] - twin_results[metric]
+    kept = "no_kd_twin" if args.load_best_of_twins and difference < 0 else "distilled"
+    record["twin"] = {
+        "metric": metric,
+        "distilled": results[metric],
+        "no_kd_twin": twin_results[metric],
+        "difference": difference,
+        "steps": trainer.state.global_step,
+        "saved_student": kept,
+        "folder": os.path.join(args.output_dir, TWIN_FOLDER),
+    }
+    record["saved_student"] = kept
+    results.update({f"no_kd_twin_{key}": value for key, value in split_metrics(twin_results, "eval").items()})
+    results["difference_to_no_kd_twin"] = difference
+    word = "over" if difference >= 0 else "below"
+    announce(
+        f"{args.method} {difference:+.4f} {word} its no-KD twin ({metric} {results[metric]:.4f} against "
+        f"{twin_results[metric]:.4f}, one seed); saved student: {kept}."
+    )
+    if kept == "distilled":
+        return model_args, args, results, record
+    distilled_dir = os.path.join(args.output_dir, DISTILLED_FOLDER)
+    if trainer.is_world_process_zero():
+        card = model_card(model_id, model_args, data_args, args, results, sizes, record)
+        keep_twin_as_student(args.output_dir, record["twin"]["folder"])
+        write_run_folder(distilled_dir, results, record, card)
+    comparisons = {key: value for key, value in results.items() if not key.startswith(("train", "eval"))}
+    saved_results = {
+        **twin_results,
+        **comparisons,
+        **{f"distilled_{k}": v for k, v in split_metrics(results, "eval").items()},
+    }
+    return twin_model_args, twin_args, saved_results, record
+
+
+def train_twin(model_args, data_args, trainer, data, model_id: str, resume: bool) -> tuple[dict, object, object]:
+    """The no-KD twin (method normal, the labelled rows, the same seed and optimizer steps, no teacher), trained,
+    evaluated and written into OUTPUT_DIR/no_kd_twin with its own results, record and card. With `resume` it
+    continues from its own newest checkpoint, or reads back a twin that had finished. Returns its results and
+    its model and training arguments."""
+    args = trainer.args
+    twin_dir = os.path.join(args.output_dir, TWIN_FOLDER)
     weights = [f"{prefix}{term}" for prefix in ("weight_", "generator_weight_") for term in TERMS]
-    unset = {name: None for name in weights if hasattr(training_args, name)}  # normal's own defaults apply
+    unset = {name: None for name in weights if hasattr(args, name)}  # normal's own defaults apply
     twin_args = dataclasses.replace(
-        training_args,
+        args,
         method="normal",
         output_dir=twin_dir,
         max_steps=max(trainer.state.global_step, 1),
@@ -541,36 +687,34 @@ def compare_with_twin(model_args, data_args, training_args, trainer, data, resul
         **unset,
     )
     twin_data_args = dataclasses.replace(data_args, unlabeled_file=None, labelled_share=None)
-    logger.info("Training the no-KD twin (%d steps, labelled rows only) in %s.", twin_args.max_steps, twin_dir)
+    teacher_free = {name: None for name in ("teacher_name_or_path", "teacher_state_dict", "generator_name_or_path")}
+    twin_model_args = dataclasses.replace(model_args, teacher_tokenizer_name_or_path=None, **teacher_free)
     with OutputDirLock(twin_dir, enabled=twin_args.process_index == 0):
-        twin, twin_data = build_trainer(model_args, twin_data_args, twin_args, labelled_only=True)
-        twin_metrics = train_and_save(twin, twin_data, twin_dir)
-        twin_metrics.update(twin.evaluate())
+        stage = run_stage(twin_dir)
+        if resume and stage == "finished":
+            logger.info("%s: the no-KD twin had finished; reading its results.", twin_dir)
+            twin, _ = build_trainer(twin_model_args, twin_data_args, twin_args, labelled_only=True)
+            return read_json(os.path.join(twin_dir, RESULTS_FILE)), twin.args, twin_model_args
+        if resume and stage == "interrupted":
+            with contextlib.suppress(ArgumentError):  # no complete checkpoint: it starts again
+                twin_args.resume_from_checkpoint = resolve_checkpoint("last", twin_dir)
+        if twin_args.resume_from_checkpoint is None and twin_args.process_index == 0:
+            clear_previous_run(twin_dir)
+        announce(f"Training the no-KD twin ({twin_args.max_steps} steps, labelled rows only) in {twin_dir}.")
+        twin, twin_data = build_trainer(twin_model_args, twin_data_args, twin_args, labelled_only=True)
+        twin.model.config.id2label = dict(trainer.model.config.id2label)  # the names the student was given
+        twin.model.config.label2id = dict(trainer.model.config.label2id)
+        twin_data.label_list = data.label_list
+        twin_results = train_and_save(twin, twin_data, twin_dir)
+        twin_results.update(evaluate(twin, twin_data))
         if twin.is_world_process_zero():
-            save_results(twin_dir, "eval", {k: v for k, v in twin_metrics.items() if k.startswith("eval_")})
-            write_json_atomic(
-                os.path.join(twin_dir, RUN_INFO_FILE), run_info(model_args, twin_data_args, twin_args, twin_data)
+            record = run_info(twin_model_args, twin_data_args, twin.args, twin_data, twin)
+            sizes = model_sizes(twin, twin_model_args)
+            card = model_card(
+                f"{model_id}-no-kd-twin", twin_model_args, twin_data_args, twin.args, twin_results, sizes, record
             )
-    metric = f"eval_{main_metric(data.task_name, data.is_regression)}"
-    difference = results[metric] - twin_metrics[metric]
-    kept = "distilled"
-    if training_args.load_best_of_twins and difference < 0 and trainer.is_world_process_zero():
-        keep_twin_as_student(output_dir, twin_dir)
-        kept = "no_kd_twin"
-    summary = {"metrics": twin_metrics, "difference": difference, "metric": metric, "saved_student": kept}
-    summary["folder"] = twin_dir
-    word = "over" if difference >= 0 else "below"
-    logger.info(
-        "%s %+.4f %s its no-KD twin (%s %.4f against %.4f); saved student: %s.",
-        training_args.method,
-        difference,
-        word,
-        metric,
-        results[metric],
-        twin_metrics[metric],
-        kept,
-    )
-    return summary
+            write_run_folder(twin_dir, twin_results, record, card)
+    return twin_results, twin.args, twin_model_args
 
 
 def keep_twin_as_student(output_dir: str, twin_dir: str) -> None:

@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from hf_kd.errors import ArgumentError
+from hf_kd.errors import ArgumentError, brief
 
 LAYER_KEY = re.compile(r"(\.layers?\.)(\d+)(\.)")
 
@@ -46,10 +46,7 @@ def shrink(
     config = AutoConfig.from_pretrained(teacher_path)
     attribute = "num_hidden_layers" if hasattr(config, "num_hidden_layers") else "n_layers"
     total = getattr(config, attribute)
-    if sorted(set(layers)) != list(layers) or not layers or layers[-1] >= total or layers[0] < 0:
-        raise ValueError(
-            f"--layers must be distinct ascending indices below the teacher's {total} layers, got {layers}."
-        )
+    check_layers(layers, total)
     teacher = auto_class.from_pretrained(teacher_path)
     setattr(config, attribute, len(layers))
     student = auto_class.from_config(config)
@@ -63,6 +60,33 @@ def shrink(
         student.save_pretrained(output_dir)
         AutoTokenizer.from_pretrained(teacher_path).save_pretrained(output_dir)
     return student
+
+
+def check_layers(layers: list[int], total: int) -> None:
+    """--layers: distinct ascending indices of the teacher's layers, 0 to total - 1."""
+    if not layers or sorted(set(layers)) != list(layers) or layers[-1] >= total or layers[0] < 0:
+        example = " ".join(str(i) for i in evenly_spaced_layers(total, min(2, total)))
+        raise ArgumentError(
+            f"--layers {' '.join(map(str, layers))}: the teacher has {total} layers, so give distinct ascending "
+            f"indices from 0 to {total - 1} (e.g. --layers {example})."
+        )
+
+
+def check_output_folder(folder: str, overwrite: bool) -> None:
+    """Refuse to write a new student over a model or a finished run, as run_glue_kd.py does, unless asked; asked,
+    the old run's results, record and card go too, so nothing is left describing the model that was there."""
+    from hf_kd.run import RESULTS_FILE, clear_previous_run
+
+    held = [name for name in (RESULTS_FILE, "config.json") if os.path.isfile(os.path.join(folder, name))]
+    if not held:
+        return
+    if not overwrite:
+        what = f"a finished run ({RESULTS_FILE})" if RESULTS_FILE in held else "a model (config.json)"
+        raise ArgumentError(
+            f"--output_dir {folder} already holds {what}. Pick another --output_dir, or pass "
+            "--overwrite_output_dir to replace it."
+        )
+    clear_previous_run(folder)
 
 
 # families whose tokenizers are WordPiece (the rest get a byte-level BPE tokenizer like RoBERTa's)
@@ -177,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, nargs="+", help="teacher layers to keep (default: 2, evenly spaced)")
     parser.add_argument("--num_layers", type=int, default=2, help="how many layers (when --layers is not given)")
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true", help="replace a model or finished run in --output_dir"
+    )
     scratch = parser.add_argument_group("a student of your own (--from_scratch)")
     scratch.add_argument("--from_scratch", action="store_true", help="a random model with its own tokenizer")
     scratch.add_argument("--config_like", help="a family name (bert, roberta, ...) or a model to copy the config of")
@@ -184,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     scratch.add_argument("--train_tokenizer_on", nargs="+", help="data files (.tsv/.csv/.json/.jsonl) or .txt")
     scratch.add_argument("--vocab_size", type=int, default=8000)
     args = parser.parse_args(argv)
+    check_output_folder(args.output_dir, args.overwrite_output_dir)
     if args.from_scratch:
         if not (args.config_like and args.train_tokenizer_on):
             parser.error("--from_scratch needs --config_like and --train_tokenizer_on.")
@@ -194,9 +222,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.teacher:
         parser.error("give the TEACHER to take layers from, or --from_scratch.")
-    config = AutoConfig.from_pretrained(args.teacher)
+    try:
+        config = AutoConfig.from_pretrained(args.teacher)
+    except (OSError, ValueError) as error:
+        raise ArgumentError(
+            f"TEACHER {args.teacher!r} is not a model directory or Hub model ({brief(error)})."
+        ) from None
     total = getattr(config, "num_hidden_layers", None) or config.n_layers
-    shrink(args.teacher, args.layers or evenly_spaced_layers(total, args.num_layers), args.output_dir)
+    layers = args.layers or evenly_spaced_layers(total, args.num_layers)
+    check_layers(layers, total)
+    shrink(args.teacher, layers, args.output_dir)
 
 
 if __name__ == "__main__":

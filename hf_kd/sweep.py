@@ -32,87 +32,102 @@ SWEEP_FLAGS = ("--sweep_learning_rates", "--sweep_repetitions", "--sweep_tasks")
 
 
 def parse_sweep(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m hf_kd.sweep", description=__doc__.splitlines()[0])
+    """The sweep's own flags, and the per-run flags it sets (--output_dir, --seed, --learning_rate, --task_name,
+    read in both `--flag value` and `--flag=value` forms); the rest passes through to every run."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hf_kd.sweep", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     parser.add_argument("--sweep_learning_rates", type=float, nargs="*", default=None, help="learning rates to try")
     parser.add_argument("--sweep_repetitions", type=int, default=1, help="runs per learning rate (seeds --seed + r)")
     parser.add_argument("--sweep_tasks", nargs="*", default=None, help="tasks (default: --task_name)")
+    parser.add_argument("--output_dir", help="every run gets a folder below it")
+    parser.add_argument("--seed", type=int, default=42, help="the first repetition's seed")
+    parser.add_argument("--learning_rate", type=float, help="the one rate, without --sweep_learning_rates")
+    parser.add_argument("--task_name", help="the one task, without --sweep_tasks")
+    parser.add_argument("--resume_from_checkpoint", help=argparse.SUPPRESS)  # the sweep resumes by itself
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         argv = config_file_to_argv(argv[0]) + argv[1:]
-    sweep, rest = parser.parse_known_args(argv)
+    try:
+        sweep, rest = parser.parse_known_args(argv)
+    except SystemExit as stop:
+        if stop.code == 0:  # --help
+            raise
+        raise ArgumentError("the sweep's arguments do not parse (see the message above).") from None
     sweep.learning_rates = (
         sweep.sweep_learning_rates
         if sweep.sweep_learning_rates is not None
-        else _values(rest, "--learning_rate", float)
+        else [sweep.learning_rate] * (sweep.learning_rate is not None)
     )
-    sweep.tasks = sweep.sweep_tasks if sweep.sweep_tasks is not None else _values(rest, "--task_name", str)
+    sweep.tasks = (
+        sweep.sweep_tasks if sweep.sweep_tasks is not None else [sweep.task_name] * (sweep.task_name is not None)
+    )
     if not sweep.learning_rates:
         raise ArgumentError("--sweep_learning_rates is empty: give at least one learning rate (e.g. 1e-5 2e-5).")
     if sweep.sweep_repetitions < 1:
         raise ArgumentError(f"--sweep_repetitions must be at least 1, got {sweep.sweep_repetitions}.")
     if not sweep.tasks:
         raise ArgumentError("--sweep_tasks is empty: give a task (or --task_name).")
+    if not sweep.output_dir:
+        raise ArgumentError("A sweep needs --output_dir: every run gets a folder below it.")
     return sweep, rest
 
 
-def _values(argv: list[str], flag: str, kind) -> list:
-    """The last value of `flag` in an argument list, as a one-element list (empty if absent)."""
-    values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
-    return [kind(values[-1])] if values else []
+SWEEP_RUN_FILE = "hf_kd_sweep_run.json"  # the arguments a sweep gave the run in that folder
 
 
-def _without(argv: list[str], *flags: str) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in flags:
-            skip = True
-            continue
-        out.append(arg)
-    return out
+def check_reusable(folder: str, arguments: list[str]) -> None:
+    """`folder` may hold a run of `arguments`: it is empty, or a sweep made it with the same arguments. A run of
+    other arguments there (another --method, --seed or data file) is refused, never reused or replaced."""
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        return
+    path = os.path.join(folder, SWEEP_RUN_FILE)
+    recorded = None
+    if os.path.isfile(path):
+        with open(path) as f:
+            recorded = json.load(f).get("arguments")
+    if recorded == arguments:
+        return
+    changed = sorted(set(arguments) ^ set(recorded or []))[:6]
+    raise ArgumentError(
+        f"{folder} holds a run of other arguments than this sweep's ({'differing: ' + ' '.join(changed) if recorded else 'not made by a sweep'}): "
+        "give the sweep another --output_dir, or remove that folder."
+    )
 
 
 def run_sweep(argv: list[str] | None = None) -> list[dict]:
-    sweep, rest = parse_sweep(list(sys.argv[1:] if argv is None else argv))
-    output_dir = _values(rest, "--output_dir", str)
-    if not output_dir:
-        raise ArgumentError("A sweep needs --output_dir: every run gets a folder below it.")
-    output_dir = output_dir[0]
-    seed = int((_values(rest, "--seed", int) or [42])[0])
-    base = _without(rest, "--output_dir", "--learning_rate", "--task_name", "--seed", "--resume_from_checkpoint")
+    sweep, base = parse_sweep(list(sys.argv[1:] if argv is None else argv))
     rows = []
     for task in sweep.tasks:
         for learning_rate in sweep.learning_rates:
             for repetition in range(sweep.sweep_repetitions):
-                folder = os.path.join(output_dir, task, f"lr-{learning_rate:g}", f"rep-{repetition}")
+                folder = os.path.join(sweep.output_dir, task, f"lr-{learning_rate:g}", f"rep-{repetition}")
+                arguments = [
+                    *base,
+                    "--task_name",
+                    task,
+                    "--learning_rate",
+                    str(learning_rate),
+                    "--seed",
+                    str(sweep.seed + repetition),
+                    "--output_dir",
+                    folder,
+                ]
+                check_reusable(folder, arguments)
                 if not os.path.isfile(os.path.join(folder, RESULTS_FILE)):
                     resume = []
                     with contextlib.suppress(ArgumentError):  # no complete checkpoint: a fresh run
                         resume = ["--resume_from_checkpoint", resolve_checkpoint("last", folder)]
                     print(f"hf_kd.sweep: {task}, learning rate {learning_rate:g}, repetition {repetition}", flush=True)
-                    main(
-                        [
-                            *base,
-                            "--task_name",
-                            task,
-                            "--learning_rate",
-                            str(learning_rate),
-                            "--seed",
-                            str(seed + repetition),
-                            "--output_dir",
-                            folder,
-                            "--overwrite_output_dir",
-                            "true",
-                            *resume,
-                        ]
-                    )
+                    os.makedirs(folder, exist_ok=True)
+                    with open(os.path.join(folder, SWEEP_RUN_FILE), "w") as f:
+                        json.dump({"arguments": arguments}, f, indent=2)
+                    main([*arguments, "--overwrite_output_dir", "true", *resume])
                 rows.append(_row(folder, task, learning_rate, repetition))
-    write_tables(rows, output_dir)
+    write_tables(rows, sweep.output_dir)
     for task in sweep.tasks:
         task_rows = [row for row in rows if row["task"] == task]
         best = max(task_rows, key=lambda row: row["metric"])
-        destination = os.path.join(output_dir, task, "best")
+        destination = os.path.join(sweep.output_dir, task, "best")
         shutil.rmtree(destination, ignore_errors=True)
         card_path = os.path.join(best["folder"], "README.md")
         card = Path(card_path).read_text() if os.path.isfile(card_path) else ""

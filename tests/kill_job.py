@@ -1,6 +1,7 @@
 """Run by tests/test_interruption.py and tests/test_faults.py: the main job, signalled by itself after step N.
 
-Usage: python tests/kill_job.py N [KILL|TERM] <run_glue_kd.py arguments>   (KILL by default)
+Usage: python tests/kill_job.py N [KILL|TERM] <run_glue_kd.py arguments>   (KILL by default; KILL_JOB_METHOD=normal
+signals the no-KD twin only)
 """
 
 import os
@@ -30,9 +31,12 @@ def main() -> None:
         number, args = getattr(signal, f"SIG{args[0]}"), args[1:]
     build = hf_kd.run.build_trainer
 
-    def build_with_signal(*parsed):
-        trainer, data = build(*parsed)
-        trainer.add_callback(SignalAtStep(step, number))
+    only = os.environ.get("KILL_JOB_METHOD")  # signal only the trainer of this method (normal: the no-KD twin)
+
+    def build_with_signal(*parsed, **options):
+        trainer, data = build(*parsed, **options)
+        if only is None or trainer.args.method == only:
+            trainer.add_callback(SignalAtStep(step, number))
         return trainer, data
 
     hf_kd.run.build_trainer = build_with_signal

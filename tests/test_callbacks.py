@@ -47,7 +47,7 @@ def test_neptune_offline_records_parameters_terms_metrics_and_tags(bert, sst2_fi
     assert assigned["parameters/effective_batch_size"] == 8 and assigned["parameters/learning_rate"] == 1e-3
     assert assigned["parameters/teacher"] == bert.teacher and assigned["parameters/generator"] == bert.generator
     record = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())
-    assert assigned["parameters/teacher_accuracy"] == record["teacher"]["score"]  # the teacher check, up front
+    assert assigned["parameters/teacher_accuracy"] == record["teacher_check"]["score"]  # the teacher check, up front
     series = {}
     for op in operations:
         if op["type"] == "LogFloats":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerControl, TrainerState
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, TrainerControl, TrainerState
 
 from hf_kd.config import parse_args
 from hf_kd.diagnostics import CollapseGuard, TeacherWorth, assess_teacher, class_shares, teacher_warnings
@@ -64,7 +65,7 @@ def test_a_one_class_teacher_is_warned_about_in_the_log_record_and_card(bert, ha
     args[args.index("--teacher_name_or_path") + 1] = teacher
     results = main(args)
     record = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())
-    worth = record["teacher"]
+    worth = record["teacher_check"]
     assert (worth["teacher_shares"] == [1.0, 0.0] and worth["score"] == worth["majority_score"]) or worth["score"] < 0.6
     assert results["teacher_eval_accuracy"] == worth["score"]
     assert json.loads((tmp_path / "run" / "all_results.json").read_text())["teacher_eval_accuracy"] == worth["score"]
@@ -146,22 +147,89 @@ def test_baseline_twin_trains_the_same_student_without_the_teacher(bert, half_la
     assert "## Against its no-KD twin" in card and f"{100 * results['difference_to_no_kd_twin']:+.2f} points" in card
 
 
-def test_load_best_of_twins_keeps_the_better_student(bert, half_labelled, tmp_path):
-    """A one-class teacher with all weight on KD makes the distilled student worse than its twin: the twin is kept."""
-    teacher = one_class_teacher(bert, tmp_path / "weak")
-    args = cli_args(bert, half_labelled, tmp_path / "run", "kd", "--baseline_twin", "true")
-    args += ["--load_best_of_twins", "true", "--weight_ce", "0.01", "--weight_kd", "1"]
-    args[args.index("--teacher_name_or_path") + 1] = teacher
-    results = main(args)
-    record = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())
-    kept = record["twin"]["saved_student"]
-    assert kept == ("no_kd_twin" if results["difference_to_no_kd_twin"] < 0 else "distilled")
-    saved = (tmp_path / "run" / "model.safetensors").read_bytes()
-    twin = (tmp_path / "run" / "no_kd_twin" / "model.safetensors").read_bytes()
-    assert (saved == twin) == (kept == "no_kd_twin")
-    if kept == "no_kd_twin":
-        assert (tmp_path / "run" / "distilled" / "model.safetensors").is_file()
-        assert "This model is the no-KD twin" in (tmp_path / "run" / "README.md").read_text()
+def twin_wins(bert, tmp_path, *extra: str) -> list[str]:
+    """A run whose twin clearly wins: 64 rows of two easy sentences (training and validation), a one-class teacher
+    and all weight on KD, so the distilled student scores 0.5 and its twin 1.0."""
+    rows = [("a good and fun film", 1), ("a bad and dull film", 0)] * 32
+    easy = tmp_path / "easy.tsv"
+    easy.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+    files = {"train": str(easy), "dev": str(easy)}
+    args = cli_args(bert, files, tmp_path / "run", "kd", "--baseline_twin", "true", "--load_best_of_twins", "true")
+    args += ["--weight_ce", "0", "--weight_kd", "1", "--num_train_epochs", "4", "--learning_rate", "5e-3", *extra]
+    args[args.index("--teacher_name_or_path") + 1] = one_class_teacher(bert, tmp_path / "weak")
+    return args
+
+
+def test_the_kept_twin_is_what_output_dir_describes(bert, tmp_path, capsys):
+    """Whatever is saved in OUTPUT_DIR, its results, card and record describe that model; distilled/ keeps the
+    distilled student's own; the verdict is printed at the default log level."""
+    results = main(twin_wins(bert, tmp_path))
+    run = tmp_path / "run"
+    record = json.loads((run / "hf_kd_run.json").read_text())
+    assert record["saved_student"] == record["twin"]["saved_student"] == "no_kd_twin"
+    assert (record["twin"]["distilled"], record["twin"]["no_kd_twin"]) == (0.5, 1.0)
+    assert record["teacher"] == str(tmp_path / "weak")  # the path, always; the check is "teacher_check"
+    assert record["teacher_check"]["score"] == 0.5
+    assert (run / "model.safetensors").read_bytes() == (run / "no_kd_twin" / "model.safetensors").read_bytes()
+    saved = json.loads((run / "all_results.json").read_text())
+    assert (
+        saved["eval_accuracy"] == 1.0 and saved["distilled_eval_accuracy"] == 0.5 == results["distilled_eval_accuracy"]
+    )
+    assert json.loads((run / "eval_results.json").read_text())["eval_accuracy"] == 1.0
+    card = (run / "README.md").read_text()
+    assert "value: 1.0" in card and "This model is the no-KD twin of a kd run" in card and "| method | normal |" in card
+    distilled = run / "distilled"
+    assert json.loads((distilled / "all_results.json").read_text())["eval_accuracy"] == 0.5
+    assert "value: 0.5" in (distilled / "README.md").read_text()
+    assert (distilled / "model.safetensors").read_bytes() != (run / "model.safetensors").read_bytes()
+    twin_record = json.loads((run / "no_kd_twin" / "hf_kd_run.json").read_text())
+    assert twin_record["teacher"] is None and twin_record["method"] == "normal"
+    twin_results = json.loads((run / "no_kd_twin" / "all_results.json").read_text())
+    assert twin_results["train_labelled_samples"] == 64 and "train_loss" in twin_results
+    assert AutoConfig.from_pretrained(run).id2label == {0: "negative", 1: "positive"}
+    assert "kd -0.5000 below its no-KD twin (eval_accuracy 0.5000 against 1.0000" in capsys.readouterr().out
+
+
+def test_a_sweep_picks_best_by_the_saved_models_metric(bert, tmp_path):
+    """The sweep's best/ is the run whose saved model scored best: here the kept twin (1.0), not the distilled 0.5."""
+    from hf_kd.sweep import run_sweep
+
+    args = twin_wins(bert, tmp_path)
+    args[args.index("--output_dir") + 1] = str(tmp_path / "sweep")
+    (row,) = run_sweep([*args, "--sweep_learning_rates", "5e-3"])
+    assert row["metric"] == 1.0
+    best = json.loads((tmp_path / "sweep" / "sst2" / "best" / "all_results.json").read_text())
+    assert best["eval_accuracy"] == 1.0
+
+
+def test_overwrite_output_dir_leaves_nothing_of_the_previous_run(bert, tmp_path):
+    main(twin_wins(bert, tmp_path))
+    assert (tmp_path / "run" / "distilled").is_dir()
+    main(
+        [
+            *cli_args(
+                bert, {"train": str(tmp_path / "easy.tsv"), "dev": str(tmp_path / "easy.tsv")}, tmp_path / "run", "kd"
+            ),
+            "--max_steps",
+            "1",
+            "--overwrite_output_dir",
+            "true",
+        ]
+    )
+    left = sorted(os.listdir(tmp_path / "run"))
+    assert "distilled" not in left and "no_kd_twin" not in left
+    saved = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert "no_kd_twin_eval_accuracy" not in saved and "distilled_eval_accuracy" not in saved
+
+
+def test_a_twin_without_labelled_rows_is_refused_before_training(bert, half_labelled, tmp_path):
+    unlabelled_only = tmp_path / "text.tsv"
+    texts = Path(half_labelled["unlabelled"]).read_text().splitlines()[1:]
+    unlabelled_only.write_text("sentence\tlabel\n" + "".join(f"{text}\t\n" for text in texts))
+    files = {"train": str(unlabelled_only), "dev": half_labelled["dev"]}
+    with pytest.raises(ArgumentError, match=r"--baseline_twin trains a no-KD twin on the labelled training rows, and "):
+        main(cli_args(bert, files, tmp_path / "run", "kd", "--baseline_twin", "true"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
@@ -188,7 +256,7 @@ def test_a_validation_file_without_labels_gives_the_teachers_confidence_only(ber
     with pytest.raises(ArgumentError, match=r"text\.tsv has no labels .*--do_eval false"):
         main(cli_args(bert, files, tmp_path / "refused", "kd"))
     main(cli_args(bert, files, tmp_path / "run", "kd", "--do_eval", "false"))
-    worth = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())["teacher"]
+    worth = json.loads((tmp_path / "run" / "hf_kd_run.json").read_text())["teacher_check"]
     assert worth["measured_on"].startswith("the labelled training rows")
     assert worth["confidence_on"].startswith("the validation data (it has no labels")
     assert worth["unlabelled_rows"] == 48 and worth["mean_top_probability"] > 0.5

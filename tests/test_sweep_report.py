@@ -135,4 +135,62 @@ def test_report_sets_each_method_beside_its_no_kd_twins(tmp_path):
     assert row["twin_difference"]["wins"] == 2
     write_tables(runs, [row], str(tmp_path))
     table = (tmp_path / "comparison.md").read_text()
-    assert "| sst2 | kd | accuracy | 3 | 81.00 | 1.00 | 80.00 | +1.00 [" in table and "2/3 seeds |" in table
+    assert "| sst2 | kd | accuracy | 3 | 81.00 | 1.00 | 80.00 | +1.00 [" in table and "2/3 runs |" in table
+
+
+def write_run(folder, info: dict, results: dict) -> None:
+    folder.mkdir(parents=True)
+    (folder / "hf_kd_run.json").write_text(json.dumps(info))
+    (folder / "all_results.json").write_text(json.dumps(results))
+
+
+def test_report_pairs_each_run_with_its_own_twin_not_by_seed(tmp_path):
+    """Two runs of one seed at two learning rates are two pairs (they overwrote each other: one row, 0/1)."""
+    info = {"method": "kd", "task": "sst2", "main_metric": "accuracy", "seed": 42}
+    write_run(tmp_path / "a", info | {"learning_rate": 1e-4}, {"eval_accuracy": 0.5, "no_kd_twin_eval_accuracy": 0.5})
+    write_run(tmp_path / "b", info | {"learning_rate": 2e-4}, {"eval_accuracy": 0.5, "no_kd_twin_eval_accuracy": 1.0})
+    (row,) = comparison(find_runs([str(tmp_path)]))
+    assert row["twin_mean"] == pytest.approx(0.75)
+    assert sorted(row["twin_difference"]["differences"]) == pytest.approx([-0.5, 0.0])
+
+
+def test_report_reads_the_methods_student_where_its_twin_was_kept(tmp_path):
+    """--load_best_of_twins saved the twin: all_results.json describes the twin, the report the method's student;
+    the distilled/ folder is part of the run, not a run."""
+    info = {"method": "kd", "task": "sst2", "main_metric": "accuracy", "seed": 42, "learning_rate": 1e-4}
+    results = {"eval_accuracy": 1.0, "distilled_eval_accuracy": 0.5, "no_kd_twin_eval_accuracy": 1.0}
+    write_run(tmp_path / "run", info, results)
+    write_run(tmp_path / "run" / "distilled", info, {"eval_accuracy": 0.5, "no_kd_twin_eval_accuracy": 1.0})
+    (run,) = find_runs([str(tmp_path)])
+    assert run["metric"] == 0.5 and run["twin_metric"] == 1.0
+
+
+def test_report_keeps_data_sets_apart_whose_files_share_a_name(tmp_path):
+    """`train.csv` of RTE and of CoLA: two data sets, two rows, named apart (they were merged into one)."""
+    base = {"method": "kd", "task": "train.csv", "main_metric": "accuracy", "learning_rate": 1e-4}
+    for name, data, value in (("rte", "/data/rte/train.csv#aaa", 0.6), ("cola", "/data/cola/train.csv#bbb", 0.8)):
+        for seed in (1, 2):
+            write_run(tmp_path / f"{name}-{seed}", base | {"data": data, "seed": seed}, {"eval_accuracy": value})
+    rows = comparison(find_runs([str(tmp_path)]))
+    assert [(row["task"], row["runs"], row["mean"]) for row in rows] == [
+        ("train.csv (1)", 2, pytest.approx(0.8)),  # /data/cola sorts first
+        ("train.csv (2)", 2, pytest.approx(0.6)),
+    ]
+
+
+def test_sweep_reads_equals_forms_and_refuses_a_folder_of_other_arguments(bert, sst2_files, tmp_path):
+    """`--seed=7` and `--output_dir=X` work as their spaced forms; a second sweep with another --method into the
+    same folder is refused (it silently reused the first sweep's runs), and the same sweep reuses them."""
+    args = cli_args(bert, sst2_files, tmp_path / "unused", "kd", "--max_steps", "1", "--do_eval", "true")
+    args = [arg for arg in args if arg != str(tmp_path / "unused")]
+    args.remove("--output_dir")
+    sweep = [*args, f"--output_dir={tmp_path / 'sweep'}", "--seed=7", "--sweep_learning_rates", "1e-3"]
+    (row,) = run_sweep(sweep)
+    assert row["seed"] == 7 and row["folder"] == str(tmp_path / "sweep" / "sst2" / "lr-0.001" / "rep-0")
+    stamp = os.path.getmtime(os.path.join(row["folder"], "all_results.json"))
+    run_sweep(sweep)  # the same arguments: reused
+    assert os.path.getmtime(os.path.join(row["folder"], "all_results.json")) == stamp
+    other = [arg if arg != "kd" else "normal" for arg in sweep]
+    with pytest.raises(ArgumentError, match=r"holds a run of other arguments than this sweep's \(differing: .*kd"):
+        run_sweep(other)
+    assert os.path.getmtime(os.path.join(row["folder"], "all_results.json")) == stamp
