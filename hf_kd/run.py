@@ -734,21 +734,38 @@ def keep_twin_as_student(output_dir: str, twin_dir: str) -> None:
 def exit_on_argument_error(function, program: str = "hf_kd") -> None:
     """Run a command-line entry point; bad input ends it with one line and exit status 2, a loss that
     diverged or a full disk with one line and status 1, a SIGTERM with a checkpoint and a line on how to
-    resume, status 143: a traceback is left for bugs in hf_kd."""
+    resume, status 143: a traceback is left for bugs in hf_kd. Open progress bars are closed first, so the
+    line is the last a user sees."""
     try:
         function()
     except ArgumentError as error:
+        close_progress_bars()
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLossError as error:
+        close_progress_bars()
         print(f"{program}: training stopped: {error}", file=sys.stderr)
         sys.exit(1)
     except DiskFullError as error:
+        close_progress_bars()
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(1)
     except TrainingInterrupted as error:
+        close_progress_bars()
         print(f"{program}: {error}", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)  # as a process ended by SIGTERM, so schedulers see a preemption
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm bar (the Trainer's, datasets', ...): their last redraw would follow the message."""
+    from tqdm import tqdm
+
+    classes = [tqdm]
+    while classes:
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        for bar in list(cls.__dict__.get("_instances", ())):
+            bar.close()
 
 
 def leave_process_group() -> None:

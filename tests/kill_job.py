@@ -1,7 +1,7 @@
 """Run by tests/test_interruption.py and tests/test_faults.py: the main job, signalled by itself after step N.
 
-Usage: python tests/kill_job.py N [KILL|TERM] <run_glue_kd.py arguments>   (KILL by default; KILL_JOB_METHOD=normal
-signals the no-KD twin only)
+Usage: python tests/kill_job.py N [KILL|TERM|RAISE] <run_glue_kd.py arguments>
+KILL by default; RAISE raises a NonFiniteLossError instead; KILL_JOB_METHOD=normal signals the no-KD twin only.
 """
 
 import os
@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hf_kd.run
+from hf_kd.errors import NonFiniteLossError
 
 
 class SignalAtStep(TrainerCallback):
@@ -21,14 +22,16 @@ class SignalAtStep(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
+            if self.number is None:  # a stop from inside training, as a diverged loss makes
+                raise NonFiniteLossError(f"loss_kd became non-finite at step {self.step} (raised by kill_job.py).")
             os.kill(os.getpid(), self.number)
 
 
 def main() -> None:
     step, args = int(sys.argv[1]), sys.argv[2:]
     number = signal.SIGKILL
-    if args and args[0] in ("KILL", "TERM"):
-        number, args = getattr(signal, f"SIG{args[0]}"), args[1:]
+    if args and args[0] in ("KILL", "TERM", "RAISE"):
+        number, args = getattr(signal, f"SIG{args[0]}", None), args[1:]
     build = hf_kd.run.build_trainer
 
     only = os.environ.get("KILL_JOB_METHOD")  # signal only the trainer of this method (normal: the no-KD twin)

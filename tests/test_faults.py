@@ -134,3 +134,18 @@ def test_a_full_disk_while_caching_or_saving_the_student_is_one_error(bert, sst2
     with pytest.raises(DiskFullError, match=rf"writing the student to {output}"):
         main(cli_args(bert, sst2_files, output, "kd"))
     assert os.listdir(output) == []  # the scratch folder removed
+
+
+@pytest.mark.parametrize("stop", ["RAISE", "TERM"])
+def test_the_stop_message_is_the_last_line_after_the_progress_bars(bert, sst2_files, tmp_path, stop):
+    """With the progress bars on, hf_kd's one line is the last a user sees (a bar's final redraw followed it)."""
+    arguments = cli_args(bert, sst2_files, tmp_path / "run", "kd")
+    arguments[arguments.index("--disable_tqdm") + 1] = "false"
+    command = [sys.executable, str(ROOT / "tests" / "kill_job.py"), "3", stop, *arguments]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300
+    )
+    assert "it/s]" in result.stderr  # the bars were on
+    last = result.stderr.rstrip("\n").rsplit("\n", 1)[-1]
+    expected = "hf_kd: training stopped: loss_kd" if stop == "RAISE" else "hf_kd: stopped by SIGTERM after step 3"
+    assert last.startswith(expected), result.stderr[-600:]

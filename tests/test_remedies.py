@@ -193,3 +193,19 @@ def test_few_labelled_rows_per_batch_are_warned_about_until_the_share_is_set():
     assert repeated.labelled == 100 and labelled_share_warning(repeated, 32) is None  # 50% after the copies
     labelled_only = TaskData(Dataset.from_dict({"label": [0] * 100}), None, ["a", "b"], None)
     assert labelled_share_warning(labelled_only, 32) is None
+
+
+def test_the_generator_step_weighs_kd_rows_as_the_student_step_does(deterministic_bert, half_labelled, tmp_path):
+    """One rule for the KD term in both steps: with every row below --kd_min_confidence the max step's KD term is
+    0 too (it read the plain kd_loss, so the generator sought rows the student was told to ignore)."""
+    args = cli_args(deterministic_bert, half_labelled, tmp_path / "run", "mate_kd", "--kd_min_confidence", "0.999999")
+    trainer, _ = build_trainer(*parse_args(args))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    student = trainer.model.eval()
+    torch.manual_seed(0)
+    features = trainer.generator_forward(student, batch)
+    rows = len(batch["input_ids"])
+    terms = trainer.generator_terms(batch, features, (torch.tensor(float(rows)), None))
+    assert terms["kd_perturbed"].item() == 0.0
+    plain = kd_loss(features.teacher_perturbed.logits, features.student_perturbed.logits, 1.0, rows)
+    assert plain.item() > 0  # the term the generator used to maximise

@@ -40,7 +40,6 @@ from hf_kd.generator import (
     row_key,
     sample_tokens,
 )
-from hf_kd.losses import kd_loss
 from hf_kd.trainers.base import DistillationTrainer
 from hf_kd.trainers.effective import StepFeatures, StepPlan, average_gradients, replay_rng, rng_state
 
@@ -327,9 +326,9 @@ class AdversarialTrainer(DistillationTrainer):
         """Max-step terms on the perturbed input (the contrastive one only with `contrastive`)."""
         rows, _ = normalisers
         terms = {}
-        if self.generator_weights.get("kd_perturbed", 0) > 0:
-            terms["kd_perturbed"] = kd_loss(
-                features.teacher_perturbed.logits, features.student_perturbed.logits, self.args.kd_temperature, rows
+        if self.generator_weights.get("kd_perturbed", 0) > 0:  # the student step's own term: the same row weights
+            terms["kd_perturbed"] = self.kd_term(
+                features.teacher_perturbed, features.student_perturbed, self.args.kd_temperature, rows
             )
         if contrastive:
             for name, (teacher, student) in self.contrastive_pairs(features, self.generator_weights).items():
