@@ -72,6 +72,7 @@ TEXT_PAIRS = [
 ]
 STATIC_MASK_COLUMN = "static_mlm_mask"
 TRUNCATED_COLUMN = "hf_kd_truncated"
+TEACHER_TRUNCATED_COLUMN = "hf_kd_teacher_truncated"
 TEACHER_PREFIX = "teacher_"  # the teacher's own tokenization, when its tokenizer is not the student's
 TEACHER_COLUMNS = tuple(TEACHER_PREFIX + name for name in ("input_ids", "attention_mask", "token_type_ids"))
 INDEX_COLUMN = "hf_kd_index"  # row of a training example, to find its cached teacher outputs
@@ -468,6 +469,11 @@ def prepare_data(
     first, second = text_columns(raw["train"], task, source["train"], data_args.text_columns)
     padding = "max_length" if data_args.pad_to_max_length else False
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
+    teacher_length = teacher_max_seq_length or data_args.max_seq_length
+    check_room(tokenizer, data_args.max_seq_length, second is not None, "--max_seq_length", "student's")
+    if teacher_tokenizer is not None:
+        flag = "--teacher_max_seq_length" if teacher_max_seq_length else "--max_seq_length"
+        check_room(teacher_tokenizer, teacher_length, second is not None, flag, "teacher's")
 
     def tokenize(batch: dict) -> dict:
         texts = (batch[first],) if second is None else (batch[first], batch[second])
@@ -476,11 +482,12 @@ def prepare_data(
         full_lengths = tokenizer(*texts, truncation=False, return_length=True, verbose=False)["length"]
         encoded[TRUNCATED_COLUMN] = [length > data_args.max_seq_length for length in full_lengths]
         if teacher_tokenizer is not None:
-            teacher_length = teacher_max_seq_length or data_args.max_seq_length
             own = teacher_tokenizer(*texts, padding=padding, max_length=teacher_length, truncation=True)
             for name in ("input_ids", "attention_mask", "token_type_ids"):
                 if name in own:
                     encoded[TEACHER_PREFIX + name] = own[name]
+            full_lengths = teacher_tokenizer(*texts, truncation=False, return_length=True, verbose=False)["length"]
+            encoded[TEACHER_TRUNCATED_COLUMN] = [length > teacher_length for length in full_lengths]
         return encoded
 
     unlabelled = None
@@ -535,6 +542,18 @@ def prepare_data(
                 data_args.max_seq_length,
             )
         dataset = dataset.remove_columns(TRUNCATED_COLUMN)
+        if teacher_tokenizer is not None:
+            truncated = sum(dataset[TEACHER_TRUNCATED_COLUMN])
+            if truncated:
+                logger.warning(
+                    "%s: %d of %d examples are longer than the teacher's %d tokens (its own tokenizer; "
+                    "--teacher_max_seq_length) and were truncated for it.",
+                    source[split],
+                    truncated,
+                    len(dataset),
+                    teacher_length,
+                )
+            dataset = dataset.remove_columns(TEACHER_TRUNCATED_COLUMN)
         if split == "train":
             dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
         if split == "train" and static_mask_probability is not None:
@@ -543,6 +562,19 @@ def prepare_data(
             dataset, repeats = oversample_labelled(dataset, unlabelled_rows, data_args.labelled_share)
         splits[split] = dataset
     return TaskData(splits.get("train"), splits.get("validation"), label_list, task, unlabelled_rows, repeats)
+
+
+def check_room(tokenizer: PreTrainedTokenizerBase, length: int, pair: bool, flag: str, whose: str) -> None:
+    """A maximum length with room for text beside the special tokens: one token of each text at least (a pair
+    the tokenizer cannot truncate to it stays longer than asked, and overruns the position embeddings)."""
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    least = special + (2 if pair else 1)
+    if length < least:
+        what = "a sentence pair" if pair else "a sentence"
+        raise ArgumentError(
+            f"{flag} {length} leaves no room for the text: the {whose} tokenizer adds {special} special tokens to "
+            f"{what}. Pass {flag} {least} or more."
+        )
 
 
 def oversample_labelled(dataset: Dataset, unlabelled: int, share: float | None) -> tuple[Dataset, int]:

@@ -113,19 +113,26 @@ def with_warnings(worth: TeacherWorth, trainer, data) -> TeacherWorth:
     args = trainer.args
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     share = labelled_share_warning(data, batch)
-    worth.warnings = teacher_warnings(worth) + ([share] if share else [])
+    worth.warnings = teacher_warnings(worth, args.baseline_twin) + ([share] if share else [])
     return worth
 
 
-def teacher_warnings(worth: TeacherWorth) -> list[str]:
-    """What in `worth` says distillation may hurt, each with what to do about it."""
+def teacher_warnings(worth: TeacherWorth, twin: bool = False) -> list[str]:
+    """What in `worth` says distillation may hurt, each with what to do about it (`twin`: the run already trains
+    its no-KD twin, so it is not suggested)."""
     warnings = []
     names = worth.label_names or []
+    compare = (
+        "its no-KD twin, trained beside it, will show it"
+        if twin
+        else "compare with its no-KD twin (--baseline_twin true)"
+    )
     if worth.score is not None and worth.majority_score is not None and worth.score <= worth.majority_score + 0.05:
+        where = "below" if worth.score < worth.majority_score else "hardly above"
         warnings.append(
-            f"The teacher scores {worth.metric} {worth.score:.3f} on {worth.measured_on}, hardly above always "
+            f"The teacher scores {worth.metric} {worth.score:.3f} on {worth.measured_on}, {where} always "
             f"predicting the most frequent class ({worth.majority_score:.3f}): distillation may make the student "
-            "worse; compare with its no-KD twin (--baseline_twin true)."
+            f"worse; {compare}."
         )
     if worth.teacher_shares and worth.label_shares:
         top = int(np.argmax(worth.teacher_shares))
@@ -135,8 +142,8 @@ def teacher_warnings(worth: TeacherWorth) -> list[str]:
             warnings.append(
                 f"The teacher predicts '{name}' for {teacher_share:.0%} of the {worth.unlabelled_rows:,} rows checked "
                 f"of {worth.confidence_on}, against {label_share:.0%} of the labels: KD on such text pulls the student toward "
-                "one class (use fewer unlabelled rows, a lower --kd_temperature or --kd_row_weighting class_balanced, "
-                "and --baseline_twin true to check)."
+                "one class (use fewer unlabelled rows, a lower --kd_temperature or --kd_row_weighting class_balanced"
+                + (")." if twin else ", and --baseline_twin true to check).")
             )
     return warnings
 
@@ -160,17 +167,46 @@ def labelled_share_warning(data, batch_size: int) -> str | None:
     )
 
 
+EARLY_SHARE = 0.2  # a collapse in the first 20% of training is a student still at its first guesses
+
+
+def collapse_causes(args, data, has_teacher: bool, label_shares: list[float], top: int, name: str) -> list[str]:
+    """The likely causes of a collapse that exist in this run, each with its flag."""
+    causes = []
+    if has_teacher and data.unlabelled:
+        causes.append("the teacher's class balance on the unlabelled text (see the teacher check at the start)")
+    if has_teacher and args.kd_temperature > 1:
+        causes.append(f"a high --kd_temperature ({args.kd_temperature:g})")
+    if data.unlabelled and (len(data.train) - data.unlabelled) / len(data.train) < LOW_LABELLED_SHARE:
+        causes.append("too few labelled rows per batch (--labelled_share 0.5)")
+    if label_shares[top] >= 0.6:
+        causes.append(f"labels leaning to '{name}' ({label_shares[top]:.0%} of them)")
+    causes.append(f"a learning rate too high or too low for this student (--learning_rate {args.learning_rate:g})")
+    return causes
+
+
 class CollapseGuard(TrainerCallback):
     """At every logging step, the student's predictions on a slice of the validation data (or of the labelled
-    training rows): a student predicting one class for over 95% of them while the labels do not is warned
-    about in one line (and, with `stop`, training stops there)."""
+    training rows). A student predicting one class for over 95% of them while the labels do not is warned about
+    in one line naming the causes that exist in the run (and, with `stop`, training stops there) once the
+    collapse persists: seen at two checks in a row past the first 20% of training, or in the student saved at
+    the end. A student at its first guesses, early in training, is not a collapse."""
 
-    def __init__(self, trainer, dataset: Dataset, rows: int, label_names: list[str] | None, stop: bool) -> None:
-        self.trainer, self.stop, self.label_names = trainer, stop, label_names or []
+    def __init__(
+        self,
+        trainer,
+        dataset: Dataset,
+        rows: int,
+        label_names: list[str] | None,
+        stop: bool,
+        causes=lambda top, name: [],
+    ) -> None:
+        self.trainer, self.stop, self.label_names, self.causes = trainer, stop, label_names or [], causes
         self.dataset = dataset.select(range(min(rows, len(dataset))))
         self.label_shares = class_shares(np.asarray(self.dataset["label"]), len(self.label_names) or 2)
         self.collapsed_at: int | None = None
         self.last_shares: list[float] | None = None
+        self.seen_at: int | None = None  # the last check that found the student on one class
 
     def student_shares(self) -> list[float]:
         """The student's predicted-class shares on the slice, in eval mode; draws no random number."""
@@ -189,30 +225,36 @@ class CollapseGuard(TrainerCallback):
         return class_shares(torch.cat(classes).numpy(), len(self.label_shares))
 
     def check(self, step: int) -> str | None:
-        """A one-line warning if the student has collapsed at `step`, else None."""
+        """A one-line warning if the student is on one class at `step`, else None."""
         shares = self.last_shares = self.student_shares()
         top = int(np.argmax(shares))
         if shares[top] < COLLAPSE_SHARE or self.label_shares[top] >= COLLAPSE_SHARE:
             return None
         name = self.label_names[top] if top < len(self.label_names) else str(top)
+        causes = self.causes(top, name)
         return (
             f"Step {step}: the student predicts '{name}' for {shares[top]:.0%} of {len(self.dataset)} checked rows "
-            f"whose labels are {self.label_shares[top]:.0%} '{name}': it has collapsed onto one class. Likely causes: "
-            "the teacher's class balance on the unlabelled text (see the teacher check at the start), a high "
-            "--kd_temperature, or too few labelled rows per batch."
+            f"whose labels are {self.label_shares[top]:.0%} '{name}': it has collapsed onto one class."
+            + (f" Likely causes: {'; '.join(causes)}." if causes else "")
         )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        self._watch(state, control)
+        self._watch(state, control, final=False)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._watch(state, control)  # the student as it is saved
+        self._watch(state, control, final=True)  # the student as it is saved
 
-    def _watch(self, state, control) -> None:
+    def _watch(self, state, control, final: bool) -> None:
         if self.collapsed_at is not None or not len(self.dataset):
             return
         warning = self.check(state.global_step)
         if warning is None:
+            self.seen_at = None
+            return
+        early = state.global_step <= EARLY_SHARE * state.max_steps
+        persists = self.seen_at is not None and not early
+        self.seen_at = state.global_step
+        if not (final or persists):
             return
         self.collapsed_at = state.global_step
         logger.warning(warning + (" Stopping (--stop_on_collapse)." if self.stop else ""))

@@ -25,7 +25,7 @@ from hf_kd.arguments import TERMS
 from hf_kd.callbacks import NeptuneCallback, neptune_settings, run_parameters
 from hf_kd.config import parse_args
 from hf_kd.data import DistillationCollator, prepare_data
-from hf_kd.diagnostics import CollapseGuard, TeacherWorth, assess_teacher, labelled_rows
+from hf_kd.diagnostics import CollapseGuard, TeacherWorth, assess_teacher, collapse_causes, labelled_rows
 from hf_kd.errors import ArgumentError, DiskFullError, NonFiniteLossError, TrainingInterrupted, brief
 from hf_kd.footprint import parameter_count, size_on_disk
 from hf_kd.guards import GracefulStop, OutputDirLock, disk_guard
@@ -614,7 +614,11 @@ def collapse_guard(trainer, data) -> CollapseGuard | None:
         return None
     labelled = data.validation is not None and len(labelled_rows(data.validation)) == len(data.validation)
     dataset = data.validation if labelled else labelled_rows(data.train)
-    guard = CollapseGuard(trainer, dataset, rows, data.label_list, trainer.args.stop_on_collapse)
+
+    def causes(top: int, name: str) -> list[str]:
+        return collapse_causes(trainer.args, data, trainer.teacher is not None, guard.label_shares, top, name)
+
+    guard = CollapseGuard(trainer, dataset, rows, data.label_list, trainer.args.stop_on_collapse, causes)
     trainer.add_callback(guard)
     return guard
 

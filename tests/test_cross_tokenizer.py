@@ -207,3 +207,38 @@ def test_a_student_of_your_own_from_scratch_distils_across_tokenizers(bert, sst2
     args = replace(cli_args(bert, sst2_files, tmp_path / "run", "kd"), "--model_name_or_path", str(student))
     results = main(args)  # a teacher of another tokenizer: each reads its own tokenization
     assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["train_loss"] > 0
+
+
+def test_a_length_without_room_for_a_pair_is_refused_and_teacher_truncation_counted(bert, roberta, tmp_path, caplog):
+    """--teacher_max_seq_length 2 with sentence pairs left the pair untruncatable (a crash in the teacher check);
+    the teacher's own truncations are reported as the student's are."""
+    from hf_kd.arguments import DataTrainingArguments
+    from hf_kd.data import prepare_data
+    from hf_kd.errors import ArgumentError
+
+    rows = [
+        line.split("\t")
+        for line in (Path(__file__).parent.parent / "data/sst2/train.tsv").read_text().splitlines()[1:21]
+    ]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("sentence1\tsentence2\tlabel\n" + "".join(f"{a}\t{a} again\t{y}\n" for a, y in rows))
+    student, teacher = AutoTokenizer.from_pretrained(bert.tokenizer), AutoTokenizer.from_pretrained(roberta.tokenizer)
+
+    def prepare(length: int, teacher_length: int | None):
+        arguments = DataTrainingArguments(train_file=str(pairs), max_seq_length=length)
+        return prepare_data(arguments, student, teacher_tokenizer=teacher, teacher_max_seq_length=teacher_length)
+
+    with pytest.raises(
+        ArgumentError,
+        match=r"^--teacher_max_seq_length 2 leaves no room for the text: the teacher's "
+        r"tokenizer adds 4 special tokens to a sentence pair\. Pass --teacher_max_seq_length 6 or more\.$",
+    ):
+        prepare(32, 2)
+    with pytest.raises(
+        ArgumentError, match=r"^--max_seq_length 4 leaves no room .* student's tokenizer adds 3 .* 5 or more"
+    ):
+        prepare(4, None)
+    with caplog.at_level("WARNING", logger="hf_kd.data"):
+        data = prepare(32, 8)
+    assert "20 of 20 examples are longer than the teacher's 8 tokens" in caplog.text
+    assert max(len(ids) for ids in data.train["teacher_input_ids"]) == 8

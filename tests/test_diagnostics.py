@@ -12,7 +12,14 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, TrainerControl, TrainerState
 
 from hf_kd.config import parse_args
-from hf_kd.diagnostics import CollapseGuard, TeacherWorth, assess_teacher, class_shares, teacher_warnings
+from hf_kd.diagnostics import (
+    CollapseGuard,
+    TeacherWorth,
+    assess_teacher,
+    class_shares,
+    collapse_causes,
+    teacher_warnings,
+)
 from hf_kd.errors import ArgumentError
 from hf_kd.run import build_trainer, main
 from tests.conftest import cli_args
@@ -99,11 +106,14 @@ def test_collapse_guard_fires_on_a_one_class_student_and_can_stop(bert, sst2_fil
         trainer.model.classifier.bias.copy_(torch.tensor([0.0, 0.0]))
         trainer.model.classifier.weight.mul_(1e-6)
         trainer.model.classifier.bias.copy_(torch.tensor([-30.0, 30.0]))
-    state.global_step = 7
+    state.global_step, state.max_steps = 5, 20
     trainer.model.train()
     rng = torch.get_rng_state()
     guard.on_log(trainer.args, state, control)
     assert torch.equal(rng, torch.get_rng_state())  # the check draws no random number
+    assert guard.collapsed_at is None and not control.should_training_stop  # seen once: not yet a collapse
+    state.global_step = 7
+    guard.on_log(trainer.args, state, control)  # seen again, past the first 20% of training: it persists
     assert guard.collapsed_at == 7 and guard.last_shares == [0.0, 1.0] and control.should_training_stop
     assert trainer.model.training  # back in training mode
 
@@ -119,11 +129,10 @@ def test_collapse_guard_is_quiet_unless_one_class_takes_over_and_the_labels_do_n
     guard.label_shares = [0.5, 0.5]
     assert guard.check(3) == (
         "Step 3: the student predicts 'negative' for 96% of 48 checked rows whose labels are 50% 'negative': it has "
-        "collapsed onto one class. Likely causes: the teacher's class balance on the unlabelled text (see the "
-        "teacher check at the start), a high --kd_temperature, or too few labelled rows per batch."
+        "collapsed onto one class."  # no causes given to this guard
     )
     control = TrainerControl()
-    guard.on_log(trainer.args, TrainerState(global_step=3), control)
+    guard.on_train_end(trainer.args, TrainerState(global_step=3), control)  # the saved student: warned at once
     assert guard.collapsed_at == 3 and not control.should_training_stop  # warned, not stopped
 
 
@@ -260,3 +269,44 @@ def test_a_validation_file_without_labels_gives_the_teachers_confidence_only(ber
     assert worth["measured_on"].startswith("the labelled training rows")
     assert worth["confidence_on"].startswith("the validation data (it has no labels")
     assert worth["unlabelled_rows"] == 48 and worth["mean_top_probability"] > 0.5
+
+
+def test_a_student_at_its_first_guesses_is_not_a_collapse(bert, sst2_files, tmp_path):
+    """One class early on (step 25 of 250) that the student then leaves: no warning; one class still at the next
+    check past the first 20% of training: a warning."""
+    trainer, data = trainer_for(cli_args(bert, sst2_files, tmp_path / "run", "normal"))
+    guard = CollapseGuard(trainer, data.validation, 48, data.label_list, stop=False)
+    guard.label_shares = [0.5, 0.5]
+    state, control = TrainerState(max_steps=250), TrainerControl()
+    for step, shares in ((25, [1.0, 0.0]), (50, [0.6, 0.4]), (75, [1.0, 0.0])):
+        guard.student_shares = lambda shares=shares: shares
+        state.global_step = step
+        guard.on_log(trainer.args, state, control)
+        assert guard.collapsed_at is None, step
+    state.global_step = 100
+    guard.on_log(trainer.args, state, control)
+    assert guard.collapsed_at == 100
+
+
+def test_collapse_causes_are_those_of_the_run(bert, sst2_files, half_labelled, tmp_path):
+    """A run without teacher or unlabelled text hears of neither; a KD run with much text at T = 4 of all three."""
+    normal, normal_data = trainer_for(cli_args(bert, sst2_files, tmp_path / "a", "normal"))
+    causes = collapse_causes(normal.args, normal_data, False, [0.5, 0.5], 0, "negative")
+    assert causes == ["a learning rate too high or too low for this student (--learning_rate 0.001)"]
+    args = cli_args(bert, half_labelled, tmp_path / "b", "kd", "--unlabeled_file", half_labelled["unlabelled"])
+    kd, kd_data = trainer_for([*args, "--kd_temperature", "4", "--max_train_samples", "8"])
+    causes = collapse_causes(kd.args, kd_data, True, [0.7, 0.3], 0, "negative")
+    assert causes[:4] == [
+        "the teacher's class balance on the unlabelled text (see the teacher check at the start)",
+        "a high --kd_temperature (4)",
+        "too few labelled rows per batch (--labelled_share 0.5)",
+        "labels leaning to 'negative' (70% of them)",
+    ]
+
+
+def test_teacher_warning_says_below_and_does_not_suggest_a_twin_the_run_has():
+    below = TeacherWorth("accuracy", 0.5, 0.5625, "the validation data")
+    (text,) = teacher_warnings(below)
+    assert "0.500 on the validation data, below always predicting" in text and "--baseline_twin true" in text
+    (text,) = teacher_warnings(below, twin=True)
+    assert "--baseline_twin" not in text and "its no-KD twin, trained beside it, will show it" in text

@@ -17,27 +17,18 @@ from tests.conftest import ROOT, cli_args
 from tests.test_layouts import flat, layout_args, relative, train
 
 
+def torchrun_two(port: int, *command: str) -> None:
+    """`command` (a script and its arguments) as two torchrun processes; they must succeed."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([*launcher, *command], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def run_two_processes(dump_dir: Path, arguments: list[str], *options: str) -> None:
     """torchrun two CPU (gloo) processes of tests/distributed_job.py, dumping each rank's weights into dump_dir."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(29500 + os.getpid() % 1000),
-        str(ROOT / "tests" / "distributed_job.py"),
-        str(dump_dir),
-        *options,
-        "--",
-        *arguments,
-        "--use_cpu",
-        "true",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    job = str(ROOT / "tests" / "distributed_job.py")
+    torchrun_two(29500 + os.getpid() % 1000, job, str(dump_dir), *options, "--", *arguments, "--use_cpu", "true")
 
 
 @pytest.mark.parametrize(("method", "unlabelled"), [("kd", False), ("cilda", False), ("cilda_minild", True)])
@@ -99,19 +90,6 @@ def test_torchrun_without_use_cpu_runs_data_parallel_on_a_cpu_machine(bert, sst2
     """`torchrun --nproc_per_node 2 run_glue_kd.py ...` without --use_cpu: one job over gloo (each step reads both
     processes' batches: 2 steps x 2 x 8 of 96 rows), not two runs fighting over --output_dir."""
     arguments = cli_args(bert, sst2_files, tmp_path / "run", "kd", "--max_steps", "2", "--max_eval_samples", "8")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(29400 + os.getpid() % 1000),
-        str(ROOT / "scripts" / "run_glue_kd.py"),
-        *arguments,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun_two(29400 + os.getpid() % 1000, str(ROOT / "scripts" / "run_glue_kd.py"), *arguments)
     results = json.loads((tmp_path / "run" / "all_results.json").read_text())
     assert results["epoch"] == pytest.approx(2 * 2 * 8 / 96)
