@@ -204,7 +204,7 @@ def reference_step(trainer, batch: dict, kind: str):
     import torch
     import torch.nn.functional as F
 
-    teacher, student = trainer.teacher, trainer.model
+    teacher, student = trainer.teacher.model, trainer.model
     rail = kind == "rail_kd"
     projections = trainer.projections
     parameters = list(student.parameters()) + (list(projections.parameters()) if rail else [])
@@ -270,7 +270,7 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
     torch.set_num_threads(options["threads"])
     torch.manual_seed(0)
     if options["keep_freed_memory"] and not case.startswith("reference"):  # the original as it ran
-        from hf_kd.run import keep_freed_memory
+        from hf_kd.cli import keep_freed_memory
 
         keep_freed_memory()
     cuda = options["device"] == "cuda"
@@ -278,7 +278,7 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
     method = name if name in [*METHODS, "normal"] else "mate_kd"
     trainer = make_trainer(folder, method, options, cross_tokenizer=case == "kd cross-tokenizer")
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    model, teacher = trainer.model, trainer.teacher
+    model, teacher = trainer.model, trainer.teacher and trainer.teacher.model
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
 
     def student_step():
@@ -299,16 +299,16 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
         model.zero_grad(set_to_none=True)
 
     def generator_forward():
-        trainer.generator.eval()  # as in the student step
+        trainer.generator.model.eval()  # as in the student step
         with torch.no_grad(), trainer.accelerator.autocast():
-            trainer.generator(**inputs)
+            trainer.generator.model(**inputs)
 
     def generator_fwd_bwd():
-        trainer.generator.train()
+        trainer.generator.model.train()
         with trainer.accelerator.autocast():
-            loss = trainer.generator(**inputs, labels=batch["input_ids"]).loss
+            loss = trainer.generator.model(**inputs, labels=batch["input_ids"]).loss
         loss.backward()
-        trainer.generator.zero_grad(set_to_none=True)
+        trainer.generator.model.zero_grad(set_to_none=True)
 
     def to_inputs(network):
         """Forward and backward to the input embeddings only, weights frozen, in eval mode: the generator
@@ -339,7 +339,7 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
     elif case.startswith("reference"):
         function = reference_step(trainer, batch, name)
     elif case == "kd cached":
-        trainer.teacher_cache = TeacherCache._compute(trainer, distinct_rows(trainer.train_dataset))
+        trainer.teacher.cache = TeacherCache._compute(trainer, distinct_rows(trainer.train_dataset))
         function = student_step
     elif case == "kd cross-tokenizer":
         assert "teacher_input_ids" in batch  # the teacher reads its own tokenization
@@ -506,7 +506,7 @@ def main() -> None:
         "--keep_freed_memory",
         action="store_true",
         help="hf_kd's rows and the passes with the allocator setting run_glue_kd.py applies on CPU "
-        "(hf_kd.run.keep_freed_memory); the original-shaped rows keep the default, as the original ran",
+        "(hf_kd.cli.keep_freed_memory); the original-shaped rows keep the default, as the original ran",
     )
     parser.add_argument(
         "--in_process",

@@ -197,6 +197,20 @@ class DecoderOnlyAdapter(EncoderAdapter):
         return (positions * mask.long()).argmax(dim=1)
 
 
+class MaskedLMAdapter:
+    """A masked LM (the adversarial methods' generator): its vocabulary logits on token ids, given the batch's
+    masks it accepts (BERT's token types, not DistilBERT's or RoBERTa's)."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.accepted = set(inspect.signature(model.forward).parameters)
+
+    def logits(self, model: nn.Module, input_ids: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        extra = {"attention_mask": batch.get("attention_mask")}
+        if "token_type_ids" in batch and "token_type_ids" in self.accepted:
+            extra["token_type_ids"] = batch["token_type_ids"]
+        return model(input_ids=input_ids, **extra).logits
+
+
 ADAPTERS: dict[str, type[EncoderAdapter]] = {"bart": BartAdapter}
 
 

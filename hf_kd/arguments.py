@@ -4,8 +4,10 @@ Three dataclasses, parsed by `HfArgumentParser` (see `hf_kd.config`): `ModelArgu
 `DataTrainingArguments` and `DistillationTrainingArguments` (a `TrainingArguments`). Every numeric
 option, hf_kd's own and the Trainer's commonly set ones, has a range in `VALID_RANGES`: `--help`
 shows it and constructing the dataclass checks it, so a value outside it never reaches training.
-This module imports nothing of hf_kd but its errors: the method names and their default weights
-are known to `hf_kd.trainers`, which resolves them (`DistillationTrainingArguments.apply_method`).
+This module imports nothing of hf_kd but its errors and the term registry (`hf_kd.terms`: one weight
+option per declared term): the method names and their default weights are known to `hf_kd.trainers`,
+which resolves them (`DistillationTrainingArguments.apply_method`). `--help` groups the options by
+concern (`GROUPS`: a field's `group`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import copy
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from types import MappingProxyType
 
 import torch
 from transformers import TrainingArguments
 
 from hf_kd.errors import ArgumentError
+from hf_kd.terms import MAX_STEP_TERMS, TERMS
 
-TERMS = ("ce", "kd", "rail", "crd", "ce_perturbed", "kd_perturbed", "crd_perturbed")
 SEED_LIMIT = 2**32 - 1  # numpy's seeds are 32-bit
 
 
@@ -75,8 +77,7 @@ VALID_RANGES: dict[str, Range] = {
     "kd_min_confidence": Range(0, 1, high_open=True, note="0 keeps every row"),
     "preprocessing_num_workers": Range(1, 1024),
     **{f"weight_{term}": WEIGHT for term in TERMS},
-    "generator_weight_kd_perturbed": WEIGHT,
-    "generator_weight_crd_perturbed": WEIGHT,
+    **{f"generator_weight_{term}": WEIGHT for term in MAX_STEP_TERMS},
     "kd_temperature": TEMPERATURE,
     "crd_temperature": TEMPERATURE,
     "projection_dim": Range(1, 65536),
@@ -115,16 +116,22 @@ VALID_RANGES: dict[str, Range] = {
 
 
 def with_ranges(cls: type) -> type:
-    """Append each field's valid range to its `--help` text (a copy of the field: the Trainer's own stay as they are)."""
+    """Append each field's valid range to its `--help` text, and move its `group` (the concern `--help` lists it
+    under) out of the metadata argparse reads into `cls.option_groups` (copies of the fields: the Trainer's own
+    stay as they are)."""
+    cls.option_groups = {}
     for item in fields(cls):
         bound = VALID_RANGES.get(item.name)
-        if bound is None:
+        if bound is None and "group" not in item.metadata:
             continue
         described = copy.copy(item)
-        note = f"; {bound.note}" if bound.note else ""
-        described.metadata = MappingProxyType(
-            {**item.metadata, "help": f"{item.metadata.get('help', '').rstrip()} Valid: {bound}{note}."}
-        )
+        metadata = dict(item.metadata)
+        if "group" in metadata:
+            cls.option_groups[item.name] = metadata.pop("group")
+        if bound is not None:
+            note = f"; {bound.note}" if bound.note else ""
+            metadata["help"] = f"{metadata.get('help', '').rstrip()} Valid: {bound}{note}."
+        described.metadata = MappingProxyType(metadata)
         cls.__dataclass_fields__[item.name] = described
     return cls
 
@@ -178,6 +185,7 @@ def _has_accelerator(use_cpu: bool) -> bool:
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "models: student, teacher, generator, tokenizers"
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -233,6 +241,7 @@ class ModelArguments:
 @with_ranges
 @dataclass
 class DataTrainingArguments:
+    _argument_group_name = "data: files, columns, labels, lengths"
     task_name: str | None = field(
         default=None, metadata={"help": "GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli)."}
     )
@@ -308,165 +317,170 @@ class DataTrainingArguments:
         return tuple(name.strip() for name in self.text_column_names.split(",") if name.strip())
 
 
+def option(default, help: str, group: str, **metadata):
+    """A dataclass field with its `--help` text and the group `--help` lists it under (`GROUPS`)."""
+    return field(default=default, metadata={"help": help, "group": group, **metadata})
+
+
+# `--help` lists hf_kd's training options by concern; the Trainer's own follow in its group
+GROUPS = {
+    "distillation": "distillation: the method, its loss terms and the KD options",
+    "adversarial": "adversarial methods (MATE-KD, CILDA, CILDA+minILD): generator, masking, schedule",
+    "diagnostics": "diagnostics: teacher check, collapse guard, no-KD twin, non-finite losses",
+    "tracking": "tracking (Neptune)",
+    "quirks": "the original code's quirks (each off by default; on reproduces the original)",
+}
+
+
+def _weight_fields() -> type:
+    """`--weight_<term>` for every term and `--generator_weight_<term>` for the max step's, from the registry."""
+    weights = [
+        (f"weight_{name}", float | None, option(None, f"Weight of {term.formula}.", "distillation"))
+        for name, term in TERMS.items()
+    ]
+    weights += [
+        (f"generator_weight_{name}", float | None, option(None, f"Max step: weight of {term.formula}.", "adversarial"))
+        for name, term in TERMS.items()
+        if term.max_step
+    ]
+    return make_dataclass("LossWeightArguments", weights)
+
+
+LossWeightArguments = _weight_fields()
+
+
 @with_ranges
 @dataclass
-class DistillationTrainingArguments(TrainingArguments):
-    method: str = field(default="kd", metadata={"help": "normal, kd, rail_kd, mate_kd, cilda or cilda_minild."})
+class DistillationTrainingArguments(TrainingArguments, LossWeightArguments):
+    # which method, and the run's shape (run_glue.py's defaults)
+    method: str = option("kd", "normal, kd, rail_kd, mate_kd, cilda or cilda_minild.", "distillation")
     do_train: bool = field(default=True, metadata={"help": "Train (default; --do_train false to only evaluate)."})
     do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split after training (default)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing over a finished run's results."})
-    # student (min step) loss weights; None takes the method's default (METHODS.md)
-    weight_ce: float | None = field(default=None, metadata={"help": "Weight of CE(S(x), y)."})
-    weight_kd: float | None = field(default=None, metadata={"help": "Weight of KD(T(x), S(x))."})
-    weight_rail: float | None = field(default=None, metadata={"help": "Weight of RAIL(T(x), S(x)) (rail_kd)."})
-    weight_crd: float | None = field(default=None, metadata={"help": "Weight of CRD(T(x), S(x)) (cilda_minild)."})
-    weight_ce_perturbed: float | None = field(default=None, metadata={"help": "Weight of CE(S(e_S), y)."})
-    weight_kd_perturbed: float | None = field(default=None, metadata={"help": "Weight of KD(T(e_T), S(e_S))."})
-    weight_crd_perturbed: float | None = field(default=None, metadata={"help": "Weight of CRD(T(e_T), S(e_S))."})
-    # generator (max step) loss weights
-    generator_weight_kd_perturbed: float | None = field(
-        default=None, metadata={"help": "Max step: weight of KD(T(e_T), S(e_S))."}
+    # distillation: the loss weights (`LossWeightArguments`; None takes the method's default) and KD's options
+    kd_temperature: float = option(
+        1.0, "KD temperature tau (loss scaled by tau^2); 1 as in the original.", "distillation"
     )
-    generator_weight_crd_perturbed: float | None = field(
-        default=None, metadata={"help": "Max step: weight of CRD(T(e_T), S(e_S))."}
+    kd_row_weighting: str = option(
+        "none",
+        "Weight of each row in the KD terms: none, confidence (the teacher's top probability) or class_balanced "
+        "(1 / (classes x the share of training rows the teacher predicts the row's class for)).",
+        "distillation",
+        choices=["none", "confidence", "class_balanced"],
     )
-    kd_temperature: float = field(
-        default=1.0, metadata={"help": "KD temperature tau (loss scaled by tau^2); 1 as in the original."}
+    kd_min_confidence: float = option(
+        0.0, "Leave rows whose teacher top probability is below this out of the KD terms.", "distillation"
     )
-    kd_row_weighting: str = field(
-        default="none",
-        metadata={
-            "help": "Weight of each row in the KD terms: none, confidence (the teacher's top probability) or "
-            "class_balanced (1 / (classes x the share of training rows the teacher predicts the row's class for)).",
-            "choices": ["none", "confidence", "class_balanced"],
-        },
+    crd_temperature: float = option(2.0, "Temperature of the contrastive loss.", "distillation")
+    projection_dim: int = option(128, "Size of the W_t / W_s projections (the original's `linear`).", "distillation")
+    contrastive_negatives: str = option(
+        "effective_batch",
+        "effective_batch: the contrastive terms compare every row with all rows of the optimizer step (all "
+        "micro-batches and processes), so the update does not depend on the batch layout; micro_batch: with the "
+        "rows of its own micro-batch on its own process, as the original's accelerate loop did.",
+        "distillation",
+        choices=["effective_batch", "micro_batch"],
     )
-    kd_min_confidence: float = field(
-        default=0.0,
-        metadata={"help": "Leave rows whose teacher top probability is below this out of the KD terms."},
+    cache_teacher_outputs: bool = option(
+        False, "Compute the teacher's outputs on the clean training set once, store and reuse them.", "distillation"
     )
-    crd_temperature: float = field(default=2.0, metadata={"help": "Temperature of the contrastive loss."})
-    scale_crd_by_log_batch: bool = field(
-        default=False, metadata={"help": "Divide every CRD weight by ln(batch size) (the original's alpha2)."}
+    teacher_cache_dir: str | None = option(
+        None, "Where --cache_teacher_outputs stores them (default: $HF_HOME/hf_kd/teacher_outputs).", "distillation"
     )
-    projection_dim: int = field(
-        default=128, metadata={"help": "Size of the W_t / W_s projections (the original's `linear`)."}
+    # adversarial methods
+    mlm_probability: float = option(0.3, "Fraction of tokens the generator replaces.", "adversarial")
+    n_generator_iter: int = option(10, "Generator (max) steps per cycle.", "adversarial")
+    n_student_iter: int = option(100, "Student (min) steps per cycle.", "adversarial")
+    generator_learning_rate: float = option(5e-7, "Learning rate of the generator's AdamW.", "adversarial")
+    generator_lr_scheduler_type: str = option("constant", "Scheduler of the generator.", "adversarial")
+    generator_max_grad_norm: float = option(1.0, "Clip the generator's gradients (0: off).", "adversarial")
+    keyed_sampling: bool = option(
+        False,
+        "Draw the adversarial methods' masks and sampling noise from generators keyed by (seed, example, step), so "
+        "that a run gives the same student under any batch layout (gradient accumulation, number of processes). "
+        "Costs a few small draws and one host read per step.",
+        "adversarial",
     )
-    rail_pooling: str = field(
-        default="masked_mean",
-        metadata={
-            "help": "RAIL-KD pooling: masked_mean (real tokens) or mean (padding too, as the original).",
-            "choices": ["masked_mean", "mean"],
-        },
+    # diagnostics
+    check_teacher: bool = option(
+        True,
+        "Before training, score the teacher on the validation data (its metric against always predicting the most "
+        "frequent class) and read its confidence and class balance on the unlabelled text; warn when it looks "
+        "unlikely to help. Written to hf_kd_run.json and the model card.",
+        "diagnostics",
     )
-    mlm_probability: float = field(default=0.3, metadata={"help": "Fraction of tokens the generator replaces."})
-    mask_mode: str = field(
-        default="bernoulli",
-        metadata={
-            "help": "bernoulli, or fixed_count = exactly floor(p * n) tokens (the original's mask_fix).",
-            "choices": ["bernoulli", "fixed_count"],
-        },
+    teacher_check_rows: int = option(
+        2000, "Unlabelled rows the teacher check reads without --cache_teacher_outputs (with it: all).", "diagnostics"
     )
-    static_mask: bool = field(default=False, metadata={"help": "Draw each example's mask once, as the original did."})
-    contrastive_negatives: str = field(
-        default="effective_batch",
-        metadata={
-            "help": "effective_batch: the contrastive terms compare every row with all rows of the optimizer step "
-            "(all micro-batches and processes), so the update does not depend on the batch layout; micro_batch: "
-            "with the rows of its own micro-batch on its own process, as the original's accelerate loop did.",
-            "choices": ["effective_batch", "micro_batch"],
-        },
+    baseline_twin: bool = option(
+        False,
+        "Also train the same student with the same data, seed and number of optimizer steps without the teacher "
+        "(method normal, labelled rows only) into OUTPUT_DIR/no_kd_twin, and report the paired difference in "
+        "all_results.json, hf_kd_run.json and the model card.",
+        "diagnostics",
     )
-    keyed_sampling: bool = field(
-        default=False,
-        metadata={
-            "help": "Draw the adversarial methods' masks and sampling noise from generators keyed by (seed, example, "
-            "step), so that a run gives the same student under any batch layout (gradient accumulation, number of "
-            "processes). Costs a few small draws and one host read per step."
-        },
+    load_best_of_twins: bool = option(
+        False,
+        "With --baseline_twin: save as the student the better of the two on the validation data (the distilled one "
+        "stays in OUTPUT_DIR/distilled when the twin wins).",
+        "diagnostics",
     )
-    student_dropout_in_generator_step: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the student's dropout on in the generator (max) step (the original runs it in eval mode)."
-        },
+    collapse_check_rows: int = option(
+        512,
+        "At each logging step, the student's predictions on this many validation rows (labelled training rows "
+        "without validation data): warn when one class takes over 95% of them and not of their labels, and the "
+        "collapse persists (0: off).",
+        "diagnostics",
     )
-    n_generator_iter: int = field(default=10, metadata={"help": "Generator (max) steps per cycle."})
-    n_student_iter: int = field(default=100, metadata={"help": "Student (min) steps per cycle."})
-    generator_learning_rate: float = field(default=5e-7, metadata={"help": "Learning rate of the generator's AdamW."})
-    generator_lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler of the generator."})
-    generator_max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the generator's gradients (0: off)."})
-    cache_teacher_outputs: bool = field(
-        default=False,
-        metadata={"help": "Compute the teacher's outputs on the clean training set once, store and reuse them."},
+    stop_on_collapse: bool = option(
+        False, "Stop training when the collapse check fires (the student as it then is gets saved).", "diagnostics"
     )
-    teacher_cache_dir: str | None = field(
-        default=None,
-        metadata={"help": "Where --cache_teacher_outputs stores them (default: $HF_HOME/hf_kd/teacher_outputs)."},
+    nonfinite_loss: str = option(
+        "raise",
+        "On a NaN/inf loss term: raise (stop, naming the term and step) or skip the batch and count it.",
+        "diagnostics",
+        choices=["raise", "skip"],
     )
-    check_teacher: bool = field(
-        default=True,
-        metadata={
-            "help": "Before training, score the teacher on the validation data (its metric against always "
-            "predicting the most frequent class) and read its confidence and class balance on the unlabelled "
-            "text; warn when it looks unlikely to help. Written to hf_kd_run.json and the model card."
-        },
+    logging_nan_inf_filter: bool = option(
+        False,
+        "The Trainer's NaN filter of logged losses (off: it reads the loss on the host every step; "
+        "--nonfinite_loss handles non-finite losses).",
+        "diagnostics",
     )
-    teacher_check_rows: int = field(
-        default=2000,
-        metadata={"help": "Unlabelled rows the teacher check reads without --cache_teacher_outputs (with it: all)."},
+    # tracking
+    neptune_project: str | None = option(None, "Neptune project (or NEPTUNE_PROJECT).", "tracking")
+    neptune_api_token: str | None = option(None, "Neptune API token (or NEPTUNE_API_TOKEN).", "tracking")
+    neptune_mode: str | None = option(
+        None,
+        "Neptune mode: async (default), offline or debug (or NEPTUNE_MODE).",
+        "tracking",
+        choices=[None, "async", "sync", "offline", "debug"],
     )
-    baseline_twin: bool = field(
-        default=False,
-        metadata={
-            "help": "Also train the same student with the same data, seed and number of optimizer steps without "
-            "the teacher (method normal, labelled rows only) into OUTPUT_DIR/no_kd_twin, and report the paired "
-            "difference in all_results.json, hf_kd_run.json and the model card."
-        },
+    neptune_tags: list[str] = field(
+        default_factory=list, metadata={"help": "Tags of the Neptune run.", "group": "tracking"}
     )
-    load_best_of_twins: bool = field(
-        default=False,
-        metadata={
-            "help": "With --baseline_twin: save as the student the better of the two on the validation data "
-            "(the distilled one stays in OUTPUT_DIR/distilled when the twin wins)."
-        },
+    neptune_method_label: str | None = option(None, "The original code's `nep_method` field.", "tracking")
+    # the original code's quirks, each a switch (METHODS.md, "(quirk)")
+    scale_crd_by_log_batch: bool = option(
+        False, "Divide every CRD weight by ln(batch size) (the original's alpha2).", "quirks"
     )
-    collapse_check_rows: int = field(
-        default=512,
-        metadata={
-            "help": "At each logging step, the student's predictions on this many validation rows (labelled "
-            "training rows without validation data): warn when one class takes over 95% of them and not of "
-            "their labels (0: off)."
-        },
+    rail_pooling: str = option(
+        "masked_mean",
+        "RAIL-KD pooling: masked_mean (real tokens) or mean (padding too, as the original).",
+        "quirks",
+        choices=["masked_mean", "mean"],
     )
-    stop_on_collapse: bool = field(
-        default=False,
-        metadata={"help": "Stop training when the collapse check fires (the student as it then is gets saved)."},
+    mask_mode: str = option(
+        "bernoulli",
+        "bernoulli, or fixed_count = exactly floor(p * n) tokens (the original's mask_fix).",
+        "quirks",
+        choices=["bernoulli", "fixed_count"],
     )
-    neptune_project: str | None = field(default=None, metadata={"help": "Neptune project (or NEPTUNE_PROJECT)."})
-    neptune_api_token: str | None = field(default=None, metadata={"help": "Neptune API token (or NEPTUNE_API_TOKEN)."})
-    neptune_mode: str | None = field(
-        default=None,
-        metadata={
-            "help": "Neptune mode: async (default), offline or debug (or NEPTUNE_MODE).",
-            "choices": [None, "async", "sync", "offline", "debug"],
-        },
-    )
-    neptune_tags: list[str] = field(default_factory=list, metadata={"help": "Tags of the Neptune run."})
-    neptune_method_label: str | None = field(default=None, metadata={"help": "The original code's `nep_method` field."})
-    logging_nan_inf_filter: bool = field(
-        default=False,
-        metadata={
-            "help": "The Trainer's NaN filter of logged losses (off: it reads the loss on the host every step; "
-            "--nonfinite_loss handles non-finite losses)."
-        },
-    )
-    nonfinite_loss: str = field(
-        default="raise",
-        metadata={
-            "help": "On a NaN/inf loss term: raise (stop, naming the term and step) or skip the batch and count it.",
-            "choices": ["raise", "skip"],
-        },
+    static_mask: bool = option(False, "Draw each example's mask once, as the original did.", "quirks")
+    student_dropout_in_generator_step: bool = option(
+        False,
+        "Keep the student's dropout on in the generator (max) step (the original runs it in eval mode).",
+        "quirks",
     )
 
     def __post_init__(self) -> None:

@@ -81,10 +81,10 @@ class TeacherCache:
         key_source = {
             "teacher_inputs": rows_digest(rows, teacher_input_columns(rows)),
             "rows": len(rows),
-            "teacher": teacher_fingerprint(trainer.teacher),
-            "features": trainer.projection_features,
+            "teacher": teacher_fingerprint(trainer.teacher.model),
+            "features": trainer.layer_kind,
             "rail_pooling": trainer.args.rail_pooling,
-            "dtype": str(next(trainer.teacher.parameters()).dtype),
+            "dtype": str(next(trainer.teacher.model.parameters()).dtype),
         }
         key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:24]
         path = os.path.join(folder, f"teacher-{key}.safetensors")
@@ -139,10 +139,10 @@ class TeacherCache:
 
     @classmethod
     def _compute(cls, trainer, rows: Dataset) -> TeacherCache:
-        hidden = trainer.projection_features is not None
+        hidden = trainer.layer_kind is not None
         parts: dict[str, list[torch.Tensor]] = {}
         for result, view in teacher_passes(trainer, rows, hidden):
-            features = trainer.features(result, view, trainer.teacher_adapter)
+            features = trainer.features(result, view, trainer.teacher.adapter)
             named = {"logits": features.logits}
             for kind in ("pooled", "sentence"):
                 for stack, value in (getattr(features, kind) or {}).items():
@@ -195,9 +195,9 @@ def teacher_passes(trainer, dataset: Dataset, hidden: bool = False) -> Iterator[
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in kept])
     size, device = trainer.args.per_device_eval_batch_size, trainer.args.device
     for batch in collated_batches(dataset, trainer.data_collator, size, device):
-        view = trainer.teacher_view(batch)  # the teacher's own tokenization, where it has one
+        view = trainer.teacher.view(batch)  # the teacher's own tokenization, where it has one
         with trainer.accelerator.autocast():
-            yield trainer.teacher_forward(view, output_hidden_states=hidden), view
+            yield trainer.teacher.forward(view, output_hidden_states=hidden), view
 
 
 def teacher_logits(trainer, dataset: Dataset) -> torch.Tensor:

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from hf_kd.arguments import DataTrainingArguments, DistillationTrainingArguments, ModelArguments
+from hf_kd.arguments import GROUPS, DataTrainingArguments, DistillationTrainingArguments, ModelArguments
 from hf_kd.errors import ArgumentError, brief
 from hf_kd.seed_config import is_seed_config, translate_seed_config
 from hf_kd.trainers import configure_method
@@ -47,7 +47,25 @@ def build_parser() -> HfArgumentParser:
     for action in parser._actions:
         if action.help:
             action.help = re.sub(r"%(?!\()", "%%", action.help)
+    group_by_concern(parser)
     return parser
+
+
+def group_by_concern(parser: HfArgumentParser) -> None:
+    """List hf_kd's training options under their concern (`arguments.GROUPS`) in `--help`, before the Trainer's
+    own: argparse groups its actions by dataclass, and `TrainingArguments` is one."""
+    concern = {name: group for cls in ARGUMENT_CLASSES for name, group in getattr(cls, "option_groups", {}).items()}
+    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
+    for action in parser._actions:
+        if action.dest in concern:
+            for group in parser._action_groups:
+                if action in group._group_actions and group not in groups.values():
+                    group._group_actions.remove(action)
+            groups[concern[action.dest]]._group_actions.append(action)
+    ordered = list(groups.values())
+    positional, trainer, *models_and_data = [group for group in parser._action_groups if group not in ordered]
+    trainer.title = "training (the Trainer's TrainingArguments, as run_glue.py takes them)"
+    parser._action_groups = [positional, *models_and_data, *ordered, trainer]
 
 
 def parse_args(

@@ -96,7 +96,7 @@ def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWor
         worth.confidence_on = "the validation data (it has no labels: the teacher's confidence only)"
         logits = teacher_logits(trainer, data.validation.select(range(min(max_unlabelled_rows, len(data.validation)))))
     elif len(unlabelled):
-        cache = trainer.teacher_cache
+        cache = trainer.teacher.cache
         if cache is not None:
             logits = cache.tensors["logits"][torch.as_tensor(data.train.select(unlabelled)[INDEX_COLUMN])]
         else:

@@ -20,8 +20,9 @@ import os
 import statistics
 from pathlib import Path
 
+from hf_kd.cli import exit_on_argument_error
 from hf_kd.errors import ArgumentError
-from hf_kd.run import DISTILLED_FOLDER, RESULTS_FILE, RUN_INFO_FILE, TWIN_FOLDER, exit_on_argument_error
+from hf_kd.outputs import DISTILLED_FOLDER, RESULTS_FILE, RUN_INFO_FILE, TWIN_FOLDER
 
 SUB_FOLDERS = (TWIN_FOLDER, DISTILLED_FOLDER)
 METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]

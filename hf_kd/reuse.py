@@ -12,7 +12,7 @@ import itertools
 import json
 from pathlib import Path
 
-from hf_kd.run import RESULTS_FILE
+from hf_kd.outputs import RESULTS_FILE
 
 RUN_KEY = "run_key.json"  # in each run folder: what the run was made from
 _HASHES: dict[tuple[str, int, int], str] = {}

@@ -75,7 +75,7 @@ def check_layers(layers: list[int], total: int) -> None:
 def check_output_folder(folder: str, overwrite: bool) -> None:
     """Refuse to write a new student over a model or a finished run, as run_glue_kd.py does, unless asked; asked,
     the old run's results, record and card go too, so nothing is left describing the model that was there."""
-    from hf_kd.run import RESULTS_FILE, clear_previous_run
+    from hf_kd.outputs import RESULTS_FILE, clear_previous_run
 
     held = [name for name in (RESULTS_FILE, "config.json") if os.path.isfile(os.path.join(folder, name))]
     if not held:
@@ -235,6 +235,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from hf_kd.run import exit_on_argument_error
+    from hf_kd.cli import exit_on_argument_error
 
     exit_on_argument_error(main, program="hf_kd.student_init")

@@ -22,11 +22,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from hf_kd.checkpoints import resolve_checkpoint
+from hf_kd.cli import exit_on_argument_error
 from hf_kd.config import config_file_to_argv
 from hf_kd.errors import ArgumentError
 from hf_kd.hub import student_folder
+from hf_kd.outputs import RESULTS_FILE, RUN_INFO_FILE
 from hf_kd.report import group_statistics
-from hf_kd.run import RESULTS_FILE, RUN_INFO_FILE, exit_on_argument_error, main, resolve_checkpoint
+from hf_kd.run import main
 
 SWEEP_FLAGS = ("--sweep_learning_rates", "--sweep_repetitions", "--sweep_tasks")
 

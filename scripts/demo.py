@@ -35,9 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait for the Hub
 
+from hf_kd.cli import exit_on_argument_error  # noqa: E402
 from hf_kd.footprint import footprint  # noqa: E402
+from hf_kd.outputs import RESULTS_FILE  # noqa: E402
 from hf_kd.reuse import RUN_KEY, is_finished, run_key  # noqa: E402
-from hf_kd.run import RESULTS_FILE, exit_on_argument_error, main  # noqa: E402
+from hf_kd.run import main  # noqa: E402
 from hf_kd.student_init import shrink  # noqa: E402
 
 BATCH_SIZE = 32

@@ -132,3 +132,24 @@ def cli_args(family, files: dict[str, str], output_dir, method: str, *extra: str
         str(output_dir),
         *extra,
     ]
+
+
+def generator_model(trainer):
+    """The adversarial methods' generator model, or None."""
+    generator = getattr(trainer, "generator", None)
+    return None if generator is None else generator.model
+
+
+def student_terms(trainer, batch: dict) -> dict:
+    """Every weighted min-step term on `batch` as one micro-batch of its own (its own means)."""
+    features = trainer.student_features(trainer.model, batch)
+    return trainer.compute_terms(trainer.weights, batch, features, (None, None))
+
+
+def projected(method: str) -> bool:
+    """Whether the method trains the W_t / W_s projections (its default terms read layer features)."""
+    from hf_kd.terms import layer_kind
+    from hf_kd.trainers import TRAINERS
+
+    cls = TRAINERS[method]
+    return layer_kind(cls.default_weights, cls.default_generator_weights) is not None

@@ -11,8 +11,10 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hf_kd.build import build_trainer
+from hf_kd.cli import leave_process_group
 from hf_kd.config import parse_args
-from hf_kd.run import build_trainer, leave_process_group
+from tests.conftest import generator_model
 
 
 def main() -> None:
@@ -21,7 +23,12 @@ def main() -> None:
     model_args, data_args, training_args = parse_args(args)
     trainer, _ = build_trainer(model_args, data_args, training_args)
     if "--float64" in options:  # as tests/test_layouts.py: exact arithmetic, no rounding to hide a mistake
-        for module in (trainer.model, trainer.teacher, getattr(trainer, "generator", None), trainer.projections):
+        for module in (
+            trainer.model,
+            trainer.teacher and trainer.teacher.model,
+            generator_model(trainer),
+            trainer.projections,
+        ):
             if module is not None:
                 module.double()
     evaluated = []

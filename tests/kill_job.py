@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hf_kd.run
+import hf_kd.twin
 from hf_kd.errors import NonFiniteLossError
 
 
@@ -42,7 +43,7 @@ def main() -> None:
             trainer.add_callback(SignalAtStep(step, number))
         return trainer, data
 
-    hf_kd.run.build_trainer = build_with_signal
+    hf_kd.run.build_trainer = hf_kd.twin.build_trainer = build_with_signal  # the run's trainer and the twin's
     sys.argv = [sys.argv[0], *args]
     hf_kd.run.cli()
 

@@ -15,7 +15,8 @@ from transformers import TrainerCallback, TrainingArguments
 import hf_kd.run
 from hf_kd.arguments import VALID_RANGES, DataTrainingArguments, DistillationTrainingArguments
 from hf_kd.errors import ArgumentError
-from hf_kd.run import RESULTS_FILE, main
+from hf_kd.outputs import RESULTS_FILE
+from hf_kd.run import main
 from tests.conftest import cli_args
 
 OWN_CLASSES = (DataTrainingArguments, DistillationTrainingArguments)

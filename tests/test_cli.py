@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 from hf_kd.errors import ArgumentError
 from hf_kd.run import main
 from hf_kd.trainers import TRAINERS
-from tests.conftest import ROOT, cli_args
+from tests.conftest import ROOT, cli_args, projected
 
 STUDENT_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
 RESULT_FILES = {"all_results.json", "train_results.json", "eval_results.json"}
@@ -34,12 +34,12 @@ def check_run(output_dir: Path, method: str, metric: str = "eval_accuracy") -> d
     student = AutoModelForSequenceClassification.from_pretrained(output_dir)
     assert student.config.id2label == {0: "negative", 1: "positive"}
     extras = output_dir / "hf_kd_extras"
-    if TRAINERS[method].projection_features:
+    if projected(method):
         assert load_file(extras / "projections.safetensors")
     if method in ("mate_kd", "cilda", "cilda_minild"):
         assert AutoModelForMaskedLM.from_pretrained(extras / "generator").config.vocab_size == student.config.vocab_size
     else:
-        assert TRAINERS[method].projection_features or not extras.exists()
+        assert projected(method) or not extras.exists()
     return results
 
 
@@ -230,7 +230,7 @@ FAULT_PROBE = """
 import resource, sys
 import torch
 if sys.argv[1] == "keep":
-    from hf_kd.run import keep_freed_memory
+    from hf_kd.cli import keep_freed_memory
     assert keep_freed_memory()
 for _ in range(2):
     torch.ones(4 * 2**20).sum()

@@ -11,11 +11,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_kd.adapters import DecoderOnlyAdapter, adapter_for
+from hf_kd.build import build_trainer
 from hf_kd.config import parse_args
 from hf_kd.data import INDEX_COLUMN
-from hf_kd.run import build_trainer, main
+from hf_kd.run import main
 from hf_kd.testing import build_classifier
-from tests.conftest import cli_args
+from tests.conftest import cli_args, student_terms
 from tests.test_bad_input import replace
 from tests.test_losses import hand_kl
 
@@ -55,16 +56,18 @@ def test_kd_across_tokenizers_equals_each_model_on_its_own_tokens(
 
     # the tiny random teacher is nearly uniform: scale its head so its logits spread with std 1 whatever the random
     # initialisation, and KD is far from zero (without saturating the teacher, which would hide its tokenization)
-    labels = trainer.teacher.config.num_labels
-    head = [m for m in trainer.teacher.modules() if isinstance(m, torch.nn.Linear) and m.out_features == labels][-1]
+    labels = trainer.teacher.model.config.num_labels
+    head = [m for m in trainer.teacher.model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == labels][
+        -1
+    ]
     with torch.no_grad():
-        scale = 1.0 / own_logits(teacher_path, trainer.teacher).std()
+        scale = 1.0 / own_logits(teacher_path, trainer.teacher.model).std()
         for parameter in head.parameters():  # weight and bias alike: the logits scale exactly
             parameter.mul_(scale)
-    terms = trainer.student_terms(batch, trainer.student_forward(trainer.model, batch))
+    terms = student_terms(trainer, batch)
     own = {
         "student": own_logits(bert.student, trainer.model).tolist(),
-        "teacher": own_logits(teacher_path, trainer.teacher).tolist(),
+        "teacher": own_logits(teacher_path, trainer.teacher.model).tolist(),
     }
     assert terms["kd"].item() == pytest.approx(hand_kl(own["teacher"], own["student"]), rel=1e-5)
     assert terms["kd"].item() > 1e-3
@@ -105,8 +108,8 @@ def test_teacher_labels_are_read_in_the_students_order(bert, sst2_files, tmp_pat
     trainer, _ = build_trainer(*parse_args(args))
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     with torch.no_grad():
-        raw = trainer.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        read = trainer.teacher_forward(batch).logits
+        raw = trainer.teacher.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        read = trainer.teacher.forward(batch).logits
     assert torch.equal(read, raw[:, [1, 0]])  # the data's (student's) order: negative, positive
 
 
@@ -145,7 +148,7 @@ def test_perturbed_text_is_retokenised_as_the_teacher_reads_text(bert, roberta, 
     args = replace(cli_args(roberta, sst2_files, tmp_path, "mate_kd"), "--teacher_name_or_path", bert.teacher)
     trainer, _ = build_trainer(*parse_args([*args, "--max_seq_length", "64"]))
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    view = trainer.retokenise(batch["input_ids"], batch)
+    view = trainer.teacher.retokenise(batch["input_ids"], batch)
     whole = batch["attention_mask"].sum(dim=1) < 64  # rows the student's truncation left whole
     assert whole.sum() >= 4
     for row in whole.nonzero().flatten().tolist():
@@ -159,15 +162,15 @@ def test_generator_step_across_tokenizers_learns_through_the_student_alone(bert,
     trainer, _ = build_trainer(*parse_args(args))
     trainer.create_optimizer_and_scheduler(num_training_steps=20)
     assert trainer.schedule.is_generator_step(0)
-    generator = {name: p.detach().clone() for name, p in trainer.generator.named_parameters()}
+    generator = {name: p.detach().clone() for name, p in trainer.generator.model.named_parameters()}
     calls = []
-    trainer.teacher.register_forward_pre_hook(
+    trainer.teacher.model.register_forward_pre_hook(
         lambda module, args, kwargs: calls.append((kwargs.get("input_ids") is not None, torch.is_grad_enabled())),
         with_kwargs=True,
     )
     trainer.training_step(trainer.model, next(iter(trainer.get_train_dataloader())))
     assert calls == [(True, False)]  # the teacher read token ids (its own tokenization), without a graph
-    moved = [not torch.equal(generator[name], p) for name, p in trainer.generator.named_parameters()]
+    moved = [not torch.equal(generator[name], p) for name, p in trainer.generator.model.named_parameters()]
     assert sum(moved) / len(moved) > 0.5
 
 

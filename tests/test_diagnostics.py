@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, TrainerControl, TrainerState
 
+from hf_kd.build import build_trainer
 from hf_kd.config import parse_args
 from hf_kd.diagnostics import (
     CollapseGuard,
@@ -21,7 +22,7 @@ from hf_kd.diagnostics import (
     teacher_warnings,
 )
 from hf_kd.errors import ArgumentError
-from hf_kd.run import build_trainer, main
+from hf_kd.run import main
 from tests.conftest import cli_args
 
 
@@ -49,7 +50,7 @@ def test_teacher_worth_against_a_hand_computation(bert, half_labelled, tmp_path)
     def logits(dataset):
         batch = trainer.data_collator([{k: row[k] for k in ("input_ids", "attention_mask")} for row in dataset])
         with torch.no_grad():
-            return trainer.teacher(**batch).logits
+            return trainer.teacher.model(**batch).logits
 
     references = np.array(data.validation["label"])
     assert worth.score == pytest.approx(float((logits(data.validation).argmax(-1).numpy() == references).mean()))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_kd.run import leave_process_group
+from hf_kd.cli import leave_process_group
 from tests.conftest import ROOT, cli_args
 from tests.test_layouts import flat, layout_args, relative, train
 

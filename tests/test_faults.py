@@ -12,9 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_kd.checkpoints import checkpoint_problem
+from hf_kd.cli import exit_on_argument_error
 from hf_kd.errors import ArgumentError, DiskFullError
 from hf_kd.guards import LOCK_FILE, OutputDirLock
-from hf_kd.run import RESULTS_FILE, checkpoint_problem, exit_on_argument_error, main
+from hf_kd.outputs import RESULTS_FILE
+from hf_kd.run import main
 from tests.conftest import ROOT, cli_args
 
 SAVE_EVERY_3 = ("--save_strategy", "steps", "--save_steps", "3")

@@ -43,7 +43,7 @@ def _padded(texts) -> str:
 def test_heldout_shares_no_phrase_with_any_other_split_on_the_real_files(tmp_path):
     """Checked by plain substring search, apart from the code that carved it: no row of the teacher's data,
     the unlabelled text, the students' labels or the demo's files contains a held-out sentence or is in one."""
-    from benchmarks.quality_sst2 import HELD_OUT_ROWS, split_sst2
+    from benchmarks.quality.tasks import HELD_OUT_ROWS, split_sst2
 
     paths = split_sst2(GLUE_SST2, tmp_path, 10_000)
     heldout = [line.split("\t")[0] for line in paths["heldout"].read_text().splitlines()[1:]]
@@ -85,7 +85,7 @@ def test_banking77_heldout_shares_no_phrase_and_the_students_get_ten_labels_per_
     import csv
     from collections import Counter
 
-    from benchmarks.quality_sst2 import HELD_OUT_ROWS, split_banking77
+    from benchmarks.quality.tasks import HELD_OUT_ROWS, split_banking77
 
     paths = split_banking77(BANKING77 / "train.csv", tmp_path)
     parts = {}

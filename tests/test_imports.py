@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import hf_kd
@@ -66,7 +67,33 @@ def test_find_cycle_sees_a_circle():
 
 def test_hf_kd_imports_one_way():
     graph = import_graph()
-    assert graph["hf_kd.trainers.base"] >= {"hf_kd.cache", "hf_kd.errors"}  # the graph is really read
+    assert graph["hf_kd.trainers.base"] >= {"hf_kd.roles", "hf_kd.terms"}  # the graph is really read
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
     assert graph["hf_kd.errors"] == set()
     assert "hf_kd.trainers" not in graph["hf_kd.arguments"]
+
+
+def architecture_rooms() -> dict[str, int]:
+    """Module -> its room's number, as docs/ARCHITECTURE.md lists them (`hf_kd/x/y.py` in a `### N.` section)."""
+    text = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    rooms: dict[str, int] = {}
+    for section in re.split(
+        r"^### ", text.split("## The rooms", 1)[1].split("## Where a change goes", 1)[0], flags=re.M
+    ):
+        number = re.match(r"(\d+)\.", section)
+        if number is None:
+            continue
+        for path in re.findall(r"`(hf_kd/[\w/]+\.py)`", section):
+            name = module_name(PACKAGE.parent / path)
+            assert name not in rooms, f"{path} is listed twice"
+            rooms[name] = int(number.group(1))
+    return rooms
+
+
+def test_architecture_page_lists_every_module_and_imports_run_down_its_rooms():
+    graph, rooms = import_graph(), architecture_rooms()
+    assert set(rooms) == set(graph), f"unlisted: {set(graph) - set(rooms)}; listed but gone: {set(rooms) - set(graph)}"
+    upward = [
+        (source, target) for source, targets in graph.items() for target in targets if rooms[target] > rooms[source]
+    ]
+    assert not upward, f"imports from a later room: {upward}"

@@ -12,8 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from hf_kd.checkpoints import resolve_checkpoint
 from hf_kd.errors import ArgumentError
-from hf_kd.run import main, resolve_checkpoint
+from hf_kd.run import main
 from tests.conftest import ROOT, cli_args
 
 EXTRA = ("--save_strategy", "steps", "--save_steps", "3", "--num_train_epochs", "2")
@@ -130,7 +131,7 @@ def test_a_twin_stopped_by_sigterm_resumes_from_its_own_checkpoint(bert, sst2_fi
 
 
 def test_student_init_refuses_a_finished_run_and_layers_out_of_range(bert, sst2_files, tmp_path, capsys):
-    from hf_kd.run import exit_on_argument_error
+    from hf_kd.cli import exit_on_argument_error
     from hf_kd.student_init import main as student_init
 
     main(cli_args(bert, sst2_files, tmp_path / "run", "kd", "--max_steps", "1"))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hf_kd.build import build_trainer
 from hf_kd.config import parse_args
-from hf_kd.run import build_trainer
 from hf_kd.trainers import TRAINERS
-from tests.conftest import cli_args
+from tests.conftest import cli_args, generator_model
 
 LAYOUTS = [(16, 1), (8, 2), (4, 4)]  # (per-device batch, accumulation steps): 16 rows per optimizer step
 STEPS = 4  # generator, student, generator, student
@@ -41,7 +41,12 @@ def train(family, files, output_dir, method, batch, accumulation, *extra):
         cli_args(family, files, output_dir, method, *layout_args(batch, accumulation), *extra)
     )
     trainer, _ = build_trainer(model_args, data_args, training_args)
-    for module in (trainer.model, trainer.teacher, getattr(trainer, "generator", None), trainer.projections):
+    for module in (
+        trainer.model,
+        trainer.teacher and trainer.teacher.model,
+        generator_model(trainer),
+        trainer.projections,
+    ):
         if module is not None:  # float64, so that rounding (different padding per micro-batch) hides no mistake
             module.double()
     generator_grads = []  # of every parameter the max step trains (generator, and CILDA's projections)

@@ -3,16 +3,17 @@ against the method's defaults on held-out, both paired by seed (checked against 
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import os
 import statistics
-import sys
 from argparse import Namespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from benchmarks.quality import runner as runner_module
 from hf_kd.guards import OutputDirLock
 from hf_kd.reuse import RUN_KEY
 
@@ -21,11 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("quality_sst2", ROOT / "benchmarks" / "quality_sst2.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quality_sst2"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """The benchmark package's modules (tasks, report, runner) as one namespace."""
+    from benchmarks.quality import report, runner, tasks
+
+    return SimpleNamespace(**{**vars(tasks), **vars(report), **vars(runner)})
 
 
 def finished(folder: Path, heldout: float, dev: float) -> None:
@@ -214,7 +214,7 @@ def test_jobs_import_this_checkouts_hf_kd(quality, tmp_path, monkeypatch):
     script = tmp_path / "which_hf_kd.py"
     script.write_text("import sys, hf_kd; open(sys.argv[-1], 'w').write(hf_kd.__file__)\n")
     monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
-    monkeypatch.setattr(quality, "SCRIPT", script)
+    monkeypatch.setattr(runner_module, "SCRIPT", script)
     monkeypatch.chdir(tmp_path)
     quality.Runner(jobs=1, deadline=None)._call("student", tmp_path / "log.txt", [str(tmp_path / "seen")], alone=True)
     assert Path((tmp_path / "seen").read_text()) == ROOT / "hf_kd" / "__init__.py"
@@ -273,7 +273,8 @@ def test_no_student_starts_when_the_teacher_fails(quality, tmp_path, monkeypatch
     for name in ("heldout", "unlabelled", "full", "labelled", "dev"):
         files[name] = tmp_path / f"{name}.tsv"
         files[name].write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
-    monkeypatch.setattr(quality, "task_files", lambda options, folder: dict(files))
+    sst2 = dataclasses.replace(quality.TASKS["sst2"], files=lambda options, folder: dict(files))
+    monkeypatch.setitem(quality.TASKS, "sst2", sst2)  # the task's declared carving, replaced by the files above
     with pytest.raises(SystemExit, match=r"The teacher did not train .*teacher/log\.txt"):
         quality.benchmark(["--output_dir", str(tmp_path / "out"), "--base_model", "missing", "--methods", "kd"])
     assert len(calls) == 1 and calls[0][calls[0].index("--output_dir") + 1] == str(tmp_path / "out" / "teacher")

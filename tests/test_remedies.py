@@ -10,11 +10,13 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from hf_kd.arguments import DataTrainingArguments
+from hf_kd.build import build_trainer
 from hf_kd.config import parse_args
 from hf_kd.data import INDEX_COLUMN, prepare_data
 from hf_kd.errors import ArgumentError
 from hf_kd.losses import IGNORE_LABEL, kd_loss, kd_row_weights
-from hf_kd.run import RUN_INFO_FILE, build_trainer, main
+from hf_kd.outputs import RUN_INFO_FILE
+from hf_kd.run import main
 from tests.conftest import cli_args
 from tests.test_layouts import LAYOUTS, flat, relative, train
 from tests.test_losses import hand_kl, softmax
@@ -107,14 +109,13 @@ def test_class_shares_from_a_teacher_pass_match_the_cache(bert, half_labelled, t
     distinct row once."""
     flags = ["--kd_row_weighting", "class_balanced", "--labelled_share", "0.6"]
     trainer, _ = kd_trainer(bert, half_labelled, tmp_path, *flags)
-    trainer.prepare_class_shares()
-    from_pass = trainer.teacher_class_shares.clone()
+    trainer.teacher.prepare(trainer)
+    from_pass = trainer.teacher.class_shares.clone()
     cache_flags = ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache")]
     cached, _ = kd_trainer(bert, half_labelled, tmp_path, *flags, *cache_flags)
-    cached.prepare_teacher_cache()
-    cached.prepare_class_shares()
-    assert torch.allclose(cached.teacher_class_shares, from_pass, atol=1e-12)
-    logits = cached.teacher_cache.tensors["logits"]
+    cached.teacher.prepare(cached)
+    assert torch.allclose(cached.teacher.class_shares, from_pass, atol=1e-12)
+    logits = cached.teacher.cache.tensors["logits"]
     assert len(logits) == 96 + 40 and len(cached.train_dataset) == 48 * 3 + 88  # copies are not recomputed
     predicted = logits[torch.as_tensor(cached.train_dataset[INDEX_COLUMN])].argmax(-1)
     assert from_pass.tolist() == pytest.approx([(predicted == c).double().mean().item() for c in range(2)])
@@ -203,9 +204,9 @@ def test_the_generator_step_weighs_kd_rows_as_the_student_step_does(deterministi
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     student = trainer.model.eval()
     torch.manual_seed(0)
-    features = trainer.generator_forward(student, batch)
+    features = trainer.generator_features(student, batch)
     rows = len(batch["input_ids"])
-    terms = trainer.generator_terms(batch, features, (torch.tensor(float(rows)), None))
+    terms = trainer.compute_terms(trainer.generator_weights, batch, features, (torch.tensor(float(rows)), None))
     assert terms["kd_perturbed"].item() == 0.0
     plain = kd_loss(features.teacher_perturbed.logits, features.student_perturbed.logits, 1.0, rows)
     assert plain.item() > 0  # the term the generator used to maximise

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from hf_kd.config import parse_args
-from hf_kd.run import RUN_INFO_FILE, main
+from hf_kd.outputs import RUN_INFO_FILE
+from hf_kd.run import main
 
 # method (seed name) -> (seed keys, student weights, generator weights) as the original computed them
 SEED_CASES = {

@@ -11,7 +11,7 @@ from tests.test_trainers import first_batch, make_trainer
 TRANSFORMERS_MASK_CHECK = ("aten._local_scalar_dense", "masking_utils.py:_ignore_bidirectional_mask_sdpa")
 # the generator's vocabulary projection on masked positions only: a selection whose size is data-dependent
 MASKED_SELECTION = {
-    ("aten.index (boolean mask)", "adversarial.py:select_masked"),
+    ("aten.index (boolean mask)", "roles.py:select_masked"),
     ("aten.index_put (boolean mask)", "adversarial.py:generator_step"),  # its backward
 }
 
@@ -45,7 +45,7 @@ def test_training_step_has_no_host_sync_of_its_own(bert, sst2_files, tmp_path, m
     if method in ("normal", "kd", "rail_kd"):
         assert calls == set()
     else:
-        assert calls <= MASKED_SELECTION and ("aten.index (boolean mask)", "adversarial.py:select_masked") in calls
+        assert calls <= MASKED_SELECTION and ("aten.index (boolean mask)", "roles.py:select_masked") in calls
 
 
 def test_recorder_sees_the_per_step_nonfinite_check(bert, sst2_files, tmp_path):

@@ -7,11 +7,11 @@ import os
 import pytest
 import torch
 
+from hf_kd.build import build_trainer
 from hf_kd.config import parse_args
-from hf_kd.run import build_trainer
 from hf_kd.trainers import TRAINERS, AdversarialTrainer, NonFiniteLossError
 from hf_kd.trainers.adversarial import AlternationSchedule
-from tests.conftest import cli_args
+from tests.conftest import cli_args, generator_model
 
 ADVERSARIAL = ["mate_kd", "cilda", "cilda_minild"]
 
@@ -43,17 +43,21 @@ def first_batch(trainer):
 def test_student_step_changes_student_and_projections_only(families, sst2_files, tmp_path, family_name, method):
     trainer = make_trainer(families[family_name], sst2_files, tmp_path, method, "--n_generator_iter", "0")
     adversarial = isinstance(trainer, AdversarialTrainer)
-    student, teacher, projections = snapshot(trainer.model), snapshot(trainer.teacher), snapshot(trainer.projections)
-    generator = snapshot(trainer.generator) if adversarial else None
+    student, teacher, projections = (
+        snapshot(trainer.model),
+        snapshot(trainer.teacher and trainer.teacher.model),
+        snapshot(trainer.projections),
+    )
+    generator = snapshot(trainer.generator.model) if adversarial else None
     trainer.training_step(trainer.model, first_batch(trainer))
     trainer.optimizer.step()
     assert changed(student, trainer.model) > 0.9
     if teacher is not None:
-        assert changed(teacher, trainer.teacher) == 0
+        assert changed(teacher, trainer.teacher.model) == 0
     if adversarial:
-        assert changed(generator, trainer.generator) == 0
+        assert changed(generator, trainer.generator.model) == 0
     if projections is not None:
-        assert changed(projections, trainer.projections) == (1.0 if trainer.projections_in_student_step else 0.0)
+        assert changed(projections, trainer.projections) == (1.0 if trainer.projections_in("student") else 0.0)
     expected_projections = method in ("rail_kd", "cilda", "cilda_minild")
     assert (trainer.projections is not None) == expected_projections
 
@@ -63,10 +67,10 @@ def test_student_step_changes_student_and_projections_only(families, sst2_files,
 def test_generator_step_changes_generator_and_projections_only(families, sst2_files, tmp_path, family_name, method):
     trainer = make_trainer(families[family_name], sst2_files, tmp_path, method)
     assert trainer.schedule.is_generator_step(0)
-    student, teacher = snapshot(trainer.model), snapshot(trainer.teacher)
-    generator, projections = snapshot(trainer.generator), snapshot(trainer.projections)
+    student, teacher = snapshot(trainer.model), snapshot(trainer.teacher.model)
+    generator, projections = snapshot(trainer.generator.model), snapshot(trainer.projections)
     calls = []
-    for role, model in (("teacher", trainer.teacher), ("student", trainer.model)):
+    for role, model in (("teacher", trainer.teacher.model), ("student", trainer.model)):
         model.register_forward_pre_hook(
             lambda module, args, kwargs, role=role: calls.append(
                 (role, kwargs.get("input_ids"), torch.is_grad_enabled(), module.training)
@@ -74,9 +78,9 @@ def test_generator_step_changes_generator_and_projections_only(families, sst2_fi
             with_kwargs=True,
         )
     trainer.training_step(trainer.model, first_batch(trainer))
-    assert changed(generator, trainer.generator) > 0.5
+    assert changed(generator, trainer.generator.model) > 0.5
     assert changed(student, trainer.model) == 0
-    assert changed(teacher, trainer.teacher) == 0
+    assert changed(teacher, trainer.teacher.model) == 0
     assert all(p.grad is None for p in trainer.model.parameters())  # no weight gradients were even computed
     if projections is not None:
         assert changed(projections, trainer.projections) == 1.0  # CILDA family: W_t, W_s maximise too
@@ -90,7 +94,7 @@ def test_generator_step_changes_generator_and_projections_only(families, sst2_fi
 def test_student_step_runs_teacher_and_generator_without_graph(families, sst2_files, tmp_path, method):
     trainer = make_trainer(families["bert"], sst2_files, tmp_path, method, "--n_generator_iter", "0")
     grad_modes = []
-    for model in (trainer.teacher, trainer.generator, trainer.model):
+    for model in (trainer.teacher.model, trainer.generator.model, trainer.model):
         model.register_forward_pre_hook(
             lambda module, args: grad_modes.append((type(module).__name__, torch.is_grad_enabled(), module.training))
         )
@@ -98,7 +102,7 @@ def test_student_step_runs_teacher_and_generator_without_graph(families, sst2_fi
     # generator once (sampling), teacher once (clean + perturbed together) before the student; only the
     # student in train mode
     assert [(grad, training) for _, grad, training in grad_modes] == [(False, False), (False, False), (True, True)]
-    assert all(p.grad is None for p in trainer.generator.parameters())
+    assert all(p.grad is None for p in trainer.generator.model.parameters())
 
 
 def test_student_dropout_in_generator_step_is_an_option(families, sst2_files, tmp_path):
@@ -142,13 +146,13 @@ def test_training_alternates_and_student_scheduler_only_advances_on_min_steps(fa
 def test_zero_weight_skips_the_term_and_its_forward_pass(families, sst2_files, tmp_path):
     trainer = make_trainer(families["bert"], sst2_files, tmp_path, "rail_kd", "--weight_kd", "0")
     calls = []
-    trainer.teacher.register_forward_pre_hook(lambda *args: calls.append(1))
+    trainer.teacher.model.register_forward_pre_hook(lambda *args: calls.append(1))
     trainer.training_step(trainer.model, first_batch(trainer))
-    assert len(calls) == 1 and set(trainer._term_sums) == {"loss_ce", "loss_rail", "loss"}
+    assert len(calls) == 1 and set(trainer.term_log.sums) == {"loss_ce", "loss_rail", "loss"}
     trainer = make_trainer(families["bert"], sst2_files, tmp_path, "kd", "--weight_kd", "0")
     assert trainer.teacher is None  # nothing needs it: it is not even loaded
     trainer.training_step(trainer.model, first_batch(trainer))
-    assert set(trainer._term_sums) == {"loss_ce", "loss"}
+    assert set(trainer.term_log.sums) == {"loss_ce", "loss"}
 
 
 def test_terms_are_logged_as_window_means(families, sst2_files, tmp_path):
@@ -179,7 +183,7 @@ def test_terms_are_logged_as_window_means(families, sst2_files, tmp_path):
 
 def _poison_teacher(trainer):
     with torch.no_grad():
-        trainer.teacher.get_input_embeddings().weight.fill_(float("nan"))
+        trainer.teacher.model.get_input_embeddings().weight.fill_(float("nan"))
 
 
 def test_nonfinite_term_stops_training_naming_term_and_step(families, sst2_files, tmp_path):
@@ -194,9 +198,9 @@ def test_rail_pools_only_the_paired_teacher_layers(families, sst2_files, tmp_pat
     trainer.draw_layers(epoch=0)
     batch = trainer._prepare_inputs(first_batch(trainer))
     with torch.no_grad():
-        result = trainer.teacher_adapter.forward(trainer.teacher, batch, output_hidden_states=True)
-    every = trainer.features(result, batch, trainer.teacher_adapter)
-    paired = trainer.features(result, batch, trainer.teacher_adapter, rail_layers_only=True)
+        result = trainer.teacher.forward(batch, output_hidden_states=True)
+    every = trainer.features(result, batch, trainer.teacher.adapter)
+    paired = trainer.features(result, batch, trainer.teacher.adapter, rail_layers_only=True)
     layers = trainer.rail_layers("encoder")
     assert every.pooled["encoder"].shape[1] == 4 and paired.pooled["encoder"].shape[1] == len(layers) == 2
     assert torch.equal(paired.pooled["encoder"], every.pooled["encoder"][:, layers])
@@ -208,14 +212,14 @@ def test_deferred_nonfinite_check_names_the_first_term_and_step(families, sst2_f
     trainer.check_nonfinite_every_step = False
     batch = first_batch(trainer)
     trainer.training_step(trainer.model, batch)
-    trainer.raise_if_nonfinite()  # a finite step passes
+    trainer.term_log.raise_if_nonfinite()  # a finite step passes
     trainer.state.global_step = 1
     _poison_teacher(trainer)
     trainer.training_step(trainer.model, batch)  # no stop inside the step: that would need a host sync
     trainer.state.global_step = 2
     trainer.training_step(trainer.model, batch)
     with pytest.raises(NonFiniteLossError, match=r"loss_kd became non-finite at step 1:.*--nonfinite_loss skip"):
-        trainer.raise_if_nonfinite()
+        trainer.term_log.raise_if_nonfinite()
 
 
 def test_deferred_nonfinite_check_stops_training_before_a_checkpoint(families, sst2_files, tmp_path):
@@ -242,11 +246,11 @@ def test_deferred_nonfinite_check_stops_training_before_a_checkpoint(families, s
 def test_nonfinite_batch_can_be_skipped_and_counted(families, sst2_files, tmp_path, method):
     trainer = make_trainer(families["bert"], sst2_files, tmp_path, method, "--nonfinite_loss", "skip")
     _poison_teacher(trainer)
-    student, generator = snapshot(trainer.model), snapshot(getattr(trainer, "generator", None))
+    student, generator = snapshot(trainer.model), snapshot(generator_model(trainer))
     batch = first_batch(trainer)
     loss = trainer.training_step(trainer.model, batch)  # cilda_minild: a generator step first
     if method == "cilda_minild":
-        assert changed(generator, trainer.generator) == 0
+        assert changed(generator, trainer.generator.model) == 0
         loss = trainer.training_step(trainer.model, batch)
     trainer.optimizer.step()
     assert loss.item() == 0.0 and trainer.skipped_batches == (2 if method == "cilda_minild" else 1)
@@ -257,12 +261,12 @@ def test_nonfinite_batch_can_be_skipped_and_counted(families, sst2_files, tmp_pa
 @pytest.mark.parametrize("family_name", ["bert", "roberta", "bart", "distilbert"])
 def test_generator_logits_at_masked_positions_equal_the_full_forward(families, sst2_files, tmp_path, family_name):
     trainer = make_trainer(families[family_name], sst2_files, tmp_path, "mate_kd")
-    trainer.generator.eval()
+    trainer.generator.model.eval()
     batch = trainer._prepare_inputs(first_batch(trainer))
     mask = trainer.draw_mask(batch)
     with torch.no_grad():
-        selected = trainer.generator_logits(batch, mask)
-        masked_ids = batch["input_ids"].masked_fill(mask, trainer.mask_token_id)
-        full = trainer.generator(input_ids=masked_ids, attention_mask=batch["attention_mask"]).logits
-    assert selected.shape == (int(mask.sum()), trainer.generator.config.vocab_size)
+        selected = trainer.generator.masked_logits(batch, mask)
+        masked_ids = batch["input_ids"].masked_fill(mask, trainer.generator.mask_token_id)
+        full = trainer.generator.model(input_ids=masked_ids, attention_mask=batch["attention_mask"]).logits
+    assert selected.shape == (int(mask.sum()), trainer.generator.model.config.vocab_size)
     assert torch.allclose(selected, full[mask], atol=1e-5)

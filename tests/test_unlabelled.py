@@ -11,13 +11,15 @@ import torch
 from transformers import AutoTokenizer
 
 from hf_kd.arguments import DataTrainingArguments
+from hf_kd.build import build_trainer
 from hf_kd.config import parse_args
 from hf_kd.data import prepare_data
 from hf_kd.errors import ArgumentError
 from hf_kd.losses import IGNORE_LABEL, task_loss
-from hf_kd.run import RUN_INFO_FILE, build_trainer, main
+from hf_kd.outputs import RUN_INFO_FILE
+from hf_kd.run import main
 from hf_kd.trainers import TRAINERS
-from tests.conftest import cli_args
+from tests.conftest import cli_args, student_terms
 from tests.test_losses import hand_kl
 
 
@@ -121,12 +123,12 @@ def test_mixed_batch_terms_match_a_hand_computation(bert, half_labelled, tmp_pat
     assert IGNORE_LABEL in labels and any(label != IGNORE_LABEL for label in labels)
     trainer.model.eval()  # no dropout, so the hand computation sees the same logits
     with torch.no_grad():  # the tiny random teacher is nearly uniform: sharpen it so KD is far from zero
-        trainer.teacher.classifier.weight.mul_(300.0)
-    terms = trainer.student_terms(batch, trainer.student_forward(trainer.model, batch))
+        trainer.teacher.model.classifier.weight.mul_(300.0)
+    terms = student_terms(trainer, batch)
     model_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
         student = trainer.model(**model_inputs).logits.tolist()
-        teacher = trainer.teacher(**model_inputs).logits.tolist()
+        teacher = trainer.teacher.model(**model_inputs).logits.tolist()
     labelled = [(row, label) for row, label in zip(student, labels, strict=True) if label != IGNORE_LABEL]
     hand_ce = -sum(log_softmax(row)[label] for row, label in labelled) / len(labelled)
     assert terms["ce"].item() == pytest.approx(hand_ce, rel=1e-5)

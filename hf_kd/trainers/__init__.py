@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hf_kd.errors import ArgumentError, NonFiniteLossError
+from hf_kd.terms import TERMS, terms_table
 from hf_kd.trainers.adversarial import AdversarialTrainer, CildaMinILDTrainer, CildaTrainer, MateKDTrainer
 from hf_kd.trainers.base import DistillationTrainer
 from hf_kd.trainers.simple import KDTrainer, NormalTrainer, RailKDTrainer
@@ -26,10 +27,34 @@ def trainer_class(method: str) -> type[DistillationTrainer]:
 
 
 def configure_method(args) -> type[DistillationTrainer]:
-    """Settle `args` (a `DistillationTrainingArguments`) on its method: canonical name and loss weights."""
+    """Settle `args` (a `DistillationTrainingArguments`) on its method: canonical name and loss weights. The one
+    place a method is resolved: `parse_args` calls it, and later calls on the same arguments find it settled."""
     cls = trainer_class(args.method)
-    args.apply_method(cls.method, cls.default_weights, cls.default_generator_weights)
+    if args.loss_weights is None or args.method != cls.method:
+        args.apply_method(cls.method, cls.default_weights, cls.default_generator_weights)
     return cls
+
+
+def weights_table() -> str:
+    """METHODS.md's table of each method's default weights per term (student step; generator step in brackets)."""
+    header = "| method | " + " | ".join(TERMS) + " |"
+    lines = [header, "|---" * (len(TERMS) + 1) + "|"]
+    for cls in TRAINERS.values():
+        cells = []
+        for name in TERMS:
+            student = cls.default_weights.get(name)
+            generator = cls.default_generator_weights.get(name)
+            cell = "" if student is None else f"{student:.4g}"
+            cell += "" if generator is None else f" ({generator:.4g})"
+            cells.append(cell.strip())
+        lines.append(f"| {cls.method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def methods_block() -> str:
+    """The generated block of docs/METHODS.md: the terms as `hf_kd.terms` declares them, and each method's
+    default weights (`python -m hf_kd.trainers` prints it)."""
+    return f"{terms_table()}\n\nDefault weights (max step in brackets; empty: the method has no such term):\n\n{weights_table()}"
 
 
 __all__ = [
@@ -44,5 +69,6 @@ __all__ = [
     "NormalTrainer",
     "RailKDTrainer",
     "configure_method",
+    "methods_block",
     "trainer_class",
 ]

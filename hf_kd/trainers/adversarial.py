@@ -19,7 +19,6 @@ and the generator takes one optimizer step per effective batch.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 from typing import Any
@@ -40,8 +39,11 @@ from hf_kd.generator import (
     row_key,
     sample_tokens,
 )
+from hf_kd.roles import GeneratorRole
+from hf_kd.terms import weighted
 from hf_kd.trainers.base import DistillationTrainer
-from hf_kd.trainers.effective import StepFeatures, StepPlan, average_gradients, replay_rng, rng_state
+from hf_kd.trainers.effective import StepFeatures, average_gradients, replay_rng, rng_state
+from hf_kd.trainers.steps import GeneratorStep, decay_groups
 
 GENERATOR_DIR = "hf_kd_generator"
 GENERATOR_OPTIMIZER_FILE = "hf_kd_generator_optimizer.pt"
@@ -78,44 +80,22 @@ class _StudentStepScheduler:
         return getattr(self.scheduler, name)
 
 
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """Temporarily stop autograd from computing weight gradients of `module` (inputs still get them)."""
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    for parameter in trainable:
-        parameter.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for parameter in trainable:
-            parameter.requires_grad_(True)
-
-
 class AdversarialTrainer(DistillationTrainer):
-    # whether the generator's optimizer also (maximising) trains the projections
-    projections_in_generator_step: bool = False
+    adversarial = True
 
     def __init__(
         self, model: PreTrainedModel, teacher: PreTrainedModel, generator: PreTrainedModel, **kwargs: Any
     ) -> None:
-        super().__init__(model=model, teacher=teacher, **kwargs)
-        tokenizer = self.processing_class
-        if tokenizer is None or tokenizer.mask_token_id is None:
-            raise ValueError(
-                f"Method '{self.method}' masks tokens, but the tokenizer has no mask token: "
-                "use a tokenizer with one (--tokenizer_name)."
-            )
-        self.mask_token_id: int = tokenizer.mask_token_id
-        self.special_token_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.args.device)
-        self.generator = generator.to(self.args.device)
-        self.generator_accepts_token_types = "token_type_ids" in inspect.signature(self.generator.forward).parameters
+        super().__init__(model=model, teacher=teacher, generator=generator, **kwargs)
+        self.generator = GeneratorRole(generator, self.processing_class).to(self.args.device)
         self.generator_weights: dict[str, float] = dict(self.args.generator_loss_weights)
         self.schedule = AlternationSchedule(self.args.n_generator_iter, self.args.n_student_iter)
         self.batches_seen = 0  # effective batches
         self._step_kind: str | None = None  # of the effective batch under way
         self._min_steps_since_update = 0
+        trained = [self.generator.model, *([self.projections] if self.projections_in("generator") else [])]
         self.generator_optimizer = torch.optim.AdamW(
-            self._generator_parameter_groups(),
+            decay_groups(self, trained),
             lr=self.args.generator_learning_rate,
             betas=(self.args.adam_beta1, self.args.adam_beta2),
             eps=self.args.adam_epsilon,
@@ -123,19 +103,6 @@ class AdversarialTrainer(DistillationTrainer):
             fused=self.args.device.type in ("cpu", "cuda"),  # one kernel per step, as the student's optimizer
         )
         self.generator_scheduler = None  # made once the number of steps is known
-
-    def _generator_parameter_groups(self) -> list[dict]:
-        modules: list[nn.Module] = [self.generator]
-        if self.projections is not None and self.projections_in_generator_step:
-            modules.append(self.projections)
-        decay, no_decay = [], []
-        for module in modules:
-            for name, parameter in module.named_parameters():
-                no_decay_name = (
-                    name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or "layernorm" in name
-                )
-                (no_decay if no_decay_name else decay).append(parameter)
-        return [{"params": decay, "weight_decay": self.args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     # ------------------------------------------------------------------------------------ schedule
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -174,7 +141,7 @@ class AdversarialTrainer(DistillationTrainer):
     def draw_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.args.static_mask:
             return inputs["static_mlm_mask"].bool()
-        maskable = maskable_positions(inputs["input_ids"], inputs.get("attention_mask"), self.special_token_ids)
+        maskable = maskable_positions(inputs["input_ids"], inputs.get("attention_mask"), self.generator.special_ids)
         rows, length = maskable.shape
         scores = self.keyed_uniform(inputs, "mask", [1] * rows, length)
         return draw_mask(
@@ -201,78 +168,35 @@ class AdversarialTrainer(DistillationTrainer):
         ]
         return keyed_uniform(keys, counts, width, self.args.device)
 
-    def generator_logits(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """The generator's vocabulary logits at the masked positions (N x V).
-
-        The vocabulary projection (`get_output_embeddings()`, the LM head's largest product) is fed
-        only the masked positions' hidden states, about 30% of them.
-        """
-        masked_ids = inputs["input_ids"].masked_fill(mask, self.mask_token_id)
-        extra = {"attention_mask": inputs.get("attention_mask")}
-        if self.generator_accepts_token_types and "token_type_ids" in inputs:
-            extra["token_type_ids"] = inputs["token_type_ids"]
-        projection = self.generator.get_output_embeddings()
-
-        def select_masked(module: nn.Module, args: tuple) -> tuple:
-            # a boolean selection: its size depends on the mask, so it is the step's one host sync on GPUs
-            return (args[0][mask], *args[1:])
-
-        hook = None
-        if projection is not None:
-            hook = projection.register_forward_pre_hook(select_masked)
-        try:
-            logits = self.generator(input_ids=masked_ids, **extra).logits
-        finally:
-            if hook is not None:
-                hook.remove()
-        return logits if logits.dim() == 2 else logits[mask]
-
     @torch.no_grad()
     def perturbed_ids(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Min step: the generator's sampled tokens at the masked positions, as ids (no graph)."""
-        self.generator.eval()
+        self.generator.model.eval()
         mask = self.draw_mask(inputs)
         uniform = self.keyed_uniform(inputs, "sample", mask.sum(dim=1), 1)
-        return inputs["input_ids"].masked_scatter(mask, sample_tokens(self.generator_logits(inputs, mask), uniform))
+        logits = self.generator.masked_logits(inputs, mask)
+        return inputs["input_ids"].masked_scatter(mask, sample_tokens(logits, uniform))
 
     # ------------------------------------------------------------------------------------ max step
     def generator_step(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """One micro-batch of a max step: its share of the generator terms, backpropagated into the generator
         (and, for CILDA / CILDA+minILD, the projections); the update comes at the effective batch's end."""
-        plan = self.step_plan("generator", model)
+        runner = self.runner("generator", model)
         inputs = self._prepare_inputs(inputs)
         with self.accelerator.autocast():
-            features = plan.forward(inputs, None, None)
-            terms = self.generator_terms(inputs, features, plan.normalisers)
-            loss = self.weighted_sum(terms, plan.weights, plan.prefix, len(inputs["input_ids"]), plan.parameters)
+            features = runner.forward(inputs, None, None)
+            terms = self.compute_terms(self.generator_weights, inputs, features, runner.normalisers)
+            loss = runner.total(terms, len(inputs["input_ids"]), runner.parameters, None)
         loss.backward()
         return torch.zeros((), device=self.args.device)  # the Trainer's `loss` log is replaced by the student's
 
-    def step_plan(self, kind: str, model: nn.Module, num_items_in_batch=None) -> StepPlan:
+    def runner(self, kind: str, model: nn.Module, num_items_in_batch=None):
         if kind != "generator":
-            return super().step_plan(kind, model, num_items_in_batch)
+            return super().runner(kind, model, num_items_in_batch)
         student = self.accelerator.unwrap_model(model)
-        self.generator.train()
+        self.generator.model.train()
         student.train(self.args.student_dropout_in_generator_step)  # eval mode, as the original's max step
-
-        def forward(inputs: dict[str, torch.Tensor], rng: tuple | None, earlier: StepFeatures | None) -> StepFeatures:
-            with frozen(student):
-                return self.generator_forward(student, inputs, rng)
-
-        return StepPlan(
-            forward=forward,
-            terms=lambda inputs, features, normalisers: self.generator_terms(
-                inputs, features, normalisers, contrastive=False
-            ),
-            weights=self.generator_weights,
-            prefix="generator_loss_",
-            parameters=[p for group in self.generator_optimizer.param_groups for p in group["params"]],
-            normalisers=self.normalisers(),
-            presence={},
-            backward=lambda loss: loss.backward(),
-            no_sync=contextlib.nullcontext,
-            teacher_grad=True,
-        )
+        return GeneratorStep(self, student)
 
     def update_generator(self) -> None:
         """The generator's optimizer step, once per effective max-step batch."""
@@ -283,9 +207,11 @@ class AdversarialTrainer(DistillationTrainer):
         self.generator_optimizer.step()
         self.generator_scheduler.step()
         self.generator_optimizer.zero_grad(set_to_none=True)
-        self._record("generator_learning_rate", torch.tensor(self.generator_scheduler.get_last_lr()[0]))
+        self.term_log.record(
+            "generator_learning_rate", torch.tensor(self.generator_scheduler.get_last_lr()[0]), None, self.step.in_step
+        )
 
-    def generator_forward(
+    def generator_features(
         self, student: nn.Module, inputs: dict[str, torch.Tensor], rng: tuple | None = None
     ) -> StepFeatures:
         """Teacher and student on the perturbed input, through the straight-through one-hot at masked
@@ -294,54 +220,27 @@ class AdversarialTrainer(DistillationTrainer):
         with replay_rng(rng, self.args.device) if rng is not None else contextlib.nullcontext():
             input_ids = inputs["input_ids"]
             mask = self.draw_mask(inputs)
-            logits = self.generator_logits(inputs, mask)
+            logits = self.generator.masked_logits(inputs, mask)
             one_hot = gumbel_one_hot(logits, self.keyed_uniform(inputs, "noise", mask.sum(dim=1), logits.size(-1)))
-            use_crd = self.generator_weights.get("crd_perturbed", 0) > 0
-            if self.teacher_tokenizer is None:
-                teacher_view = inputs
-                embeds = perturbed_embeddings(self.teacher.get_input_embeddings(), input_ids, mask, one_hot)
-                teacher = self.teacher_forward(inputs, inputs_embeds=embeds, output_hidden_states=use_crd)
-            else:  # another tokenizer: the teacher reads the sampled text, a constant (no gradient through it)
-                sampled = input_ids.masked_scatter(mask, one_hot.argmax(dim=-1))
-                teacher_view = self.retokenise(sampled, inputs)
-                with torch.no_grad():
-                    teacher = self.teacher_forward(teacher_view, output_hidden_states=use_crd)
+            hidden = any(term.projected for term in weighted(self.generator_weights))
+            teacher, teacher_view = self.teacher.perturbed_pass(inputs, mask, one_hot, hidden)
             student_embeds = perturbed_embeddings(student.get_input_embeddings(), input_ids, mask, one_hot)
-            student_out = self.student_adapter.forward(
-                student, inputs, inputs_embeds=student_embeds, output_hidden_states=use_crd
+            student_out = self.student.forward(
+                student, inputs, inputs_embeds=student_embeds, output_hidden_states=hidden
             )
         return StepFeatures(
-            teacher_perturbed=self.features(teacher, teacher_view, self.teacher_adapter),
-            student_perturbed=self.features(student_out, inputs, self.student_adapter),
+            teacher_perturbed=self.features(teacher, teacher_view, self.teacher.adapter),
+            student_perturbed=self.features(student_out, inputs, self.student.adapter),
             rng=state,
         )
 
-    def generator_terms(
-        self,
-        inputs: dict[str, torch.Tensor],
-        features: StepFeatures,
-        normalisers: tuple = (None, None),
-        contrastive: bool = True,
-    ) -> dict[str, torch.Tensor]:
-        """Max-step terms on the perturbed input (the contrastive one only with `contrastive`)."""
-        rows, _ = normalisers
-        terms = {}
-        if self.generator_weights.get("kd_perturbed", 0) > 0:  # the student step's own term: the same row weights
-            terms["kd_perturbed"] = self.kd_term(
-                features.teacher_perturbed, features.student_perturbed, self.args.kd_temperature, rows
-            )
-        if contrastive:
-            for name, (teacher, student) in self.contrastive_pairs(features, self.generator_weights).items():
-                terms[name] = self.contrastive_term(teacher, student, len(inputs["input_ids"]))
-        return terms
-
     # ---------------------------------------------------------------------------- checkpoint extras
     def extra_state_modules(self) -> dict[str, nn.Module]:
-        return {**super().extra_state_modules(), "generator": self.generator}
+        return {**super().extra_state_modules(), "generator": self.generator.model}
 
     def save_training_extras(self, output_dir: str) -> None:
         super().save_training_extras(output_dir)
-        self.generator.save_pretrained(os.path.join(output_dir, GENERATOR_DIR))
+        self.generator.model.save_pretrained(os.path.join(output_dir, GENERATOR_DIR))
         torch.save(self.generator_optimizer.state_dict(), os.path.join(output_dir, GENERATOR_OPTIMIZER_FILE))
         if self.generator_scheduler is not None:
             torch.save(self.generator_scheduler.state_dict(), os.path.join(output_dir, GENERATOR_SCHEDULER_FILE))
@@ -359,7 +258,7 @@ class AdversarialTrainer(DistillationTrainer):
         with open(state_path) as f:
             self.batches_seen = json.load(f)["batches_seen"]
         weights = load_file(os.path.join(checkpoint, GENERATOR_DIR, "model.safetensors"), device=str(self.args.device))
-        result = self.generator.load_state_dict(weights, strict=False)
+        result = self.generator.model.load_state_dict(weights, strict=False)
         if result.unexpected_keys:
             raise ValueError(
                 f"Generator checkpoint in {checkpoint} does not match the generator: {result.unexpected_keys[:5]}"
@@ -383,14 +282,13 @@ class MateKDTrainer(AdversarialTrainer):
 
 
 class CildaTrainer(AdversarialTrainer):
-    """CILDA. Max: `a0*KD(T(e_T),S(e_S)) + a1*CRD(T(e_T),S(e_S))`, the projections maximising too.
+    """CILDA. Max: `a0*KD(T(e_T),S(e_S)) + a1*CRD(T(e_T),S(e_S))`, the projections maximising too (a max-step
+    term reads them).
     Min: `l0*CE(S(x)) + l1*KD(T(x),S(x)) + l2*CE(S(e_S), y) + l3*KD(T(e_T),S(e_S))`."""
 
     method = "cilda"
     default_weights = {"ce": 0.333, "kd": 0.333, "ce_perturbed": 0.222, "kd_perturbed": 0.111}
     default_generator_weights = {"kd_perturbed": 0.5, "crd_perturbed": 0.5}
-    projection_features = "crd"
-    projections_in_generator_step = True
 
 
 class CildaMinILDTrainer(CildaTrainer):
@@ -408,4 +306,3 @@ class CildaMinILDTrainer(CildaTrainer):
         "kd_perturbed": 1 / 12,
         "crd_perturbed": 1 / 12,
     }
-    projections_in_student_step = True

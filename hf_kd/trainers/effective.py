@@ -15,9 +15,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
+
+from hf_kd.adapters import LayerFeatures
+from hf_kd.losses import at_least_float32, labelled_rows
 
 
 @dataclass
@@ -34,9 +38,6 @@ class EffectiveBatch:
         process's share of the effective mean is multiplied by the number of processes."""
         return self.rows.clamp_min(1) / self.processes
 
-    def labelled_normaliser(self) -> torch.Tensor:
-        return self.labelled.clamp_min(1) / self.processes
-
 
 @dataclass
 class StepFeatures:
@@ -48,21 +49,157 @@ class StepFeatures:
     student_perturbed: object = None
     rng: tuple | None = None  # the random state the student's (or generator step's) forward started from
 
+    def pair(self, side: str) -> tuple:
+        """(teacher, student) features of the `side` ("clean" or "perturbed") text."""
+        if side == "clean":
+            return self.teacher_clean, self.student_clean
+        return self.teacher_perturbed, self.student_perturbed
 
-@dataclass
-class StepPlan:
-    """How one kind of step (min or max) runs a micro-batch, for `cached_contrastive_step`."""
 
-    forward: Callable  # (inputs, rng to replay or None, earlier StepFeatures or None) -> StepFeatures
-    terms: Callable  # (inputs, features, normalisers) -> the per-row terms
+class StepRunner(Protocol):
+    """One kind of step (the min step, or the adversarial methods' max step) as `EffectiveStep` runs it."""
+
     weights: dict[str, float]
     prefix: str  # "loss_" or "generator_loss_"
     parameters: list[torch.Tensor]  # what a skipped (non-finite) batch still reaches
-    normalisers: tuple
     presence: dict[str, torch.Tensor]
-    backward: Callable
-    no_sync: Callable  # the context of a micro-batch's backward that is not the last
     teacher_grad: bool  # whether the teacher's features carry gradient (the max step's, to the generator)
+
+    def forward(self, inputs: dict, rng: tuple | None, earlier: StepFeatures | None) -> StepFeatures:
+        """Features of a micro-batch; `rng` replays an earlier pass's random state, `earlier` reuses its teacher."""
+
+    def row_terms(self, inputs: dict, features: StepFeatures) -> dict[str, torch.Tensor]:
+        """The step's per-row terms on one micro-batch."""
+
+    def contrastive_pairs(self, features: StepFeatures) -> dict[str, tuple]:
+        """(teacher, student) features of each weighted contrastive term."""
+
+    def contrastive(self, name: str, teacher, student) -> torch.Tensor:
+        """A contrastive term on features of the whole effective batch."""
+
+    def total(self, terms: dict[str, torch.Tensor], rows: int, parameters: list, presence: dict | None) -> torch.Tensor:
+        """The weighted sum of `terms` (recorded for the logs; a non-finite one stops or skips)."""
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def no_sync(self) -> contextlib.AbstractContextManager: ...
+
+
+class EffectiveStep:
+    """The effective batch of the optimizer step under way: its row counts (`count`, from the Trainer's
+    prefetch of the step's micro-batches), what a micro-batch divides its per-row sums by (`normalisers`),
+    and, for the contrastive terms, the micro-batches held back and run together at the last one (`hold`,
+    `run_held`: gradient caching)."""
+
+    def __init__(self, accelerator, device: torch.device, negatives: str) -> None:
+        self.accelerator, self.device, self.negatives = accelerator, device, negatives
+        self.batch: EffectiveBatch | None = None
+        self.pending: list[dict[str, torch.Tensor]] = []
+
+    def count(self, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Count the rows (teacher terms) and labelled rows (CE) of the step's micro-batches on every process;
+        the labelled count is the `num_items_in_batch` the Trainer passes on."""
+        rows = float(sum(len(batch["input_ids"]) for batch in batches))
+        labelled = sum(labelled_rows(batch["labels"]).sum().to(self.device) for batch in batches if "labels" in batch)
+        counts = torch.stack(
+            [torch.tensor(rows, device=self.device), torch.as_tensor(labelled, device=self.device).float()]
+        )
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        self.batch = EffectiveBatch(counts[0], counts[1], self.accelerator.num_processes, len(batches))
+        return counts[1]
+
+    @property
+    def in_step(self) -> bool:
+        return self.batch is not None
+
+    def normalisers(self, num_items_in_batch=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(all rows, labelled rows) of the effective batch for this process, or None for the micro-batch's own
+        mean (a call outside the Trainer's loop)."""
+        rows = None if self.batch is None else self.batch.row_normaliser()
+        labelled = None
+        if num_items_in_batch is not None:
+            count = torch.as_tensor(num_items_in_batch, device=self.device, dtype=torch.float32)
+            labelled = count.clamp_min(1) / self.accelerator.num_processes
+        return rows, labelled
+
+    def rows(self, local_rows: int) -> int:
+        """Rows of the whole effective batch (one host read)."""
+        return local_rows * self.accelerator.num_processes if self.batch is None else int(self.batch.rows.item())
+
+    def gathers(self) -> bool:
+        """Whether a contrastive term compares each row with every process's rows (else with its micro-batch's)."""
+        return self.negatives == "effective_batch"
+
+    def micro_batch_share(self, value: torch.Tensor, rows: int) -> torch.Tensor:
+        """A contrastive term of one micro-batch (`--contrastive_negatives micro_batch`), weighted by its share
+        of the effective batch's rows."""
+        return value if self.batch is None else value * (rows / self.batch.row_normaliser())
+
+    def holds_back(self, contrastive: bool) -> bool:
+        """Whether this step's micro-batches wait for the last one: a contrastive term over several of them."""
+        micro_batches = 1 if self.batch is None else self.batch.micro_batches
+        return micro_batches > 1 and contrastive and self.gathers()
+
+    def hold(self, inputs: dict[str, torch.Tensor]) -> None:
+        self.pending.append(inputs)
+
+    def end(self) -> None:
+        self.batch, self.pending = None, []
+
+    def run_held(self, runner: StepRunner, prepare: Callable) -> torch.Tensor:
+        """Run the held-back micro-batches as one effective batch (gradient caching).
+
+        First every micro-batch without a graph, keeping the features the contrastive terms read; then those
+        terms on all rows at once, backpropagated into the projections and into the features (leaves); then
+        every micro-batch again with a graph, its random state replayed, its per-row terms plus `<features,
+        their gradient>` backpropagated. The result is the gradient of the effective batch. Returns the
+        contrastive terms' weighted value.
+        """
+        batches = [prepare(batch) for batch in self.pending]
+        with torch.no_grad(), self.accelerator.autocast():
+            first = [runner.forward(inputs, None, None) for inputs in batches]
+        leaves: dict[str, torch.Tensor] = {}
+        terms, sizes = {}, []
+        for name in runner.contrastive_pairs(first[0]):
+            sides = []
+            for role, side in (("teacher", 0), ("student", 1)):
+                joined, sizes = split_sentences([runner.contrastive_pairs(f)[name][side].sentence for f in first])
+                trained = role == "student" or runner.teacher_grad
+                for stack, value in joined.items():
+                    leaves[f"{name}/{role}/{stack}"] = at_least_float32(value.detach()).requires_grad_(trained)
+                sides.append(LayerFeatures(None, None, {stack: leaves[f"{name}/{role}/{stack}"] for stack in joined}))
+            terms[name] = runner.contrastive(name, *sides)
+        trained_leaves = {key: leaf for key, leaf in leaves.items() if leaf.requires_grad}
+        total = runner.total(terms, sum(sizes), runner.parameters + list(trained_leaves.values()), None)
+        runner.backward(total)  # the projections' gradients, scaled as the rest under fp16
+        cotangents = contrastive_cotangents(trained_leaves, sizes)
+        scaler = getattr(self.accelerator, "scaler", None)
+        if runner.prefix == "loss_" and scaler is not None:  # the second backward scales the surrogate again
+            scale = scaler.get_scale()
+            cotangents = [{k: None if v is None else v / scale for k, v in share.items()} for share in cotangents]
+        for index, (inputs, features) in enumerate(zip(batches, first, strict=True)):
+            last = index == len(batches) - 1
+            with contextlib.nullcontext() if last else runner.no_sync():
+                with self.accelerator.autocast():
+                    again = runner.forward(inputs, features.rng, features)
+                    loss = runner.total(
+                        runner.row_terms(inputs, again), len(inputs["input_ids"]), runner.parameters, runner.presence
+                    )
+                    loss = loss + surrogate(contrastive_features(runner, again), cotangents[index])
+                if loss.requires_grad:
+                    runner.backward(loss)
+        return total.detach()
+
+
+def contrastive_features(runner: StepRunner, features: StepFeatures) -> dict[str, torch.Tensor]:
+    """The sentence features the contrastive terms read, keyed as `run_held`'s leaves."""
+    named = {}
+    for name, pair in runner.contrastive_pairs(features).items():
+        for role, side in (("teacher", pair[0]), ("student", pair[1])):
+            for stack, value in side.sentence.items():
+                named[f"{name}/{role}/{stack}"] = value
+    return named
 
 
 class _GatherRows(torch.autograd.Function):

@@ -33,8 +33,6 @@ class RailKDTrainer(DistillationTrainer):
     method = "rail_kd"
     aliases = ("rail_c", "railkd")
     default_weights = {"ce": 1 / 3, "kd": 1 / 3, "rail": 1 / 3}
-    projection_features = "rail"
-    projections_in_student_step = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -44,7 +42,7 @@ class RailKDTrainer(DistillationTrainer):
 
     def draw_layers(self, epoch: int) -> None:
         generator = torch.Generator().manual_seed(self.args.seed * 1000 + epoch)
-        teacher_layers, student_layers = self.teacher_adapter.num_layers(), self.student_adapter.num_layers()
+        teacher_layers, student_layers = self.teacher.adapter.num_layers(), self.student.adapter.num_layers()
         self.selected_layers = {
             stack: sorted(torch.randperm(teacher_layers[stack], generator=generator)[: student_layers[stack]].tolist())
             for stack in student_layers

@@ -1,0 +1,271 @@
+"""The benchmark's report: methods against no KD on dev, ablations against the method's defaults on held-out,
+both paired by seed, the learning rate chosen on held-out (`choose`), and the chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.quality import METHODS, ROOT
+from benchmarks.quality.models import STUDENTS
+from benchmarks.quality.tasks import HELD_OUT_ROWS, SETTINGS, TASKS, Task
+from hf_kd.report import group_statistics, paired_differences
+
+# RESULTS.md below this line is written by hand (what the numbers say) and kept when the tables are rewritten.
+ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites the tables above -->"
+
+DEFAULT_REPORT = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def with_shared_no_kd(runs: list[dict], settings: set[str]) -> list[dict]:
+    """No KD cannot learn from unlabelled text, so its `few_labels` runs are also the `unlabelled`
+    setting's baseline (see `run_folder`) wherever `settings` (those of every run, ablations too) has it."""
+    if "unlabelled" not in settings:
+        return runs
+    no_kd = [r for r in runs if r["method"] == "normal" and r["setting"] == "few_labels"]
+    return runs + [r | {"setting": "unlabelled"} for r in no_kd]
+
+
+def choose(runs: list[dict], n_seeds: int) -> dict[tuple[str, str], dict]:
+    """Per (setting, method): the learning rate with the best mean held-out accuracy over at least
+    `n_seeds` seeds."""
+    cells = group_statistics(runs, ("setting", "method", "learning_rate"), "heldout")
+    chosen: dict[tuple[str, str], dict] = {}
+    for cell in cells:
+        key = (cell["setting"], cell["method"])
+        if cell["runs"] >= n_seeds and (key not in chosen or cell["mean"] > chosen[key]["mean"]):
+            chosen[key] = cell
+    summary = {}
+    for key, cell in chosen.items():
+        picked = [r for r in runs if (r["setting"], r["method"], r["learning_rate"]) == (*key, cell["learning_rate"])]
+        summary[key] = {"learning_rate": cell["learning_rate"], "heldout": cell["mean"], "runs": picked}
+    return summary
+
+
+def write_report(runs: list[dict], teacher: dict, options, counts: dict, command: str) -> dict:
+    """RESULTS.md from every finished run: per setting the methods' dev accuracy against no KD, then
+    each ablation on held-out against the method's default flags (the analysis below the marker stays)."""
+    import statistics
+
+    task = TASKS[getattr(options, "task", "sst2")]
+    defaults = [r for r in runs if not r["variant"]]
+    summary = choose(with_shared_no_kd(defaults, {r["setting"] for r in runs}), len(options.seeds))
+    settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
+    methods = [m for m in METHODS if any(key[1] == m for key in summary)]
+    swept = {r["learning_rate"] for r in defaults} or set(options.learning_rates)  # not an ablation's own rate
+    rates = ", ".join(f"{lr:g}" for lr in sorted(swept))
+    teacher_steps = getattr(options, "teacher_steps", None)
+    teacher_budget = f", `--max_steps {teacher_steps}`" if teacher_steps else ""
+    lines = [
+        f"# Quality benchmark: {task.title} with a real pretrained BERT{'' if options.student == 'minilm2' else ', student from scratch'}",
+        "",
+        f"Tables written by `{command}` from every finished run in its output folder; the commands that "
+        "made the runs are in the notes below the tables.",
+        "",
+        f"Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on {teacher_data(options, counts, task)} "
+        f"(`{' '.join(task.teacher_flags)}`{teacher_budget}); {STUDENTS[options.student]}. Every method: the original's "
+        f"default weights and schedule, batch 32, length 64, linear decay, {options.steps:,} student steps "
+        f"(`full`: 1 epoch); student learning rate chosen per setting and method from {{{rates}}} by mean "
+        f"accuracy on {HELD_OUT_ROWS:,} {task.held_out} (sharing no phrase with any other split); seeds "
+        f"{', '.join(map(str, options.seeds))}. Reported: {task.reported_on}, never used for a choice. Δ is the paired "
+        "per-seed difference to no KD (mean, 95% t-interval, seeds won).",
+        "",
+        f"Teacher: held-out {100 * teacher['heldout']:.2f}, dev **{100 * teacher['dev']:.2f}**.",
+        "",
+    ]
+    if getattr(options, "unlabelled_phrases", False):
+        lines[-2:-2] = [
+            "Unlabelled text (`--unlabelled_phrases`): the complete SST-2 training sentences apart from held-out "
+            "(10,576), then the phrase rows of the teacher's data (each once, no labelled row), up to "
+            "`--unlabelled` rows; ablations with `--max_unlabeled_samples N` read its first N rows.",
+            "",
+        ]
+    if share := getattr(options, "minority_share", None):
+        lines[-2:-2] = [
+            f"Imbalanced (`--minority_share {share:g}`): the teacher's data, the students' labels and their unlabelled "
+            f"text keep every negative and only the first positives, {100 * share:g}% of each file; held-out and dev "
+            "are GLUE's (about half positive), so their accuracy weighs the minority class as much as the majority.",
+            "",
+        ]
+    table_rows = {}
+    for setting in settings:
+        description = task.settings[setting].format(**counts)
+        if getattr(options, "unlabelled_phrases", False):
+            description = description.replace("unlabelled sentences", "unlabelled rows (sentences, then phrases)")
+        lines += [
+            f"## `{setting}`: {description}",
+            "",
+            "| method | lr | held-out | dev (mean ± std) | Δ dev vs no KD [95% CI] | won | s / run | variants run |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        baseline = summary.get((setting, "normal"))
+        base_dev = {r["seed"]: r["dev"] for r in baseline["runs"]} if baseline else {}
+        for method in methods:
+            cell = summary.get((setting, method))
+            if cell is None:
+                continue
+            dev = [r["dev"] for r in cell["runs"]]
+            wall = statistics.fmean(r["wall_seconds"] or 0.0 for r in cell["runs"])
+            delta, won = "", ""
+            row = {"learning_rate": cell["learning_rate"], "heldout": cell["heldout"], "dev": statistics.fmean(dev)}
+            row["dev_std"] = statistics.stdev(dev) if len(dev) > 1 else 0.0
+            if method != "normal" and base_dev:
+                paired = paired_differences({r["seed"]: r["dev"] for r in cell["runs"]}, base_dev)
+                delta = f"{format_difference(paired)}"
+                won = f"{paired['wins']}/{len(paired['seeds'])}"
+                row["paired_difference"] = paired
+            table_rows[f"{setting}/{method}"] = row
+            # how many flag sets this method was screened over here (its defaults and each ablation): a method
+            # looked at in 8 variants and one in 2 are not compared on equal terms
+            variants = len({r["variant"] for r in runs if (r["setting"], r["method"]) == (setting, method)})
+            lines.append(
+                f"| {method} | {cell['learning_rate']:g} | {100 * cell['heldout']:.2f} | "
+                f"{100 * row['dev']:.2f} ± {100 * row['dev_std']:.2f} | {delta} | {won} | {wall:.0f} | {max(variants, 1)} |"
+            )
+        lines.append("")
+    lines += ablation_table(runs, summary, options)
+    lines += [
+        "## Every run",
+        "",
+        "| setting | ablation | method | lr | seed | held-out | dev | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['setting']} | {r['variant']} | {r['method']} | {r['learning_rate']:g} | {r['seed']} "
+        f"| {100 * r['heldout']:.2f} | {100 * r['dev']:.2f} | {r['wall_seconds'] or 0:.0f} |"
+        for r in runs
+    ]
+    results_md = Path(options.report)
+    chart = results_md.parent / "quality_sst2.png" if results_md == DEFAULT_REPORT else results_md.with_suffix(".png")
+    lines += ["", f"![methods]({chart.name})", ""]
+    previous = results_md.read_text() if results_md.is_file() else ""
+    analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
+    results_md.write_text("\n".join(lines) + "\n" + analysis)
+    plot(chart_bars(table_rows, runs), teacher, len(options.seeds), chart, task.title)
+    return table_rows
+
+
+def teacher_data(options, counts: dict, task: Task) -> str:
+    if getattr(options, "teacher_per_class", None):
+        return (
+            f"the first {options.teacher_per_class} {task.title} training examples of each class only"
+            f"{', then cut as below' if getattr(options, 'minority_share', None) else ''} (a weak teacher: "
+            f"{counts.get('teacher', 0):,} examples, all among the students' labelled ones)"
+        )
+    return f"every {task.title} training example but the held-out ones ({counts['full']:,})"
+
+
+def by_seed(cell: dict, key: str) -> dict[int, float]:
+    return {r["seed"]: r[key] for r in cell["runs"]}
+
+
+def format_difference(paired: dict) -> str:
+    """`+1.64 [+0.77, +2.51]`: a paired difference in points with its 95% interval."""
+    if len(paired["seeds"]) < 2:  # no interval from one seed
+        return f"{100 * paired['mean']:+.2f}"
+    return f"{100 * paired['mean']:+.2f} [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
+
+
+def ablation_cells(runs: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """Per (setting, method, ablation): the learning rate `choose` picks, from 2 seeds on (a paired lead)."""
+    cells = {}
+    for variant in sorted({r["variant"] for r in runs if r["variant"]}):
+        chosen = choose([r for r in runs if r["variant"] == variant], 2)
+        cells |= {(setting, method, variant): cell for (setting, method), cell in chosen.items()}
+    return cells
+
+
+def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], options) -> list[str]:
+    """Each ablation against the same method's default flags, paired by seed on held-out (where choices
+    are made); dev is shown for the record, not for choosing."""
+    import statistics
+
+    rows = []
+    for (setting, method, variant), cell in ablation_cells(runs).items():
+        no_kd = defaults.get((setting, "normal"))
+        against_no_kd = ""
+        if no_kd is not None and method != "normal":
+            paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
+            against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
+        default = defaults.get((setting, method))
+        if default is None:  # remedies run without the method's defaults: still compared with no KD
+            rows.append(
+                f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | not run "
+                f"| {100 * cell['heldout']:.2f} | | | | {against_no_kd} |"
+            )
+            continue
+        heldout, dev = (paired_differences(by_seed(cell, key), by_seed(default, key)) for key in ("heldout", "dev"))
+        seeds = heldout["seeds"]  # both means over the seeds they share
+        means = [statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (default, cell)]
+        rows.append(
+            f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {100 * means[0]:.2f} "
+            f"| {100 * means[1]:.2f} | {format_difference(heldout)} | {heldout['wins']}/{len(seeds)} "
+            f"| {100 * dev['mean']:+.2f} | {against_no_kd} |"
+        )
+    if not rows:
+        return []
+    return [
+        "## Ablations",
+        "",
+        "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
+        "Δ is paired by seed against the same method with its default flags, on held-out, where choices are "
+        "made; Δ dev is shown for the record, and so is the ablation's dev against no KD (paired, 95% interval, "
+        "seeds won). `won` counts the seeds (at least 2; the interval needs 3 to mean much).",
+        "",
+        "| setting | method | ablation | flags | held-out, default | held-out, ablation | Δ held-out [95% CI] | won "
+        "| Δ dev | dev vs no KD [95% CI] (won) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def chart_bars(table_rows: dict[str, dict], runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """The chart's bars, label -> setting -> (dev mean, std) in points: each method's chosen default, then
+    its ablations (`kd · s8000`), so a report made of ablations shows them, not no KD alone."""
+    import statistics
+
+    cells: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    for key, row in table_rows.items():
+        setting, method = key.split("/")
+        cells.setdefault((method, ""), {})[setting] = (100 * row["dev"], 100 * row["dev_std"])
+    for (setting, method, variant), cell in ablation_cells(runs).items():
+        dev = [100 * r["dev"] for r in cell["runs"]]
+        cells.setdefault((method, variant), {})[setting] = (statistics.fmean(dev), statistics.stdev(dev))
+    order = sorted(cells, key=lambda key: (METHODS.index(key[0]), key[1]))
+    return {" · ".join(filter(None, key)): cells[key] for key in order}
+
+
+def plot(
+    bars: dict[str, dict[str, tuple[float, float]]],
+    teacher: dict,
+    n_seeds: int,
+    path: Path,
+    title: str = "SST-2",
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = [s for s in SETTINGS if any(s in cells for cells in bars.values())]  # one colour each
+    figure, axis = plt.subplots(figsize=(max(9, 1.1 * len(bars)), 4.5))
+    width = 0.8 / max(len(settings), 1)
+    for i, setting in enumerate(settings):
+        shown = [(j, cells[setting]) for j, cells in enumerate(bars.values()) if setting in cells]
+        axis.bar(
+            [j + (i - (len(settings) - 1) / 2) * width for j, _ in shown],
+            [mean for _, (mean, _) in shown],
+            width,
+            yerr=[std for _, (_, std) in shown],
+            capsize=4,
+            label=setting,
+        )
+    axis.axhline(100 * teacher["dev"], color="#C44E52", linestyle="--", label="teacher")
+    low = min((mean - std for cells in bars.values() for mean, std in cells.values()), default=70)
+    axis.set_ylim(low - 3, 100 * teacher["dev"] + 2)
+    axis.set_xticks(range(len(bars)), [label.replace(" · ", "\n") for label in bars], fontsize=8)
+    axis.set(ylabel=f"{title} accuracy, reported split (%)", title=f"{n_seeds} seeds (mean ± std)")
+    axis.legend(ncol=len(settings) + 1, fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
