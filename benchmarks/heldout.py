@@ -1,34 +1,58 @@
-"""Held-out splits that nothing else contains, not even as a phrase.
+"""Held-out splits that nothing else contains, not even as a phrase, drawn like the set they stand in for.
 
 SST-2's training rows are phrases cut from the same sentences: a held-out sentence that is disjoint from
 the teacher's data only as an exact string still has its phrases (often 90% of it, with the same label)
-in there, and held-out then rewards copying the teacher. Here two texts *overlap* when one, normalised
-(lower case, spaces collapsed, punctuation at the ends stripped), is a run of whole words of the other.
-A held-out text is accepted only if no protected row overlaps it, and every other split keeps only the
-rows that overlap no held-out text.
+in there, and held-out then rewards copying the teacher. Here two texts *overlap* when they are equal or
+one is a run of at least 3 whole tokens of the other (a shorter phrase, `funny` or `the film`, is in
+thousands of sentences and tells nothing of one), tokens as SST-2 writes them (`it 's`, `does n't`: a
+contraction is a token of its own, never cut), lower case, punctuation-only tokens at the ends left out.
+
+Held-out is a random sample of candidates with the length profile of the reported set (`draw_heldout`),
+not the candidates that happen to overlap nothing (that rejected long sentences and left held-out
+shorter than dev); every other split is then carved around it (`without_overlap`).
 """
 
 from __future__ import annotations
 
+import random
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 
-END_PUNCTUATION = ".,!?;:'\"`-()[] "
+# a word (with a contraction inside it: BANKING77's "i'm"), a token that starts with an apostrophe (SST-2's
+# "'s", "'re"), or a run of punctuation
+TOKEN = re.compile(r"\w+(?:'\w+)*|'\w+|[^\w\s]+")
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased tokens, punctuation-only tokens at both ends left out (`a great film .` is `a great film`)."""
+    found = TOKEN.findall(text.lower())
+    is_word = [any(ch.isalnum() for ch in token) for token in found]
+    if not any(is_word):
+        return []
+    first, last = is_word.index(True), len(found) - 1 - is_word[::-1].index(True)
+    return found[first : last + 1]
 
 
 def normalise(text: str) -> str:
-    """Lower case, spaces collapsed, punctuation at both ends stripped."""
-    return re.sub(r"\s+", " ", text.lower()).strip(END_PUNCTUATION).strip()
+    """The tokens of `text`, joined by single spaces."""
+    return " ".join(tokens(text))
 
 
-def word_runs(text: str) -> set[str]:
-    """Every run of consecutive whole words of a normalised text (its possible contained phrases)."""
+MIN_SHARED = 3  # a contained text shorter than this (`funny`, `the film`) says nothing of one sentence
+
+
+def word_runs(text: str, shortest: int = MIN_SHARED) -> set[str]:
+    """Every run of at least `shortest` consecutive whole tokens of a normalised text (its phrases that could be
+    another row), and the text itself."""
     words = text.split()
-    return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
+    runs = {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + shortest, len(words) + 1)}
+    return runs | {text}
 
 
 class OverlapIndex:
-    """The rows of a split, to ask at once whether a text overlaps any of them (either contains the other)."""
+    """The rows of a split, to ask at once whether a text overlaps any of them: equal to one, or one a run of
+    at least `MIN_SHARED` whole tokens of the other."""
 
     def __init__(self, texts: Iterable[str] = ()) -> None:
         self.rows: set[str] = set()
@@ -49,16 +73,45 @@ class OverlapIndex:
         return row in self.runs or not self.rows.isdisjoint(word_runs(row))
 
 
-def carve_heldout(candidates: Iterable[str], protected: Iterable[str], size: int) -> list[str]:
-    """The first `size` distinct candidates that overlap no protected row nor each other."""
-    index = OverlapIndex(protected)
-    chosen: list[str] = []
-    for text in candidates:
-        if len(chosen) == size:
-            break
-        if normalise(text) and not index.overlaps(text):
-            chosen.append(text)
-            index.add(text)  # held-out texts must not overlap each other either (no near-duplicates)
+def length_bins(reference: Iterable[str], bins: int = 10) -> list[int]:
+    """Upper bounds (in tokens) of `bins` length classes holding equal shares of the reference texts."""
+    lengths = sorted(len(tokens(text)) for text in reference)
+    return sorted({lengths[min(len(lengths) - 1, (i + 1) * len(lengths) // bins - 1)] for i in range(bins)})
+
+
+def draw_heldout(candidates: Iterable[str], reference: Iterable[str], size: int, seed: int = 0) -> list[str]:
+    """`size` distinct candidates drawn at random with the reference set's length profile: as many from each
+    length class (`length_bins`) as the reference holds there. A draw that overlaps an earlier one is skipped
+    (no near-duplicates inside held-out); nothing else is rejected: the other splits give way (`without_overlap`)."""
+    reference = list(reference)
+    bounds = length_bins(reference)
+
+    def length_class(text: str) -> int:
+        length = len(tokens(text))
+        return next((i for i, bound in enumerate(bounds) if length <= bound), len(bounds) - 1)
+
+    wanted: dict[int, int] = defaultdict(int)
+    for text in reference:
+        wanted[length_class(text)] += 1
+    pools: dict[int, list[str]] = defaultdict(list)
+    for text in dict.fromkeys(candidates):
+        if normalise(text):
+            pools[length_class(text)].append(text)
+    rng = random.Random(seed)
+    quotas = {k: round(size * n / len(reference)) for k, n in wanted.items()}
+    quotas[max(wanted, key=wanted.get)] += size - sum(quotas.values())  # rounding: the largest class evens out
+    index, chosen = OverlapIndex(), []
+    for length in sorted(quotas):
+        pool = pools[length]
+        rng.shuffle(pool)
+        taken = 0
+        for text in pool:
+            if taken == quotas[length]:
+                break
+            if not index.overlaps(text):
+                chosen.append(text)
+                index.add(text)
+                taken += 1
     return chosen
 
 

@@ -124,6 +124,30 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float], con
     }
 
 
+def verdict(paired: dict) -> str:
+    """The one selection rule, in words. A setting (a method, a flag, a budget) replaces the default it is paired
+    with only when it "beats" it: the 95% interval of the per-seed differences is above 0 (`selects`). Otherwise
+    it "loses" (interval below 0), "leans above" / "leans below" (the interval crosses 0 but every seed falls
+    on one side), or "ties"; a single seed has no interval ("one seed"). Words in the docs follow this."""
+    seeds = len(paired["seeds"])
+    if seeds < 2 or paired["low"] != paired["low"]:
+        return "one seed"
+    if paired["low"] > 0:
+        return "beats"
+    if paired["high"] < 0:
+        return "loses"
+    if paired["wins"] == seeds:
+        return "leans above"
+    if all(difference < 0 for difference in paired["differences"]):
+        return "leans below"
+    return "ties"
+
+
+def selects(paired: dict) -> bool:
+    """Whether the rule selects the setting over its default (see `verdict`)."""
+    return verdict(paired) == "beats"
+
+
 def comparison(runs: list[dict]) -> list[dict]:
     """Methods side by side per task, in the order of METHODS.md; where runs have a no-KD twin
     (--baseline_twin), the twins' mean and the paired difference to them."""
@@ -146,7 +170,7 @@ def format_twin(row: dict) -> tuple[str, str]:
     paired = row["twin_difference"]
     interval = "" if paired["low"] != paired["low"] else f" [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
     won = f", {paired['wins']}/{len(paired['seeds'])} runs"  # each run against its own twin
-    return f"{100 * row['twin_mean']:.2f}", f"{100 * paired['mean']:+.2f}{interval}{won}"
+    return f"{100 * row['twin_mean']:.2f}", f"{100 * paired['mean']:+.2f}{interval}{won}: {verdict(paired)}"
 
 
 def write_tables(runs: list[dict], rows: list[dict], output_dir: str) -> None:

@@ -76,8 +76,10 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
 
     # cilda_minild against no KD on dev: differences +3, +2, +3 points
     assert rows["few_labels/cilda_minild"]["paired_difference"]["differences"] == pytest.approx([0.03, 0.02, 0.03])
-    assert f"| cilda_minild | 0.0001 | 84.00 | 81.00 ± {100 * statistics.stdev(DEFAULT[1]):.2f} | +2.67 [" in text
-    assert "| 3/3 |" in text and "kd" not in rows
+    assert (
+        f"| cilda_minild | 1,000 | 0.0001 | 84.00 | 81.00 ± {100 * statistics.stdev(DEFAULT[1]):.2f} | +2.67 [" in text
+    )
+    assert "| 3/3 | beats |" in text and "kd" not in rows  # +2, +3, +3 points on dev: the interval is above 0
     # each method's row says over how many flag sets it was screened: defaults, no_crd, t2, t4 / defaults only
     method_rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert method_rows["| cilda_minild"].endswith("| 4 |") and method_rows["| normal"].endswith("| 1 |")
@@ -348,3 +350,53 @@ def test_class_recall_reweights_dev_accuracy_by_class(bert, sst2_files, tmp_path
     table = capsys.readouterr().out
     kd_row = next(line for line in table.splitlines() if line.startswith("| unlabelled/kd |"))
     assert kd_row.endswith(f"| {100 * score['reweighted_accuracy']:.2f} | +0.00 [+0.00, +0.00] (0/2) |")
+
+
+def test_each_budget_is_chosen_on_heldout_by_the_rule_and_reported_with_its_data(quality, tmp_path):
+    """--budgets 1000 2000 4000: KD's 2,000 steps beat its 1,000 on held-out and 4,000 do not beat 2,000, so KD is
+    reported at 2,000; no KD's 2,000 do not beat its 1,000 (a tie), so it stays at 1,000. The report's JSON holds
+    the rows, the curves and the runs; the ledger's looks at dev are counted."""
+    runs = tmp_path / "runs"
+    for folder, (heldout, dev) in [
+        (runs / "few_labels" / "normal", NO_KD),
+        (runs / "few_labels_steps2000" / "normal", ([0.81, 0.80, 0.80], [0.79, 0.80, 0.78])),
+        (runs / "few_labels" / "kd", ([0.80, 0.81, 0.82], [0.79, 0.80, 0.81])),
+        (runs / "few_labels_steps2000" / "kd", ([0.83, 0.84, 0.85], [0.82, 0.84, 0.82])),
+        (runs / "few_labels_steps4000" / "kd", ([0.84, 0.83, 0.86], [0.85, 0.85, 0.85])),
+    ]:
+        finished_seeds(folder, heldout, dev)
+    found = quality.finished_runs(quality.runs_root(tmp_path, "minilm2"))
+    report = tmp_path / "R.md"
+    options = Namespace(
+        seeds=[42, 43, 44], steps=1000, budgets=[1000, 2000, 4000], report=str(report), student="minilm2"
+    )
+    ledger = [{"date": "2026-12-06 10:00", "task": "SST-2", "set": "dev", "run": "x", "decided": "nothing"}] * 4
+    rows = quality.write_report(
+        found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "labelled": 40}, "c", ledger
+    )
+    assert rows["few_labels/kd"]["steps"] == 2000 and rows["few_labels/normal"]["steps"] == 1000
+    # KD at 2,000 against no KD at 1,000 on dev: +4, +4, +5 points
+    assert rows["few_labels/kd"]["paired_difference"]["differences"] == pytest.approx([0.04, 0.04, 0.05])
+    text = report.read_text()
+    assert "| kd | 2,000 | 0.0001 | 84.00 |" in text
+    assert "| few_labels | kd | 1,000: 81.00; 2,000: 84.00 (beats); 4,000: 84.33 (ties) | 2,000 |" in text
+    assert "| few_labels | normal | 1,000: 80.00; 2,000: 80.33 (ties) | 1,000 |" in text
+    assert "dev: 4 evaluations (2026-12-06 10:00 to 2026-12-06 10:00)" in text
+    assert "| few_labels | kd | steps2000 |" not in text  # budgets are not ablations (they are in "Every run")
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert data["rows"]["few_labels/kd"]["verdict"] == "beats" and len(data["runs"]) == 15
+    assert [p["steps"] for p in data["budgets"]["few_labels/kd"]["points"]] == [1000, 2000, 4000]
+    assert len(data["ledger"]) == 4
+
+
+def test_every_look_at_dev_is_written_to_the_ledger(quality, tmp_path, monkeypatch):
+    """The benchmark's dev evaluation appends one line per look, naming the run and what it decided."""
+    calls = []
+    monkeypatch.setattr(quality.subprocess, "call", lambda args, **_: calls.append(args) or 0)
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    runner = quality.Runner(jobs=1, deadline=None, ledger=tmp_path / "ledger.jsonl")
+    runner.evaluate("kd seed 42", tmp_path / "student", tmp_path / "dev.tsv", tmp_path / "dev.tsv")
+    (entry,) = quality.ledger(tmp_path / "ledger.jsonl")
+    assert entry["run"] == "kd seed 42" and entry["decided"].startswith("nothing") and len(calls) == 1

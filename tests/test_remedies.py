@@ -210,3 +210,22 @@ def test_the_generator_step_weighs_kd_rows_as_the_student_step_does(deterministi
     assert terms["kd_perturbed"].item() == 0.0
     plain = kd_loss(features.teacher_perturbed.logits, features.student_perturbed.logits, 1.0, rows)
     assert plain.item() > 0  # the term the generator used to maximise
+
+
+def test_the_share_warning_joins_only_a_doubted_teachers_warnings():
+    """With a strong teacher (the demo's) few labelled rows are no warning: the share was not selected there; with
+    a teacher the check doubts it is."""
+    from types import SimpleNamespace
+
+    from hf_kd.data import TaskData
+    from hf_kd.diagnostics import TeacherWorth, with_warnings
+
+    data = TaskData(Dataset.from_dict({"label": [0] * 100 + [IGNORE_LABEL] * 900}), None, ["a", "b"], None, 900)
+    args = SimpleNamespace(
+        per_device_train_batch_size=32, gradient_accumulation_steps=1, world_size=1, baseline_twin=False
+    )
+    trainer = SimpleNamespace(args=args)
+    strong = with_warnings(TeacherWorth("accuracy", 0.9, 0.5, "the validation data"), trainer, data)
+    assert strong.warnings == []
+    weak = with_warnings(TeacherWorth("accuracy", 0.52, 0.5, "the validation data"), trainer, data)
+    assert len(weak.warnings) == 2 and weak.warnings[1].startswith("Only 10% of the training rows carry a label")

@@ -135,7 +135,7 @@ def test_report_sets_each_method_beside_its_no_kd_twins(tmp_path):
     assert row["twin_difference"]["wins"] == 2
     write_tables(runs, [row], str(tmp_path))
     table = (tmp_path / "comparison.md").read_text()
-    assert "| sst2 | kd | accuracy | 3 | 81.00 | 1.00 | 80.00 | +1.00 [" in table and "2/3 runs |" in table
+    assert "| sst2 | kd | accuracy | 3 | 81.00 | 1.00 | 80.00 | +1.00 [" in table and "2/3 runs: ties |" in table
 
 
 def write_run(folder, info: dict, results: dict) -> None:
@@ -194,3 +194,25 @@ def test_sweep_reads_equals_forms_and_refuses_a_folder_of_other_arguments(bert, 
     with pytest.raises(ArgumentError, match=r"holds a run of other arguments than this sweep's \(differing: .*kd"):
         run_sweep(other)
     assert os.path.getmtime(os.path.join(row["folder"], "all_results.json")) == stamp
+
+
+@pytest.mark.parametrize(
+    ("differences", "expected"),
+    [
+        ([0.02, 0.03, 0.025], "beats"),
+        ([-0.02, -0.03, -0.025], "loses"),
+        ([0.001, 0.04, 0.002], "leans above"),
+        ([-0.001, -0.04, -0.002], "leans below"),
+        ([0.03, -0.01, 0.03], "ties"),
+        ([0.05], "one seed"),
+    ],
+)
+def test_the_selection_rule_in_words(differences, expected):
+    """A setting replaces its default only when the paired 95% interval is above 0; everything else is a lean
+    or a tie, never advice."""
+    from hf_kd.report import selects, verdict
+
+    baseline = {seed: 0.8 for seed in range(len(differences))}
+    values = {seed: 0.8 + difference for seed, difference in enumerate(differences)}
+    paired = paired_differences(values, baseline)
+    assert verdict(paired) == expected and selects(paired) == (expected == "beats")

@@ -9,11 +9,12 @@
 its files, carving, teacher budget, settings), `models.py` (MiniLM, generators, the from-scratch student),
 `runner.py` (options, jobs, finished runs, the benchmark) and `report.py` (RESULTS.md and the chart).
 
-Settings (students always see the same 4,000 labelled sentences, the bundled `data/sst2/train.tsv`):
-- `few_labels`: those 4,000 labels only, trained to convergence (`--steps`, 1,000 by default: 8 epochs);
-- `unlabelled`: the same labels plus `--unlabelled` (10,000) complete SST-2 training sentences without labels
+Settings (students always see the same labelled rows: the bundled 4,000 of `data/sst2/train.tsv` but the
+492 that are phrases of held-out sentences, 3,508):
+- `few_labels`: those labels only (`--steps`, 1,000 by default);
+- `unlabelled`: the same labels plus `--unlabelled` (9,000) complete SST-2 training sentences without labels
   (`--unlabeled_file`): they learn from the teacher's terms only. No KD cannot use them, so its runs
-  are those of `few_labels`. SST-2 has 10,576 such sentences apart from held-out; `--unlabelled_phrases`
+  are those of `few_labels`. SST-2 has 9,993 such sentences apart from held-out; `--unlabelled_phrases`
   goes on with the phrase rows of the teacher's data (about 45,000 more; ablations with
   `--max_unlabeled_samples N` then take the first N rows, for a curve against the amount of text);
 - `full`: every SST-2 training sentence but the held-out ones, labelled (1 epoch; optional).
@@ -23,8 +24,9 @@ all SST-2 training sentences but the held-out ones (1 epoch, lr 5e-5); student 2
 from MiniLM's layers 2 and 5; generator MiniLM with its LM head trained on SST-2 text (encoder frozen).
 Every method runs with the original's default weights and schedule, batch 32, length 64, linear decay.
 
-Selection never touches dev: a held-out split of 1,000 SST-2 training sentences (in neither the
-students' nor the teacher's data) is every run's validation set; per setting and method the student
+Selection never touches dev: a held-out split of 1,000 complete SST-2 training sentences, drawn at random
+with dev's length profile, with every split carved around it (no phrase of 3 or more tokens shared,
+`benchmarks/heldout.py`), is every run's validation set; per setting and method the student
 learning rate with the best mean held-out accuracy is chosen, from the same sweep for every method.
 Dev (all 872 GLUE SST-2 dev sentences) is then reported for the chosen runs, with the paired
 per-seed difference against no KD (mean, std, 95% t-interval). Finished runs are reused; results

@@ -3,12 +3,14 @@ both paired by seed, the learning rate chosen on held-out (`choose`), and the ch
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from benchmarks.quality import METHODS, ROOT
 from benchmarks.quality.models import STUDENTS
 from benchmarks.quality.tasks import HELD_OUT_ROWS, SETTINGS, TASKS, Task
-from hf_kd.report import group_statistics, paired_differences
+from hf_kd.report import group_statistics, paired_differences, selects, verdict
 
 # RESULTS.md below this line is written by hand (what the numbers say) and kept when the tables are rewritten.
 ANALYSIS_MARKER = "<!-- analysis: kept when the benchmark rewrites the tables above -->"
@@ -41,14 +43,23 @@ def choose(runs: list[dict], n_seeds: int) -> dict[tuple[str, str], dict]:
     return summary
 
 
-def write_report(runs: list[dict], teacher: dict, options, counts: dict, command: str) -> dict:
-    """RESULTS.md from every finished run: per setting the methods' dev accuracy against no KD, then
-    each ablation on held-out against the method's default flags (the analysis below the marker stays)."""
+def write_report(
+    runs: list[dict], teacher: dict, options, counts: dict, command: str, ledger: list[dict] | None = None
+) -> dict:
+    """RESULTS.md (and its data, RESULTS.json) from every finished run: per setting the methods' dev accuracy
+    against no KD at each one's chosen budget, the budget curves, each ablation on held-out against the method's
+    default flags, and the ledger of looks at the reported set (the analysis below the marker stays)."""
     import statistics
 
     task = TASKS[getattr(options, "task", "sst2")]
+    budgets = getattr(options, "budgets", None) or [options.steps]
     defaults = [r for r in runs if not r["variant"]]
-    summary = choose(with_shared_no_kd(defaults, {r["setting"] for r in runs}), len(options.seeds))
+    shared = {r["setting"] for r in runs}
+    summary = choose(with_shared_no_kd(defaults, shared), len(options.seeds))
+    curves = budget_curves(runs, summary, budgets, len(options.seeds), shared)
+    summary = {key: curve["chosen"] for key, curve in curves.items()} | {
+        key: cell | {"steps": budgets[0]} for key, cell in summary.items() if key not in curves
+    }
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
     swept = {r["learning_rate"] for r in defaults} or set(options.learning_rates)  # not an ablation's own rate
@@ -75,7 +86,7 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     if getattr(options, "unlabelled_phrases", False):
         lines[-2:-2] = [
             "Unlabelled text (`--unlabelled_phrases`): the complete SST-2 training sentences apart from held-out "
-            "(10,576), then the phrase rows of the teacher's data (each once, no labelled row), up to "
+            "(9,993), then the phrase rows of the teacher's data (each once, no labelled row), up to "
             "`--unlabelled` rows; ablations with `--max_unlabeled_samples N` read its first N rows.",
             "",
         ]
@@ -94,8 +105,9 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
         lines += [
             f"## `{setting}`: {description}",
             "",
-            "| method | lr | held-out | dev (mean ± std) | Δ dev vs no KD [95% CI] | won | s / run | variants run |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | steps | lr | held-out | dev (mean ± std) | Δ dev vs no KD [95% CI] | won | rule | s / run "
+            "| variants run |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         baseline = summary.get((setting, "normal"))
         base_dev = {r["seed"]: r["dev"] for r in baseline["runs"]} if baseline else {}
@@ -105,24 +117,32 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
                 continue
             dev = [r["dev"] for r in cell["runs"]]
             wall = statistics.fmean(r["wall_seconds"] or 0.0 for r in cell["runs"])
-            delta, won = "", ""
+            delta, won, rule = "", "", ""
             row = {"learning_rate": cell["learning_rate"], "heldout": cell["heldout"], "dev": statistics.fmean(dev)}
+            row |= {"steps": cell["steps"], "seeds": [r["seed"] for r in cell["runs"]], "dev_runs": dev}
             row["dev_std"] = statistics.stdev(dev) if len(dev) > 1 else 0.0
             if method != "normal" and base_dev:
                 paired = paired_differences({r["seed"]: r["dev"] for r in cell["runs"]}, base_dev)
                 delta = f"{format_difference(paired)}"
                 won = f"{paired['wins']}/{len(paired['seeds'])}"
-                row["paired_difference"] = paired
+                rule = verdict(paired)
+                row["paired_difference"], row["verdict"] = paired, rule
             table_rows[f"{setting}/{method}"] = row
             # how many flag sets this method was screened over here (its defaults and each ablation): a method
             # looked at in 8 variants and one in 2 are not compared on equal terms
             variants = len({r["variant"] for r in runs if (r["setting"], r["method"]) == (setting, method)})
             lines.append(
-                f"| {method} | {cell['learning_rate']:g} | {100 * cell['heldout']:.2f} | "
-                f"{100 * row['dev']:.2f} ± {100 * row['dev_std']:.2f} | {delta} | {won} | {wall:.0f} | {max(variants, 1)} |"
+                f"| {method} | {cell['steps']:,} | {cell['learning_rate']:g} | {100 * cell['heldout']:.2f} | "
+                f"{100 * row['dev']:.2f} ± {100 * row['dev_std']:.2f} | {delta} | {won} | {rule} | {wall:.0f} "
+                f"| {max(variants, 1)} |"
             )
         lines.append("")
-    lines += ablation_table(runs, summary, options)
+    lines += budget_table(curves)
+    defaults_summary = {
+        key: cell for key, cell in choose(with_shared_no_kd(defaults, shared), len(options.seeds)).items()
+    }
+    lines += ablation_table([r for r in runs if not is_budget(r["variant"])], defaults_summary, options)
+    lines += ledger_section(ledger or [])
     lines += [
         "## Every run",
         "",
@@ -140,8 +160,121 @@ def write_report(runs: list[dict], teacher: dict, options, counts: dict, command
     previous = results_md.read_text() if results_md.is_file() else ""
     analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
     results_md.write_text("\n".join(lines) + "\n" + analysis)
-    plot(chart_bars(table_rows, runs), teacher, len(options.seeds), chart, task.title)
+    plot(
+        chart_bars(table_rows, [r for r in runs if not is_budget(r["variant"])]),
+        teacher,
+        len(options.seeds),
+        chart,
+        task.title,
+    )
+    data = {
+        "task": task.title,
+        "command": command,
+        "teacher": teacher,
+        "rows": table_rows,
+        "budgets": {f"{s}/{m}": {k: v for k, v in c.items() if k != "chosen"} for (s, m), c in curves.items()},
+        "ablations": ablation_data(runs, defaults_summary),
+        "runs": runs,
+        "ledger": ledger or [],
+    }
+    results_md.with_suffix(".json").write_text(json.dumps(data, indent=1, default=float))
     return table_rows
+
+
+def is_budget(variant: str) -> bool:
+    """A budget variant (`stepsN`, from --budgets) rather than an ablation."""
+    return re.fullmatch(r"steps\d+", variant) is not None
+
+
+def budget_curves(runs: list[dict], defaults: dict, budgets: list[int], n_seeds: int, shared: set[str]) -> dict:
+    """Per (setting, method) with larger budgets run: held-out at each budget (its learning rate chosen there),
+    each against the one before, paired by seed, and the chosen budget: the first whose next does not beat it
+    (`hf_kd.report.selects`). No KD is chosen the same way."""
+    if len(budgets) < 2:
+        return {}
+    cells = {budgets[0]: defaults}
+    for budget in budgets[1:]:
+        variant = [r for r in runs if r["variant"] == f"steps{budget}"]
+        cells[budget] = choose(with_shared_no_kd(variant, shared), n_seeds)
+    curves = {}
+    for key, first in defaults.items():
+        chosen, before, stopped = first | {"steps": budgets[0]}, first, False
+        points = [{"steps": budgets[0], "heldout": first["heldout"], "verdict": ""}]
+        for budget in budgets[1:]:
+            cell = cells[budget].get(key)
+            if cell is None:
+                break
+            paired = paired_differences(by_seed(cell, "heldout"), by_seed(before, "heldout"))
+            points.append({"steps": budget, "heldout": cell["heldout"], "verdict": verdict(paired), "paired": paired})
+            stopped = stopped or not selects(paired)
+            if not stopped:
+                chosen = cell | {"steps": budget}
+            before = cell
+        curves[key] = {"points": points, "chosen": chosen}
+    return curves
+
+
+def budget_table(curves: dict) -> list[str]:
+    if not curves:
+        return []
+    lines = [
+        "## Budgets",
+        "",
+        "Each method's step budget is chosen on held-out: the first whose next does not beat it (the 95% interval "
+        "of the paired per-seed difference above 0, `hf_kd.report.verdict`); each budget's learning rate is chosen "
+        "there. The tables above report each method at its chosen budget.",
+        "",
+        "| setting | method | held-out by steps (rule against the budget before) | chosen |",
+        "|---|---|---|---|",
+    ]
+    for (setting, method), curve in curves.items():
+        points = "; ".join(
+            f"{p['steps']:,}: {100 * p['heldout']:.2f}" + (f" ({p['verdict']})" if p["verdict"] else "")
+            for p in curve["points"]
+        )
+        lines.append(f"| {setting} | {method} | {points} | {curve['chosen']['steps']:,} |")
+    return [*lines, ""]
+
+
+def ledger_section(entries: list[dict]) -> list[str]:
+    """Every look at the reported set this benchmark's runs made, so a reader sees how often it was looked at."""
+    if not entries:
+        return []
+    runs = {}
+    for entry in entries:
+        runs.setdefault(entry["set"], []).append(entry)
+    lines = ["## Ledger: looks at the reported set", ""]
+    for reported, looks in runs.items():
+        dates = sorted(entry["date"] for entry in looks)
+        decided = sorted({entry["decided"] for entry in looks})
+        lines.append(
+            f"- {reported}: {len(looks)} evaluations ({dates[0]} to {dates[-1]}), one per finished run and the "
+            f"teacher; decided: {'; '.join(decided)}. The full list: `ledger.jsonl` in the output folder and "
+            "this report's JSON."
+        )
+    return [*lines, ""]
+
+
+def ablation_data(runs: list[dict], defaults: dict) -> list[dict]:
+    """Each ablation against its method's defaults on held-out, paired by seed, with the rule's verdict."""
+    data = []
+    for (setting, method, variant), cell in ablation_cells([r for r in runs if not is_budget(r["variant"])]).items():
+        default = defaults.get((setting, method))
+        paired = None if default is None else paired_differences(by_seed(cell, "heldout"), by_seed(default, "heldout"))
+        data.append(
+            {
+                "setting": setting,
+                "method": method,
+                "ablation": variant,
+                "flags": cell["runs"][0]["flags"],
+                "learning_rate": cell["learning_rate"],
+                "heldout": cell["heldout"],
+                "heldout_vs_default": paired,
+                "verdict": None if paired is None else verdict(paired),
+                "selected": paired is not None and selects(paired),
+            }
+        )
+    return data
 
 
 def teacher_data(options, counts: dict, task: Task) -> str:

@@ -43,8 +43,10 @@ class Runner:
     """Runs hf_kd jobs as subprocesses, `jobs` at a time, each with its share of the CPU threads; a job
     that runs alone (the teacher, before the pool starts) gets them all."""
 
-    def __init__(self, jobs: int, deadline: float | None, task: Task = TASKS["sst2"]) -> None:
-        self.jobs, self.deadline, self.task = jobs, deadline, task
+    def __init__(
+        self, jobs: int, deadline: float | None, task: Task = TASKS["sst2"], ledger: Path | None = None
+    ) -> None:
+        self.jobs, self.deadline, self.task, self.ledger = jobs, deadline, task, ledger
         self.all_threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
         self.threads = max(1, self.all_threads // jobs)
         self.lock = threading.Lock()
@@ -68,10 +70,21 @@ class Runner:
         return read_run(folder)
 
     def evaluate(self, name: str, model_dir: Path, dev_file: Path, labelled_file: Path, alone: bool = False) -> None:
-        """Dev accuracy of a trained model with the library's own evaluation, in `model_dir/dev`."""
+        """Dev accuracy of a trained model with the library's own evaluation, in `model_dir/dev`; each evaluation
+        of the reported set is written to the ledger (`LEDGER_FILE` beside the runs)."""
         key = {"model": content_hash(model_dir / "model.safetensors"), "dev": content_hash(dev_file)}
         if is_finished(model_dir / "dev", key, f"{name} [dev]"):
             return
+        if self.ledger is not None:
+            entry = {
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "task": self.task.title,
+                "set": self.task.reported_on,
+                "run": name,
+                "decided": "nothing: reported (choices are made on held-out)",
+            }
+            with self.lock, open(self.ledger, "a") as f:
+                f.write(json.dumps(entry) + "\n")
         args = ["--method", "normal", "--do_train", "false", "--model_name_or_path", str(model_dir)]
         args += [*self.task.data_flags, "--train_file", str(labelled_file), "--validation_file", str(dev_file)]
         args += ["--max_seq_length", "64", "--per_device_eval_batch_size", "128", "--report_to", "none"]
@@ -92,6 +105,14 @@ class Runner:
         with self.lock:
             print(f"== {'done' if code == 0 else f'FAILED ({code}), see ' + str(log)} {name}", flush=True)
         return code
+
+
+LEDGER_FILE = "ledger.jsonl"  # every evaluation on the reported set (dev / test), appended as it happens
+
+
+def ledger(path: Path) -> list[dict]:
+    """The ledger's entries (none before the first evaluation)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def read_run(folder: Path) -> dict | None:
@@ -162,11 +183,18 @@ def parse_options(argv: list[str] | None = None):
     parser.add_argument("--jobs", type=int, help="jobs at once (preset's: 1 on CPU, 10 on one GPU)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--steps", type=int, default=1000, help="student optimizer steps (few_labels, unlabelled)")
-    parser.add_argument("--unlabelled", type=int, default=10000, help="unlabelled sentences of setting unlabelled")
+    parser.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        help="student step budgets to choose from on held-out, ascending from --steps: each method's budget is the "
+        "first whose next does not beat it by the selection rule (hf_kd.report.verdict); runs in <setting>_stepsN",
+    )
+    parser.add_argument("--unlabelled", type=int, default=9000, help="unlabelled sentences of setting unlabelled")
     parser.add_argument(
         "--unlabelled_phrases",
         action="store_true",
-        help="SST-2: after its 10,576 complete sentences the unlabelled text goes on with the phrase rows of the "
+        help="SST-2: after its 9,993 complete sentences the unlabelled text goes on with the phrase rows of the "
         "teacher's data (up to --unlabelled rows in all)",
     )
     parser.add_argument("--extra_args", default="", help="more run_glue_kd.py flags for every student (e.g. --bf16)")
@@ -235,6 +263,9 @@ def parse_options(argv: list[str] | None = None):
     if options.minority_share is not None and not (0 < options.minority_share < 0.5 and options.task == "sst2"):
         parser.error("--minority_share: a share in (0, 0.5), for --task sst2 (the positives kept among the rows)")
     per_run_flags(parser, "--extra_args", options.extra_args, sweeps=False)
+    options.budgets = sorted(set(options.budgets or []) | {options.steps})
+    if options.budgets[0] != options.steps:
+        parser.error(f"--budgets {options.budgets}: each at least --steps {options.steps} (the curve starts there)")
     options.ablation_methods = options.ablation_methods or options.methods
     options.variants = {"": ""}  # name -> the flags it adds ("": the method's defaults)
     options.variant_methods = {"": options.methods}  # name -> the methods it runs
@@ -254,7 +285,16 @@ def parse_options(argv: list[str] | None = None):
         options.variants[name] = flags.strip()
         options.variant_methods[name] = methods
         options.variant_rates[name] = per_run_flags(parser, f"--ablation {name}", flags) or options.learning_rates
+    for budget in options.budgets[1:]:  # each larger budget a variant of every method, at every learning rate
+        options.variants[budget_variant(budget)] = f"--max_steps {budget}"
+        options.variant_methods[budget_variant(budget)] = options.methods
+        options.variant_rates[budget_variant(budget)] = options.learning_rates
     return options
+
+
+def budget_variant(steps: int) -> str:
+    """The variant (folders `<setting>_stepsN`) of a larger step budget."""
+    return f"steps{steps}"
 
 
 def per_run_flags(parser: argparse.ArgumentParser, where: str, flags: str, sweeps: bool = True) -> list[float]:
@@ -301,7 +341,7 @@ def benchmark(argv: list[str] | None = None) -> None:
     counts = {name: len(files[name].read_text().splitlines()) - 1 for name in names}
     labelled, dev = files["labelled"], files["dev"]
     deadline = None if options.deadline_minutes is None else time.time() + 60 * options.deadline_minutes
-    runner = Runner(options.jobs, deadline, task)
+    runner = Runner(options.jobs, deadline, task, out / LEDGER_FILE)
     root = runs_root(out, options.student)
     results_name = "results.json" if options.student == "minilm2" else f"results_{options.student}.json"
     command = " ".join(["python benchmarks/quality_sst2.py", *map(shlex.quote, sys.argv[1:])]).strip()
@@ -371,7 +411,7 @@ def benchmark(argv: list[str] | None = None) -> None:
     teacher = read_run(out / "teacher")
     if teacher is None or teacher["dev"] is None:
         sys.exit(f"No finished teacher in {out / 'teacher'}: run without --report_only first.")
-    write_report(finished_runs(root), teacher, options, counts, command)
+    write_report(finished_runs(root), teacher, options, counts, command, ledger(out / LEDGER_FILE))
     print(Path(options.report).read_text())
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.heldout import OverlapIndex, carve_heldout
+from benchmarks.heldout import OverlapIndex, draw_heldout
 from benchmarks.quality import ROOT
 
 SETTINGS = {
@@ -24,7 +24,7 @@ SETTINGS = {
 
 HELD_OUT_ROWS = 1000
 
-SPLIT_VERSION = "no-shared-phrase"  # held-out shares no phrase with any other split (benchmarks/heldout.py)
+SPLIT_VERSION = "random-dev-profile"  # held-out drawn like dev, the rest carved around it (benchmarks/heldout.py)
 
 BANKING77_PER_INTENT = 10  # labelled queries per intent of the students (770)
 
@@ -39,17 +39,19 @@ def is_sentence(text: str) -> bool:
 
 
 def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int, phrases: bool = False) -> dict[str, Path]:
-    """Held-out, unlabelled and teacher files from GLUE's SST-2 train.tsv, with no phrase shared with held-out.
+    """Held-out, labelled, unlabelled and teacher files from GLUE's SST-2 train.tsv, none sharing a phrase with
+    held-out.
 
-    GLUE's rows shuffled by `Random(0)`: the first 4,000 are the bundled sample (the students' labels).
-    The dev set holds complete sentences (97% end in . ! ?) while 81% of the training rows are phrases,
-    so held-out and unlabelled text are complete sentences too. Held-out: the next 1,000 sentences that
-    overlap (one containing the other as whole words, `benchmarks/heldout.py`) no row of the sample nor
-    of the bundled `data/sst2/unlabelled.tsv`, nor each other. Unlabelled: the bundled 4,000, then the
-    following sentences that overlap no held-out one; with `phrases`, then every other row of the teacher's
-    data (phrases, once each, none of them a labelled row). Teacher: every row that overlaps no held-out one.
+    GLUE's rows shuffled by `Random(0)`: the first 4,000 are the bundled sample (the students' labels). The dev
+    set holds complete sentences (97% end in . ! ?) while 81% of the training rows are phrases, so held-out and
+    unlabelled text are complete sentences too. Held-out: 1,000 complete sentences of the rest drawn at random
+    with dev's length profile (`benchmarks/heldout.py`). Every other split is carved around it: the students'
+    labels are the sample's rows that overlap no held-out sentence, the unlabelled text the bundled
+    `data/sst2/unlabelled.tsv` and the following sentences that overlap none (with `phrases`, then every other
+    row of the teacher's data: phrases, once each, none of them a labelled row), the teacher's data every row
+    that overlaps none.
     """
-    paths = {name: folder / f"{name}.tsv" for name in ("heldout", "unlabelled", "full")}
+    paths = {name: folder / f"{name}.tsv" for name in ("heldout", "labelled", "unlabelled", "full")}
     count = folder / "unlabelled.count"
     key = f"{n_unlabelled}{' with phrases' if phrases else ''} {SPLIT_VERSION}"
     if all(path.is_file() for path in paths.values()) and count.is_file() and count.read_text() == key:
@@ -61,19 +63,20 @@ def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int, phrases: bool 
     if rows[:SAMPLE_ROWS] != sample:
         sys.exit(f"{glue_train} is not GLUE's SST-2 train.tsv: its shuffle does not give data/sst2/train.tsv")
     bundled = (ROOT / "data" / "sst2" / "unlabelled.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    protected = [row.split("\t")[0] for row in sample] + bundled
-    seen = set(protected)
+    seen = {*(row.split("\t")[0] for row in sample), *bundled}
     sentences = []
     for row in rows[SAMPLE_ROWS:]:
         text = row.split("\t")[0]
         if is_sentence(text) and text not in seen:
             seen.add(text)
             sentences.append(text)
-    heldout_texts = carve_heldout(sentences, protected, HELD_OUT_ROWS)
+    dev = [row.split("\t")[0] for row in (ROOT / "data" / "sst2" / "dev.tsv").read_text().splitlines()[1:]]
+    heldout_texts = draw_heldout(sentences, dev, HELD_OUT_ROWS)  # dev's lengths only: no text, no label
     labels = dict(row.split("\t") for row in rows)
     heldout = [f"{text}\t{labels[text]}" for text in heldout_texts]
     index = OverlapIndex(heldout_texts)
-    unlabelled = bundled + [text for text in sentences if not index.overlaps(text)]
+    labelled = [row for row in sample if not index.overlaps(row.split("\t")[0])]
+    unlabelled = [text for text in bundled + sentences if not index.overlaps(text)]
     full = [row for row in rows if not index.overlaps(row.split("\t")[0])]
     if phrases:  # dict.fromkeys: each text once, in the shuffled order
         taken = {*unlabelled, *(row.split("\t")[0] for row in sample)}
@@ -83,18 +86,19 @@ def split_sst2(glue_train: Path, folder: Path, n_unlabelled: int, phrases: bool 
         sys.exit(f"--unlabelled {n_unlabelled}: SST-2 has only {len(unlabelled):,} {kind} apart from held-out.")
     folder.mkdir(parents=True, exist_ok=True)
     paths["heldout"].write_text("\n".join([header, *heldout]) + "\n", encoding="utf-8")
+    paths["labelled"].write_text("\n".join([header, *labelled]) + "\n", encoding="utf-8")
     paths["unlabelled"].write_text("\n".join(["sentence", *unlabelled[:n_unlabelled]]) + "\n", encoding="utf-8")
     paths["full"].write_text("\n".join([header, *full]) + "\n", encoding="utf-8")
     count.write_text(key)
     return paths
 
 
-def split_banking77(train_csv: Path, folder: Path) -> dict[str, Path]:
+def split_banking77(train_csv: Path, folder: Path, test_csv: Path | None = None) -> dict[str, Path]:
     """Held-out, labelled, unlabelled and teacher files from BANKING77's train.csv (`text,category`).
 
-    Rows shuffled by `Random(0)`; held-out: the first 1,000 queries that overlap no other (one containing the
-    other as whole words, `benchmarks/heldout.py`); every other split keeps the queries that overlap no
-    held-out one: the students' labels are the first 10 per intent, their unlabelled text the rest (text
+    Rows shuffled by `Random(0)`; held-out: 1,000 queries drawn at random with the test set's length profile
+    (`benchmarks/heldout.py`; the test set's lengths only); every other split keeps the queries that overlap
+    no held-out one: the students' labels are the first 10 per intent, their unlabelled text the rest (text
     only), and the teacher learns from all of them.
     """
     import csv
@@ -108,8 +112,11 @@ def split_banking77(train_csv: Path, folder: Path) -> dict[str, Path]:
         rows = list(csv.DictReader(f))
     if not rows or set(rows[0]) != {"text", "category"}:
         sys.exit(f"{train_csv} is not BANKING77's train.csv (columns text,category)")
+    test_csv = test_csv or train_csv.with_name("test.csv")
+    with open(test_csv, encoding="utf-8", newline="") as f:
+        reference = [row["text"] for row in csv.DictReader(f)]
     random.Random(0).shuffle(rows)
-    heldout_texts = set(carve_heldout([row["text"] for row in rows], [], HELD_OUT_ROWS))
+    heldout_texts = set(draw_heldout([row["text"] for row in rows], reference, HELD_OUT_ROWS))
     heldout = list({row["text"]: row for row in rows if row["text"] in heldout_texts}.values())  # once each
     index = OverlapIndex(heldout_texts)
     rest = [row for row in rows if row["text"] not in heldout_texts and not index.overlaps(row["text"])]
@@ -179,13 +186,13 @@ def skewed(source: Path, label_of: dict[str, str], minority_share: float, folder
 
 
 def sst2_files(options, folder: Path) -> dict[str, Path]:
-    """SST-2: held-out, unlabelled and teacher files carved from GLUE's train.tsv (`--glue_train_file`); the
-    students' labels are the bundled sample, dev the bundled GLUE dev set."""
+    """SST-2: held-out, labelled, unlabelled and teacher files carved from GLUE's train.tsv (`--glue_train_file`);
+    dev is the bundled GLUE dev set."""
     glue_train = Path(options.glue_train_file)
     if not glue_train.is_file():
         sys.exit(f"--glue_train_file {glue_train} not found: pass GLUE's SST-2 train.tsv")
     files = split_sst2(glue_train, folder, options.unlabelled, options.unlabelled_phrases)
-    return {**files, "labelled": ROOT / "data" / "sst2" / "train.tsv", "dev": ROOT / "data" / "sst2" / "dev.tsv"}
+    return {**files, "dev": ROOT / "data" / "sst2" / "dev.tsv"}
 
 
 def banking77_files(options, folder: Path) -> dict[str, Path]:
@@ -193,7 +200,7 @@ def banking77_files(options, folder: Path) -> dict[str, Path]:
     source = Path(options.banking77_dir)
     if not (source / "train.csv").is_file() or not (source / "test.csv").is_file():
         sys.exit(f"--banking77_dir {source}: needs BANKING77's train.csv and test.csv")
-    return {**split_banking77(source / "train.csv", folder), "dev": source / "test.csv"}
+    return {**split_banking77(source / "train.csv", folder, source / "test.csv"), "dev": source / "test.csv"}
 
 
 @dataclass(frozen=True)
