@@ -64,6 +64,11 @@ def write_report(
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
     swept = {r["learning_rate"] for r in defaults} or set(options.learning_rates)  # not an ablation's own rate
     rates = ", ".join(f"{lr:g}" for lr in sorted(swept))
+    steps_text = (
+        f"{options.steps:,} student steps"
+        if len(budgets) == 1
+        else f"student steps chosen per setting and method on held-out among {', '.join(f'{b:,}' for b in budgets)}"
+    )
     teacher_steps = getattr(options, "teacher_steps", None)
     teacher_budget = f", `--max_steps {teacher_steps}`" if teacher_steps else ""
     lines = [
@@ -74,13 +79,14 @@ def write_report(
         "",
         f"Teacher all-MiniLM-L6-v2 (6 x 384) fine-tuned on {teacher_data(options, counts, task)} "
         f"(`{' '.join(task.teacher_flags)}`{teacher_budget}); {STUDENTS[options.student]}. Every method: the original's "
-        f"default weights and schedule, batch 32, length 64, linear decay, {options.steps:,} student steps "
-        f"(`full`: 1 epoch); student learning rate chosen per setting and method from {{{rates}}} by mean "
+        f"default weights and schedule, batch 32, length 64, linear decay, {steps_text} "
+        f"(`full`: 1 epoch; an ablation's own flags are in its table); student learning rate chosen per setting "
+        f"and method from {{{rates}}} by mean "
         f"accuracy on {HELD_OUT_ROWS:,} {task.held_out} (sharing no phrase with any other split); seeds "
         f"{', '.join(map(str, options.seeds))}. Reported: {task.reported_on}, never used for a choice. Δ is the paired "
         "per-seed difference to no KD (mean, 95% t-interval, seeds won).",
         "",
-        f"Teacher: held-out {100 * teacher['heldout']:.2f}, dev **{100 * teacher['dev']:.2f}**.",
+        f"Teacher: held-out {100 * teacher['heldout']:.2f}, {task.reported} **{100 * teacher['dev']:.2f}**.",
         "",
     ]
     if getattr(options, "unlabelled_phrases", False):
@@ -105,8 +111,8 @@ def write_report(
         lines += [
             f"## `{setting}`: {description}",
             "",
-            "| method | steps | lr | held-out | dev (mean ± std) | Δ dev vs no KD [95% CI] | won | rule | s / run "
-            "| variants run |",
+            f"| method | steps | lr | held-out | {task.reported} (mean ± std) | Δ {task.reported} vs no KD [95% CI] | won "
+            "| rule | s / run | variants run |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         baseline = summary.get((setting, "normal"))
@@ -141,12 +147,12 @@ def write_report(
     defaults_summary = {
         key: cell for key, cell in choose(with_shared_no_kd(defaults, shared), len(options.seeds)).items()
     }
-    lines += ablation_table([r for r in runs if not is_budget(r["variant"])], defaults_summary, options)
+    lines += ablation_table([r for r in runs if not is_budget(r["variant"])], defaults_summary, options, task.reported)
     lines += ledger_section(ledger or [])
     lines += [
         "## Every run",
         "",
-        "| setting | ablation | method | lr | seed | held-out | dev | wall time (s) |",
+        f"| setting | ablation | method | lr | seed | held-out | {task.reported} | wall time (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
@@ -307,7 +313,9 @@ def ablation_cells(runs: list[dict]) -> dict[tuple[str, str, str], dict]:
     return cells
 
 
-def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], options) -> list[str]:
+def ablation_table(
+    runs: list[dict], defaults: dict[tuple[str, str], dict], options, reported: str = "dev"
+) -> list[str]:
     """Each ablation against the same method's default flags, paired by seed on held-out (where choices
     are made); dev is shown for the record, not for choosing."""
     import statistics
@@ -341,11 +349,11 @@ def ablation_table(runs: list[dict], defaults: dict[tuple[str, str], dict], opti
         "",
         "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
         "Δ is paired by seed against the same method with its default flags, on held-out, where choices are "
-        "made; Δ dev is shown for the record, and so is the ablation's dev against no KD (paired, 95% interval, "
+        f"made; Δ {reported} is shown for the record, and so is the ablation's {reported} against no KD (paired, 95% interval, "
         "seeds won). `won` counts the seeds (at least 2; the interval needs 3 to mean much).",
         "",
         "| setting | method | ablation | flags | held-out, default | held-out, ablation | Δ held-out [95% CI] | won "
-        "| Δ dev | dev vs no KD [95% CI] (won) |",
+        f"| Δ {reported} | {reported} vs no KD [95% CI] (won) |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""The numbers README.md and docs/RECIPES.md state, generated from the quality reports' JSON.
+
+    python benchmarks/claims.py           # rewrite every claims block from the reports
+    python benchmarks/claims.py --check   # exit 1 naming each block that differs (tests/test_claims.py)
+
+A block sits between `<!-- claims:NAME -->` and `<!-- /claims:NAME -->`. Its numbers and verdict words come
+from a report's JSON (`benchmarks/quality/report.py` writes it beside the Markdown) through the one
+selection rule (`hf_kd.report.verdict`): a configuration "beats" its baseline only when the paired 95%
+interval is above 0, and only such a configuration is listed as a recommendation. Prose outside the blocks
+cites them and adds no number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "RECIPES.md")
+BLOCK = re.compile(r"<!-- claims:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /claims:(?P=name) -->", re.S)
+
+
+def points(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def interval(paired: dict) -> str:
+    """`+1.64 [+0.77, +2.51], 3/3`: a paired difference in points, its 95% interval and the seeds won."""
+    text = f"{100 * paired['mean']:+.2f}"
+    if len(paired["seeds"]) > 1:
+        text += f" [{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
+    return f"{text}, {paired['wins']}/{len(paired['seeds'])}"
+
+
+def headline_table(data: dict) -> str:
+    """Every configuration of a report at its chosen budget: held-out (where choices are made), the reported set
+    once (mean ± std over seeds), and the paired difference to no KD with the rule's word."""
+    from hf_kd.report import verdict
+
+    lines = [
+        f"{data['task']}, teacher {points(data['teacher']['dev'])} on the reported set "
+        f"(held-out {points(data['teacher']['heldout'])}):",
+        "",
+        "| setting | method | steps | seeds | held-out | reported (mean ± std) | Δ vs no KD [95% CI], won | rule |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in data["rows"].items():
+        setting, method = key.split("/")
+        paired = row.get("paired_difference")
+        difference = "" if paired is None else interval(paired)
+        rule = "" if paired is None else verdict(paired)
+        lines.append(
+            f"| {setting} | {method} | {row['steps']:,} | {len(row['seeds'])} | {points(row['heldout'])} "
+            f"| {points(row['dev'])} ± {points(row['dev_std'])} | {difference} | {rule} |"
+        )
+    return "\n".join(lines)
+
+
+def recommendations(data: dict) -> str:
+    """The configurations the rule selects over no KD, best reported first; the rest are named as leans or ties."""
+    from hf_kd.report import verdict
+
+    chosen, others = [], []
+    for key, row in data["rows"].items():
+        paired = row.get("paired_difference")
+        if paired is None:
+            continue
+        line = f"`{key}` at {row['steps']:,} steps: {interval(paired)} over no KD"
+        (chosen if verdict(paired) == "beats" else others).append((row["dev"], f"{line} ({verdict(paired)})"))
+    lines = [f"- {text}" for _, text in sorted(chosen, reverse=True)] or ["- none: no configuration beats no KD"]
+    if others:
+        lines.append("- not recommended (the rule did not select them): " + "; ".join(t for _, t in sorted(others)))
+    return "\n".join(lines)
+
+
+# name -> (report JSON, renderer); a block whose report is missing is left as it is and named by --check
+RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "headline-sst2": ("benchmarks/RESULTS_headline_sst2.json", headline_table),
+    "headline-banking77": ("benchmarks/RESULTS_headline_banking77.json", headline_table),
+    "recommend-sst2": ("benchmarks/RESULTS_headline_sst2.json", recommendations),
+    "recommend-banking77": ("benchmarks/RESULTS_headline_banking77.json", recommendations),
+}
+
+
+def render(name: str, root: Path = ROOT) -> str | None:
+    """A block's body from its report, or None when the report is not there yet."""
+    report, renderer = RENDERERS[name]
+    path = root / report
+    if not path.is_file():
+        return None
+    return renderer(json.loads(path.read_text())) + "\n"
+
+
+def rewrite(text: str, root: Path = ROOT) -> tuple[str, list[str]]:
+    """`text` with every block regenerated, and the names of the blocks that changed or cannot be made."""
+    changed: list[str] = []
+
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        if name not in RENDERERS:
+            changed.append(f"{name} (unknown block)")
+            return match[0]
+        body = render(name, root)
+        if body is None:
+            changed.append(f"{name} (its report {RENDERERS[name][0]} is missing)")
+            return match[0]
+        if body != match["body"]:
+            changed.append(name)
+        return f"<!-- claims:{name} -->\n{body}<!-- /claims:{name} -->"
+
+    return BLOCK.sub(fill, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")
+    options = parser.parse_args(argv)
+    stale = []
+    for document in DOCUMENTS:
+        text, changed = rewrite(document.read_text())
+        stale += [f"{document.relative_to(ROOT)}: {name}" for name in changed]
+        if not options.check and changed:
+            document.write_text(text)
+    if stale:
+        print(("differs: " if options.check else "rewritten: ") + "; ".join(stale))
+    return 1 if options.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
