@@ -15,62 +15,25 @@ shorter than dev); every other split is then carved around it (`without_overlap`
 from __future__ import annotations
 
 import random
-import re
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
-# a word (with a contraction inside it: BANKING77's "i'm"), a token that starts with an apostrophe (SST-2's
-# "'s", "'re"), or a run of punctuation
-TOKEN = re.compile(r"\w+(?:'\w+)*|'\w+|[^\w\s]+")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hf_kd.overlap import MIN_SHARED, OverlapIndex, normalise, tokens, word_runs
 
-def tokens(text: str) -> list[str]:
-    """Lower-cased tokens, punctuation-only tokens at both ends left out (`a great film .` is `a great film`)."""
-    found = TOKEN.findall(text.lower())
-    is_word = [any(ch.isalnum() for ch in token) for token in found]
-    if not any(is_word):
-        return []
-    first, last = is_word.index(True), len(found) - 1 - is_word[::-1].index(True)
-    return found[first : last + 1]
-
-
-def normalise(text: str) -> str:
-    """The tokens of `text`, joined by single spaces."""
-    return " ".join(tokens(text))
-
-
-MIN_SHARED = 3  # a contained text shorter than this (`funny`, `the film`) says nothing of one sentence
-
-
-def word_runs(text: str, shortest: int = MIN_SHARED) -> set[str]:
-    """Every run of at least `shortest` consecutive whole tokens of a normalised text (its phrases that could be
-    another row), and the text itself."""
-    words = text.split()
-    runs = {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + shortest, len(words) + 1)}
-    return runs | {text}
-
-
-class OverlapIndex:
-    """The rows of a split, to ask at once whether a text overlaps any of them: equal to one, or one a run of
-    at least `MIN_SHARED` whole tokens of the other."""
-
-    def __init__(self, texts: Iterable[str] = ()) -> None:
-        self.rows: set[str] = set()
-        self.runs: set[str] = set()
-        for text in texts:
-            self.add(text)
-
-    def add(self, text: str) -> None:
-        row = normalise(text)
-        if row:
-            self.rows.add(row)
-            self.runs |= word_runs(row)
-
-    def overlaps(self, text: str) -> bool:
-        row = normalise(text)
-        if not row:
-            return False
-        return row in self.runs or not self.rows.isdisjoint(word_runs(row))
+__all__ = [
+    "MIN_SHARED",
+    "OverlapIndex",
+    "draw_heldout",
+    "length_bins",
+    "normalise",
+    "tokens",
+    "without_overlap",
+    "word_runs",
+]
 
 
 def length_bins(reference: Iterable[str], bins: int = 10) -> list[int]:

@@ -116,13 +116,13 @@ def test_the_old_normaliser_is_caught_by_the_independent_check(tmp_path, monkeyp
     """The mutation: carving with the old normaliser (punctuation characters stripped from the ends, so `'s a
     great film .` lost its contraction) leaves held-out sentences inside the teacher's rows, and the test's own
     matching sees them."""
-    import benchmarks.heldout as heldout_module
+    import hf_kd.overlap
     from benchmarks.quality.tasks import split_sst2
 
     def old_normalise(text: str) -> str:
         return re.sub(r"\s+", " ", text.lower()).strip(".,!?;:'\"`-()[] ").strip()
 
-    monkeypatch.setattr(heldout_module, "normalise", old_normalise)
+    monkeypatch.setattr(hf_kd.overlap, "normalise", old_normalise)
     paths = split_sst2(GLUE_SST2, tmp_path, 9_000)
     leaks = shared_phrases(read_sst2(paths["heldout"]), read_sst2(paths["full"]))
     assert leaks and any(h.startswith("'") for h, _ in leaks), leaks[:3]

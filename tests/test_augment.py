@@ -1,0 +1,83 @@
+"""Augmented transfer text (`python -m hf_kd.augment`): whole words replaced by a masked LM's candidates, the
+rest of each text kept, duplicates and phrases of excluded text dropped, the same seed the same file."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from hf_kd.augment import augment_file, augment_text, candidate_masks, main, word_spans
+from hf_kd.errors import ArgumentError
+from hf_kd.overlap import OverlapIndex
+from tests.conftest import SST2
+
+TEXTS = [
+    line.split("\t")[0].strip() for line in (SST2 / "train.tsv").read_text().splitlines()[1:] if line.count(" ") > 6
+][:12]
+
+
+def sentences(path: Path) -> list[str]:
+    return path.read_text().splitlines()[1:]
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\n" + "".join(f"{text}\t1\n" for text in TEXTS))
+    return path
+
+
+def test_words_are_spans_between_spaces(bert):
+    tokenizer = AutoTokenizer.from_pretrained(bert.generator)
+    text = "a gorgeous , witty film ."
+    assert [text[s:e] for s, e in word_spans(tokenizer, text)] == ["a", "gorgeous", ",", "witty", "film", "."]
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_each_rewrite_changes_whole_words_only_and_keeps_the_rest(families, family):
+    generator = families[family].generator
+    tokenizer = AutoTokenizer.from_pretrained(generator)
+    model = AutoModelForMaskedLM.from_pretrained(generator).eval()
+    allowed = candidate_masks(tokenizer, model.get_output_embeddings().weight.size(0))
+    text = TEXTS[0]
+    rewrites = augment_text(text, model, tokenizer, allowed, 6, 0.5, 5, random.Random(0), torch.device("cpu"))
+    assert 1 <= len(rewrites) <= 6
+    original = text.split(" ")
+    for rewrite in rewrites:
+        words = rewrite.split(" ")
+        assert len(words) == len(original), rewrite  # one word for one word: spacing and punctuation kept
+        changed = [(a, b) for a, b in zip(original, words, strict=True) if a != b]
+        assert changed and all(a.isalpha() and b.isalpha() and a.lower() != b.lower() for a, b in changed), changed
+
+
+def test_the_file_is_reproducible_deduplicated_and_clear_of_excluded_phrases(bert, source, tmp_path):
+    exclude = tmp_path / "heldout.tsv"
+    exclude.write_text("sentence\tlabel\n" + f"{TEXTS[1]}\t0\n")
+    first = augment_file(
+        str(source), bert.generator, str(tmp_path / "a.tsv"), 5, 0.3, 4, [str(exclude)], 7, progress=False
+    )
+    second = augment_file(
+        str(source), bert.generator, str(tmp_path / "b.tsv"), 5, 0.3, 4, [str(exclude)], 7, progress=False
+    )
+    written = sentences(tmp_path / "a.tsv")
+    assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
+    assert {**first, "output": ""} == {**second, "output": ""}
+    assert first["written"] == len(written) == len(set(written)) > 0 and set(written).isdisjoint(TEXTS)
+    index = OverlapIndex([TEXTS[1]])
+    assert not any(index.overlaps(text) for text in written)
+    assert first["written"] + first["dropped"]["duplicate"] + first["dropped"]["excluded"] <= 5 * len(TEXTS)
+    assert (tmp_path / "a.tsv").read_text().splitlines()[0] == "sentence"  # an unlabelled file hf_kd reads
+
+
+def test_the_command_refuses_bad_flags_and_an_existing_output(bert, source, tmp_path):
+    (tmp_path / "out.tsv").write_text("x")
+    with pytest.raises(ArgumentError, match="exists"):
+        main([str(source), "--masked_lm", bert.generator, "--output", str(tmp_path / "out.tsv")])
+    with pytest.raises(ArgumentError, match="--probability in"):
+        main([str(source), "--masked_lm", bert.generator, "--output", str(tmp_path / "new.tsv"), "--probability", "0"])
+    with pytest.raises(ArgumentError, match="no masked LM loads"):
+        main([str(source), "--masked_lm", str(tmp_path / "nothing"), "--output", str(tmp_path / "new.tsv")])
