@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ class ForwardResult:
     logits: torch.Tensor
     # layer outputs per stack, embedding output dropped: {"encoder": (h_1, ..., h_L), ...}
     hidden: dict[str, tuple[torch.Tensor, ...]]
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)  # the embedding output per stack
+    attentions: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # per layer (B, heads, T, T)
+    relations: list[torch.Tensor] | None = None  # queries, keys, values (B, T, H) of one encoder layer
 
 
 @dataclass
@@ -37,6 +40,10 @@ class LayerFeatures:
     logits: torch.Tensor
     pooled: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): mean over the sequence
     sentence: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, H): at the sentence position
+    tokens: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, T, H): every token, embeddings first
+    attention: dict[str, torch.Tensor] | None = None  # stack -> (B, layers, T, T): heads averaged
+    relations: list[torch.Tensor] | None = None  # queries, keys, values (B, T, H) of one layer
+    mask: torch.Tensor | None = None  # (B, T): the real tokens of the view these were read on
 
 
 def _repeat(tensor: torch.Tensor, size: int) -> torch.Tensor:
@@ -62,21 +69,46 @@ class EncoderAdapter:
         input_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        relation_layer: int | None = None,
     ) -> ForwardResult:
-        """Run `model` on `input_ids` (default: the batch's) or `inputs_embeds`, with the batch's masks.
+        """Run `model` on `input_ids` (default: the batch's) or `inputs_embeds`, with the batch's masks; with
+        `relation_layer`, also the queries, keys and values of that encoder layer (hooked on its projections).
 
         The batch may be a multiple of the batch's size (clean and perturbed stacked); its masks are tiled.
         """
         if inputs_embeds is None and input_ids is None:
             input_ids = batch["input_ids"]
         size = (input_ids if inputs_embeds is None else inputs_embeds).size(0)
-        outputs = model(
-            input_ids=input_ids if inputs_embeds is None else None,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            **self._extra_inputs(batch, size),
-        )
-        return ForwardResult(outputs.logits, self._hidden(outputs) if output_hidden_states else {})
+        captured: list[torch.Tensor] = []
+        hooks = [
+            module.register_forward_hook(lambda _, __, output: captured.append(output))
+            for module in ([] if relation_layer is None else qkv_modules(model, relation_layer, self.num_layers()))
+        ]
+        try:
+            outputs = model(
+                input_ids=input_ids if inputs_embeds is None else None,
+                inputs_embeds=inputs_embeds,
+                output_hidden_states=output_hidden_states,
+                **({"output_attentions": True} if output_attentions else {}),
+                **self._extra_inputs(batch, size),
+            )
+        finally:
+            for hook in hooks:
+                hook.remove()
+        result = ForwardResult(outputs.logits, self._hidden(outputs) if output_hidden_states else {})
+        if output_hidden_states:
+            result.embeddings = self._embeddings(outputs)
+        if output_attentions:
+            result.attentions = self._attentions(outputs)
+        result.relations = captured[:3] if captured else None
+        return result
+
+    def _embeddings(self, outputs) -> dict[str, torch.Tensor]:
+        return {"encoder": outputs.hidden_states[0]}
+
+    def _attentions(self, outputs) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {"encoder": tuple(outputs.attentions)}
 
     def _extra_inputs(self, batch: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
         names = ("attention_mask", "token_type_ids")
@@ -126,6 +158,12 @@ class BartAdapter(EncoderAdapter):
             "decoder": tuple(outputs.decoder_hidden_states[1:]),
         }
 
+    def _embeddings(self, outputs) -> dict[str, torch.Tensor]:
+        return {"encoder": outputs.encoder_hidden_states[0], "decoder": outputs.decoder_hidden_states[0]}
+
+    def _attentions(self, outputs) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {"encoder": tuple(outputs.encoder_attentions), "decoder": tuple(outputs.decoder_attentions)}
+
     def sentence_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The last end-of-sequence token of each example."""
         input_ids = batch["input_ids"]
@@ -173,6 +211,7 @@ def _bart_forward(
         attention_mask=attention_mask,
         decoder_inputs_embeds=decoder_inputs_embeds,
         output_hidden_states=output_hidden_states,
+        output_attentions=kwargs.get("output_attentions"),
         use_cache=False,
     )
     rows = torch.arange(inputs_embeds.size(0), device=inputs_embeds.device)
@@ -181,6 +220,8 @@ def _bart_forward(
         logits=logits,
         decoder_hidden_states=outputs.decoder_hidden_states,
         encoder_hidden_states=outputs.encoder_hidden_states,
+        decoder_attentions=outputs.decoder_attentions,
+        encoder_attentions=outputs.encoder_attentions,
     )
 
 
@@ -209,6 +250,38 @@ class MaskedLMAdapter:
         if "token_type_ids" in batch and "token_type_ids" in self.accepted:
             extra["token_type_ids"] = batch["token_type_ids"]
         return model(input_ids=input_ids, **extra).logits
+
+
+# the self-attention projections' names by family: BERT / RoBERTa / ELECTRA / ALBERT, DistilBERT, BART / Llama /
+# Qwen2
+QKV_NAMES = (("query", "key", "value"), ("q_lin", "k_lin", "v_lin"), ("q_proj", "k_proj", "v_proj"))
+QKV_NAMES += (("query_proj", "key_proj", "value_proj"), ("q", "k", "v"))  # DeBERTa-v2, MPNet
+
+
+def qkv_modules(model: nn.Module, layer: int, layers: dict[str, int]) -> list[nn.Module]:
+    """The query, key and value projections of encoder layer `layer` (0-based): the first list of modules as long
+    as the encoder's layers, and in its `layer`-th block the first three projections named as one family names
+    them. A family with fused projections (ModernBERT's `Wqkv`) is refused in one line."""
+    model = getattr(model, "module", model)  # through a DDP / accelerate wrapper
+    count = layers["encoder"]
+    blocks = next(
+        (
+            m
+            for name, m in model.named_modules()
+            if isinstance(m, nn.ModuleList) and len(m) == count and "decoder" not in name
+        ),
+        None,
+    )
+    named = dict(blocks[layer].named_modules()) if blocks is not None else {}
+    for names in QKV_NAMES:
+        found = [next((m for n, m in named.items() if n.split(".")[-1] == part), None) for part in names]
+        if all(isinstance(m, nn.Linear) for m in found):
+            return found
+    raise ArgumentError(
+        f"A {model.config.model_type} model's query, key and value projections were not found in its layer {layer + 1} "
+        "(fused or unusual names): the self-attention relation term (`--method minilm`) cannot read it; use another "
+        "family, or a method without `relation`."
+    )
 
 
 ADAPTERS: dict[str, type[EncoderAdapter]] = {"bart": BartAdapter}

@@ -81,6 +81,8 @@ VALID_RANGES: dict[str, Range] = {
     "kd_temperature": TEMPERATURE,
     "crd_temperature": TEMPERATURE,
     "projection_dim": Range(1, 65536),
+    "relation_layer": POSITIVE_INT,
+    "relation_heads": POSITIVE_INT,
     "mlm_probability": Range(0, 1),
     "n_generator_iter": Range(0, 1_000_000_000),
     "n_student_iter": Range(1, 1_000_000_000),
@@ -353,7 +355,7 @@ LossWeightArguments = _weight_fields()
 @dataclass
 class DistillationTrainingArguments(TrainingArguments, LossWeightArguments):
     # which method, and the run's shape (run_glue.py's defaults)
-    method: str = option("kd", "normal, kd, rail_kd, mate_kd, cilda or cilda_minild.", "distillation")
+    method: str = option("kd", "normal, kd, rail_kd, mate_kd, cilda, cilda_minild, tinybert or minilm.", "distillation")
     do_train: bool = field(default=True, metadata={"help": "Train (default; --do_train false to only evaluate)."})
     do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split after training (default)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing over a finished run's results."})
@@ -372,6 +374,23 @@ class DistillationTrainingArguments(TrainingArguments, LossWeightArguments):
         0.0, "Leave rows whose teacher top probability is below this out of the KD terms.", "distillation"
     )
     crd_temperature: float = option(2.0, "Temperature of the contrastive loss.", "distillation")
+    layer_map: str | None = option(
+        None,
+        "TinyBERT's layer map: the teacher layer (1-based) each student layer reads, comma-separated (e.g. 3,6 for a "
+        "2-layer student of a 6-layer teacher). Default: uniform, round(i x L_t / L_s).",
+        "distillation",
+    )
+    relation_layer: int | None = option(
+        None,
+        "MiniLM: the teacher layer (1-based) whose self-attention relations the student's last layer learns "
+        "(default: the last).",
+        "distillation",
+    )
+    relation_heads: int | None = option(
+        None,
+        "MiniLM: relation heads (default: the student's attention heads; must divide both hidden sizes).",
+        "distillation",
+    )
     projection_dim: int = option(128, "Size of the W_t / W_s projections (the original's `linear`).", "distillation")
     contrastive_negatives: str = option(
         "effective_batch",

@@ -82,7 +82,7 @@ class TeacherCache:
             "teacher_inputs": rows_digest(rows, teacher_input_columns(rows)),
             "rows": len(rows),
             "teacher": teacher_fingerprint(trainer.teacher.model),
-            "features": trainer.layer_kind,
+            "features": trainer.layers.kind,
             "rail_pooling": trainer.args.rail_pooling,
             "dtype": str(next(trainer.teacher.model.parameters()).dtype),
         }
@@ -139,7 +139,7 @@ class TeacherCache:
 
     @classmethod
     def _compute(cls, trainer, rows: Dataset) -> TeacherCache:
-        hidden = trainer.layer_kind is not None
+        hidden = trainer.layers.kind is not None
         parts: dict[str, list[torch.Tensor]] = {}
         for result, view in teacher_passes(trainer, rows, hidden):
             features = trainer.features(result, view, trainer.teacher.adapter)

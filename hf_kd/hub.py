@@ -18,6 +18,8 @@ METHOD_NAMES = {
     "mate_kd": "MATE-KD (masked adversarial text distillation)",
     "cilda": "CILDA (contrastive intermediate-layer adversarial distillation)",
     "cilda_minild": "CILDA+minILD (adversarial distillation with contrastive intermediate-layer losses)",
+    "tinybert": "TinyBERT-style layer-wise distillation (hidden states and attention)",
+    "minilm": "MiniLM-style self-attention relation distillation",
 }
 CITATIONS = {
     "kd": "Hinton, Vinyals and Dean. Distilling the Knowledge in a Neural Network. NIPS Deep Learning Workshop, 2015.",
@@ -29,6 +31,10 @@ CITATIONS = {
     "Intermediate Layer Knowledge Distillation. COLING, 2022.",
     "cilda_minild": "Introducing intermediate-layer distillation and contrastive learning into adversarial knowledge "
     "distillation. NLP2023.",
+    "tinybert": "Jiao, Yin, Shang, Jiang, Chen, Li, Wang and Liu. TinyBERT: Distilling BERT for Natural Language "
+    "Understanding. Findings of EMNLP, 2020.",
+    "minilm": "Wang, Bao, Huang, Dong and Wei. MiniLMv2: Multi-Head Self-Attention Relation Distillation for "
+    "Compressing Pretrained Transformers. Findings of ACL, 2021.",
 }
 # which papers a method builds on
 LINEAGE = {
@@ -38,6 +44,8 @@ LINEAGE = {
     "mate_kd": ["kd", "mate_kd"],
     "cilda": ["kd", "mate_kd", "cilda"],
     "cilda_minild": ["kd", "mate_kd", "cilda", "cilda_minild"],
+    "tinybert": ["kd", "tinybert"],
+    "minilm": ["kd", "minilm"],
 }
 STUDENT_FILES = ("config.json", "model.safetensors", "generation_config.json")
 PRETTY_METRICS = {

@@ -147,3 +147,66 @@ def crd_loss(
 def log_batch_size_scale(batch_size: int) -> float:
     """The `alpha2` normalisation: CRD weights are divided by ln(B) (1 for a batch of one)."""
     return math.log(batch_size) if batch_size > 1 else 1.0
+
+
+def _real(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The (B, T) mask of real tokens as floats (all ones without a mask)."""
+    if mask is None:
+        return torch.ones(like.shape[0], like.shape[-2], dtype=torch.float32, device=like.device)
+    return mask.to(torch.float32)
+
+
+def hidden_mse(
+    teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | None = None, normaliser: Normaliser = None
+) -> torch.Tensor:
+    """TinyBERT's hidden-state (and embedding) loss: teacher states (B, K, T, H) against the student's, projected
+    to H, layer by mapped layer; each row's mean squared error over its real tokens, its K layers and the H
+    units, summed over rows and divided by `normaliser` (by default the rows: the batch mean)."""
+    errors = (at_least_float32(student) - at_least_float32(teacher)) ** 2  # B, K, T, H
+    real = _real(mask, errors[:, 0])  # B, T
+    per_row = (errors.sum(-1) * real[:, None, :]).sum((1, 2)) / (real.sum(-1) * errors.size(1) * errors.size(-1))
+    return per_row.sum() / (per_row.size(0) if normaliser is None else normaliser)
+
+
+def attention_mse(
+    teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor | None = None, normaliser: Normaliser = None
+) -> torch.Tensor:
+    """TinyBERT's attention loss: attention distributions (B, K, T, T), heads averaged, layer by mapped layer;
+    each row's mean squared error over its real query and key positions and its K layers, summed over rows and
+    divided by `normaliser` (by default the rows)."""
+    errors = (at_least_float32(student) - at_least_float32(teacher)) ** 2  # B, K, T, T
+    real = _real(mask, errors[:, 0])  # B, T
+    pairs = real[:, :, None] * real[:, None, :]  # B, T, T: real queries x real keys
+    per_row = (errors * pairs[:, None]).sum((1, 2, 3)) / (pairs.sum((1, 2)) * errors.size(1))
+    return per_row.sum() / (per_row.size(0) if normaliser is None else normaliser)
+
+
+def self_relations(states: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MiniLMv2's self-attention relation of one of queries, keys or values (B, T, H): split into `heads`
+    relation heads of H / heads units, log softmax(X X^T / sqrt(H / heads)) over the real keys (B, heads, T, T)."""
+    rows, length, size = states.shape
+    split = at_least_float32(states).reshape(rows, length, heads, size // heads).transpose(1, 2)
+    scores = split @ split.transpose(-1, -2) / math.sqrt(size // heads)
+    if mask is not None:  # a finite floor: the padding keys' probability is 0 exactly, and no NaN reaches a gradient
+        scores = scores.masked_fill(~mask.bool()[:, None, None, :], -1e9)
+    return scores.log_softmax(-1)
+
+
+def relation_kl(
+    teacher: list[torch.Tensor],
+    student: list[torch.Tensor],
+    heads: int,
+    mask: torch.Tensor | None = None,
+    normaliser: Normaliser = None,
+) -> torch.Tensor:
+    """MiniLMv2's loss: for queries, keys and values (teacher's (B, T, H_t), student's (B, T, H_s): any hidden
+    sizes, `heads` dividing both), KL(teacher relation || student relation) summed over keys; each row's mean over
+    the three, the relation heads and its real queries, summed over rows and divided by `normaliser`."""
+    real = _real(mask, teacher[0])  # B, T
+    total = 0.0
+    for teacher_states, student_states in zip(teacher, student, strict=True):
+        log_t, log_s = self_relations(teacher_states, heads, mask), self_relations(student_states, heads, mask)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # B, heads, T
+        total = total + (kl * real[:, None, :]).sum((1, 2)) / (real.sum(-1) * heads)
+    per_row = total / len(teacher)
+    return per_row.sum() / (per_row.size(0) if normaliser is None else normaliser)

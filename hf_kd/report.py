@@ -25,7 +25,7 @@ from hf_kd.errors import ArgumentError
 from hf_kd.outputs import DISTILLED_FOLDER, RESULTS_FILE, RUN_INFO_FILE, TWIN_FOLDER
 
 SUB_FOLDERS = (TWIN_FOLDER, DISTILLED_FOLDER)
-METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild"]
+METHOD_ORDER = ["normal", "kd", "rail_kd", "mate_kd", "cilda", "cilda_minild", "tinybert", "minilm"]
 
 
 def find_runs(folders: list[str]) -> list[dict]:

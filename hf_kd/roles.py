@@ -73,13 +73,16 @@ class TeacherRole:
             result.logits = result.logits.index_select(-1, self.label_order)
         return result
 
+    reads_student_tokens: bool = True  # token-level terms compare it with the student position by position
+
     def passes(
-        self, batch: View, perturbed_ids: torch.Tensor | None, clean: bool, hidden: bool
+        self, batch: View, perturbed_ids: torch.Tensor | None, clean: bool, **options: Any
     ) -> tuple[Pass | None, Pass | None]:
-        """No-grad passes over the clean text (with `clean`) and the perturbed ids (when given)."""
+        """No-grad passes over the clean text (with `clean`) and the perturbed ids (when given); `options` go to
+        the forward (`output_hidden_states`, `output_attentions`, `relation_layer`)."""
         raise NotImplementedError
 
-    def perturbed_pass(self, batch: View, mask: torch.Tensor, one_hot: torch.Tensor, hidden: bool) -> Pass:
+    def perturbed_pass(self, batch: View, mask: torch.Tensor, one_hot: torch.Tensor, **options: Any) -> Pass:
         """The generator step's pass on the text the generator writes at `mask` (`one_hot`: its straight-through
         choice of tokens)."""
         raise NotImplementedError
@@ -113,20 +116,20 @@ class SharedTokenizerTeacher(TeacherRole):
 
     @torch.no_grad()
     def passes(
-        self, batch: View, perturbed_ids: torch.Tensor | None, clean: bool, hidden: bool
+        self, batch: View, perturbed_ids: torch.Tensor | None, clean: bool, **options: Any
     ) -> tuple[Pass | None, Pass | None]:
         parts = ([batch["input_ids"]] if clean else []) + ([perturbed_ids] if perturbed_ids is not None else [])
         if not parts:
             return None, None
-        result = self.forward(batch, input_ids=torch.cat(parts), output_hidden_states=hidden)
+        result = self.forward(batch, input_ids=torch.cat(parts), **options)
         if not clean:
             return None, (result, batch)
         first, second = split_result(result, len(batch["input_ids"]))
         return (first, batch), None if second is None else (second, batch)
 
-    def perturbed_pass(self, batch: View, mask: torch.Tensor, one_hot: torch.Tensor, hidden: bool) -> Pass:
+    def perturbed_pass(self, batch: View, mask: torch.Tensor, one_hot: torch.Tensor, **options: Any) -> Pass:
         embeds = perturbed_embeddings(self.model.get_input_embeddings(), batch["input_ids"], mask, one_hot)
-        return self.forward(batch, inputs_embeds=embeds, output_hidden_states=hidden), batch
+        return self.forward(batch, inputs_embeds=embeds, **options), batch
 
 
 class OwnTokenizerTeacher(TeacherRole):
@@ -141,24 +144,26 @@ class OwnTokenizerTeacher(TeacherRole):
     def view(self, batch: View) -> View:
         return {name.removeprefix(TEACHER_PREFIX): batch[name] for name in TEACHER_COLUMNS if name in batch}
 
+    reads_student_tokens = False
+
     @torch.no_grad()
     def passes(
-        self, batch: View, perturbed_ids: torch.Tensor | None, clean: bool, hidden: bool
+        self, batch: View, perturbed_ids: torch.Tensor | None, clean: bool, **options: Any
     ) -> tuple[Pass | None, Pass | None]:
         clean_pass = perturbed_pass = None
         if clean:
             view = self.view(batch)
-            clean_pass = self.forward(view, output_hidden_states=hidden), view
+            clean_pass = self.forward(view, **options), view
         if perturbed_ids is not None:
             view = self.retokenise(perturbed_ids, batch)
-            perturbed_pass = self.forward(view, output_hidden_states=hidden), view
+            perturbed_pass = self.forward(view, **options), view
         return clean_pass, perturbed_pass
 
-    def perturbed_pass(self, batch: View, mask: torch.Tensor, one_hot: torch.Tensor, hidden: bool) -> Pass:
+    def perturbed_pass(self, batch: View, mask: torch.Tensor, one_hot: torch.Tensor, **options: Any) -> Pass:
         sampled = batch["input_ids"].masked_scatter(mask, one_hot.argmax(dim=-1))
         view = self.retokenise(sampled, batch)
         with torch.no_grad():
-            return self.forward(view, output_hidden_states=hidden), view
+            return self.forward(view, **options), view
 
     def retokenise(self, input_ids: torch.Tensor, batch: View) -> View:
         """The student's ids (perturbed text) as the teacher's tokenizer reads them: decoded, split at the
@@ -245,7 +250,13 @@ def split_result(result: ForwardResult | None, size: int) -> tuple[ForwardResult
         return result, None
 
     def part(start: int) -> ForwardResult:
-        hidden = {stack: tuple(h[start : start + size] for h in layers) for stack, layers in result.hidden.items()}
-        return ForwardResult(result.logits[start : start + size], hidden)
+        rows = slice(start, start + size)
+        return ForwardResult(
+            result.logits[rows],
+            {stack: tuple(h[rows] for h in layers) for stack, layers in result.hidden.items()},
+            {stack: value[rows] for stack, value in result.embeddings.items()},
+            {stack: tuple(a[rows] for a in layers) for stack, layers in result.attentions.items()},
+            None if result.relations is None else [value[rows] for value in result.relations],
+        )
 
     return part(0), part(size)

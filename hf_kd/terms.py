@@ -20,7 +20,16 @@ from typing import Protocol
 
 import torch
 
-from hf_kd.losses import at_least_float32, crd_loss, kd_loss, rail_loss, task_loss
+from hf_kd.losses import (
+    at_least_float32,
+    attention_mse,
+    crd_loss,
+    hidden_mse,
+    kd_loss,
+    rail_loss,
+    relation_kl,
+    task_loss,
+)
 
 
 class TermContext(Protocol):
@@ -38,12 +47,17 @@ class TermContext(Protocol):
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor: ...
 
+    @property
+    def relation_heads(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class Term:
     name: str
     formula: str  # as METHODS.md writes it
-    reads: str  # "logits", "pooled" (RAIL-KD's mean-pooled layers) or "sentence" (every layer at the sentence position)
+    # "logits", "pooled" (RAIL-KD's mean-pooled layers), "sentence" (every layer at the sentence position), "tokens"
+    # (mapped layers, every token), "attention" (mapped layers' attention) or "relations" (one layer's q, k, v)
+    reads: str
     side: str  # "clean" or "perturbed" (the generator's text)
     teacher: bool  # whether it reads the teacher
     kind: str  # "row" (per-row mean over the effective batch) or "contrastive" (over all its rows at once)
@@ -53,7 +67,16 @@ class Term:
     @property
     def projected(self) -> bool:
         """Layer features go through the `W_t` / `W_s` projections."""
-        return self.reads != "logits"
+        return self.reads in PROJECTED
+
+    @property
+    def token_level(self) -> bool:
+        """It compares teacher and student position by position: both must read one tokenization."""
+        return self.reads in TOKEN_LEVEL
+
+
+PROJECTED = ("pooled", "sentence", "tokens")
+TOKEN_LEVEL = ("tokens", "attention", "relations")
 
 
 def _ce(context: TermContext, teacher, student) -> torch.Tensor:
@@ -89,6 +112,27 @@ def _crd(context: TermContext, teacher, student) -> torch.Tensor:
     return total
 
 
+def _hidden(context: TermContext, teacher, student) -> torch.Tensor:
+    """Per stack, the student's states (embeddings and every layer) projected to the teacher's size against the
+    teacher's mapped layers."""
+    total = 0.0
+    for stack, states in student.tokens.items():
+        projected = context.project("student", stack, at_least_float32(states))
+        total = total + hidden_mse(teacher.tokens[stack], projected, student.mask, context.rows)
+    return total
+
+
+def _attention(context: TermContext, teacher, student) -> torch.Tensor:
+    total = 0.0
+    for stack, attention in student.attention.items():
+        total = total + attention_mse(teacher.attention[stack], attention, student.mask, context.rows)
+    return total
+
+
+def _relation(context: TermContext, teacher, student) -> torch.Tensor:
+    return relation_kl(teacher.relations, student.relations, context.relation_heads, student.mask, context.rows)
+
+
 TERMS: dict[str, Term] = {
     term.name: term
     for term in (
@@ -99,6 +143,9 @@ TERMS: dict[str, Term] = {
         Term("ce_perturbed", "CE(S(e_S), y)", "logits", "perturbed", False, "row", _ce),
         Term("kd_perturbed", "KD(T(e_T), S(e_S))", "logits", "perturbed", True, "row", _kd, max_step=True),
         Term("crd_perturbed", "CRD(T(e_T), S(e_S))", "sentence", "perturbed", True, "contrastive", _crd, True),
+        Term("hidden", "MSE(H_T(x), H_S(x) W_h)", "tokens", "clean", True, "row", _hidden),
+        Term("attention", "MSE(A_T(x), A_S(x))", "attention", "clean", True, "row", _attention),
+        Term("relation", "KL(R_T(x) ‖ R_S(x))", "relations", "clean", True, "row", _relation),
     )
 }
 MAX_STEP_TERMS = tuple(name for name, term in TERMS.items() if term.max_step)
@@ -113,13 +160,20 @@ def uses_teacher(*weight_sets: dict[str, float]) -> bool:
     return any(term.teacher for weights in weight_sets for term in weighted(weights))
 
 
+def feature_kinds(*weight_sets: dict[str, float]) -> set[str]:
+    """Every kind of feature besides the logits that the weighted terms read."""
+    return {term.reads for weights in weight_sets for term in weighted(weights) if term.reads != "logits"}
+
+
 def layer_kind(*weight_sets: dict[str, float]) -> str | None:
     """The layer features the weighted terms read ("pooled" or "sentence"), or None for logits alone. Terms of
     both kinds in one run are refused: they would share one pair of projections."""
     kinds = {term.reads for weights in weight_sets for term in weighted(weights) if term.projected}
     if len(kinds) > 1:
         names = sorted({t.name for w in weight_sets for t in weighted(w) if t.projected})
-        raise ValueError(f"terms {names} read both pooled layers and sentence features; weight only one kind")
+        raise ValueError(
+            f"terms {names} read layer features of different kinds ({sorted(kinds)}); weight only one kind"
+        )
     return kinds.pop() if kinds else None
 
 

@@ -1,8 +1,9 @@
 """The family x method matrix, run end to end on tiny models built from configs; the README's table is this one.
 
 Same-family rows use one family for teacher, student and generator; decoder-only families have no masked
-LM, so they are students of KD and RAIL-KD, and teachers of every method across tokenizers; the cross
-rows pair models of different tokenizers (the generator shares the student's).
+LM, so they are students of KD, RAIL-KD and the layer-wise methods, and teachers of every method across
+tokenizers; the cross rows pair models of different tokenizers (the generator shares the student's), where
+the token-level methods (TinyBERT, MiniLM) are refused.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from hf_kd.run import main
 from hf_kd.testing import TinyFamily, build_classifier, build_family
 from tests.conftest import ROOT, cli_args
 
-ALL = ("kd", "rail_kd", "mate_kd", "cilda", "cilda_minild")
-CLASSIFIERS_ONLY = ("kd", "rail_kd")
+ALL = ("kd", "rail_kd", "mate_kd", "cilda", "cilda_minild", "tinybert", "minilm")
+ACROSS = ("kd", "rail_kd", "mate_kd", "cilda", "cilda_minild")  # across tokenizers: no token-level method
+CLASSIFIERS_ONLY = ("kd", "rail_kd", "tinybert", "minilm")  # no masked LM: no adversarial method
+NO_RELATIONS = tuple(m for m in ALL if m != "minilm")  # shared (ALBERT) or fused (ModernBERT) q/k/v: refused
 # README row -> (how the models are built, the methods that run)
 FAMILY_MATRIX: dict[str, tuple[str, tuple[str, ...]]] = {
     "BERT": ("bert", ALL),
@@ -26,16 +29,16 @@ FAMILY_MATRIX: dict[str, tuple[str, tuple[str, ...]]] = {
     "BART": ("bart", ALL),
     "ELECTRA": ("electra", ALL),
     "DeBERTa-v2 / v3": ("deberta-v2", ALL),
-    "ALBERT": ("albert", ALL),
+    "ALBERT": ("albert", NO_RELATIONS),
     "MPNet": ("mpnet", ALL),
     "XLM-RoBERTa": ("xlm-roberta", ALL),
-    "ModernBERT": ("modernbert", ALL),
+    "ModernBERT": ("modernbert", NO_RELATIONS),
     "Qwen2 (decoder-only)": ("qwen2", CLASSIFIERS_ONLY),
     "Llama (decoder-only)": ("llama", CLASSIFIERS_ONLY),
-    "Qwen2 teacher -> BERT student": ("qwen2 -> bert", ALL),
-    "Llama teacher -> RoBERTa student": ("llama -> roberta", ALL),
-    "WordPiece (BERT) teacher -> byte-BPE (RoBERTa) student": ("bert -> roberta", ALL),
-    "byte-BPE (RoBERTa) teacher -> WordPiece (BERT) student": ("roberta -> bert", ALL),
+    "Qwen2 teacher -> BERT student": ("qwen2 -> bert", ACROSS),
+    "Llama teacher -> RoBERTa student": ("llama -> roberta", ACROSS),
+    "WordPiece (BERT) teacher -> byte-BPE (RoBERTa) student": ("bert -> roberta", ACROSS),
+    "byte-BPE (RoBERTa) teacher -> WordPiece (BERT) student": ("roberta -> bert", ACROSS),
 }
 CASES = [(row, method) for row, (_, methods) in FAMILY_MATRIX.items() for method in methods]
 

@@ -39,7 +39,7 @@ def test_what_the_weights_read_follows_from_the_declarations():
     assert layer_kind({"ce": 1, "kd": 1}) is None and not uses_teacher({"ce": 1})
     assert layer_kind({"rail": 0.3}) == "pooled" and layer_kind({"crd": 0}, {"crd_perturbed": 0.5}) == "sentence"
     assert uses_teacher({"ce": 1, "kd": 0}, {"kd_perturbed": 0.5})
-    with pytest.raises(ValueError, match="read both pooled layers and sentence features"):
+    with pytest.raises(ValueError, match=r"read layer features of different kinds \(\[.pooled., .sentence.\]\)"):
         layer_kind({"rail": 1, "crd": 1})
     assert [t.name for t in weighted({"crd": 1, "ce": 2, "kd": 0})] == ["ce", "crd"]  # declaration order
 

@@ -6,11 +6,20 @@ from hf_kd.errors import ArgumentError, NonFiniteLossError
 from hf_kd.terms import TERMS, terms_table
 from hf_kd.trainers.adversarial import AdversarialTrainer, CildaMinILDTrainer, CildaTrainer, MateKDTrainer
 from hf_kd.trainers.base import DistillationTrainer
-from hf_kd.trainers.simple import KDTrainer, NormalTrainer, RailKDTrainer
+from hf_kd.trainers.simple import KDTrainer, MiniLMTrainer, NormalTrainer, RailKDTrainer, TinyBertTrainer
 
 TRAINERS: dict[str, type[DistillationTrainer]] = {
     cls.method: cls
-    for cls in (NormalTrainer, KDTrainer, RailKDTrainer, MateKDTrainer, CildaTrainer, CildaMinILDTrainer)
+    for cls in (
+        NormalTrainer,
+        KDTrainer,
+        RailKDTrainer,
+        MateKDTrainer,
+        CildaTrainer,
+        CildaMinILDTrainer,
+        TinyBertTrainer,
+        MiniLMTrainer,
+    )
 }
 
 
@@ -65,9 +74,11 @@ __all__ = [
     "DistillationTrainer",
     "KDTrainer",
     "MateKDTrainer",
+    "MiniLMTrainer",
     "NonFiniteLossError",
     "NormalTrainer",
     "RailKDTrainer",
+    "TinyBertTrainer",
     "configure_method",
     "methods_block",
     "trainer_class",

@@ -40,7 +40,6 @@ from hf_kd.generator import (
     sample_tokens,
 )
 from hf_kd.roles import GeneratorRole
-from hf_kd.terms import weighted
 from hf_kd.trainers.base import DistillationTrainer
 from hf_kd.trainers.effective import StepFeatures, average_gradients, replay_rng, rng_state
 from hf_kd.trainers.steps import GeneratorStep, decay_groups
@@ -222,14 +221,13 @@ class AdversarialTrainer(DistillationTrainer):
             mask = self.draw_mask(inputs)
             logits = self.generator.masked_logits(inputs, mask)
             one_hot = gumbel_one_hot(logits, self.keyed_uniform(inputs, "noise", mask.sum(dim=1), logits.size(-1)))
-            hidden = any(term.projected for term in weighted(self.generator_weights))
-            teacher, teacher_view = self.teacher.perturbed_pass(inputs, mask, one_hot, hidden)
+            options = self.layers.options("teacher", self.generator_weights)
+            teacher, teacher_view = self.teacher.perturbed_pass(inputs, mask, one_hot, **options)
             student_embeds = perturbed_embeddings(student.get_input_embeddings(), input_ids, mask, one_hot)
-            student_out = self.student.forward(
-                student, inputs, inputs_embeds=student_embeds, output_hidden_states=hidden
-            )
+            options = self.layers.options("student", self.generator_weights)
+            student_out = self.student.forward(student, inputs, inputs_embeds=student_embeds, **options)
         return StepFeatures(
-            teacher_perturbed=self.features(teacher, teacher_view, self.teacher.adapter),
+            teacher_perturbed=self.features(teacher, teacher_view, self.teacher.adapter, teacher=True),
             student_perturbed=self.features(student_out, inputs, self.student.adapter),
             rng=state,
         )

@@ -28,10 +28,11 @@ from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN, TEACHER_COLUMNS
 from hf_kd.errors import ArgumentError
 from hf_kd.losses import log_batch_size_scale, task_loss
 from hf_kd.roles import StudentRole, TeacherRole, split_result, teacher_role
-from hf_kd.terms import layer_kind, uses_teacher, weighted
+from hf_kd.terms import uses_teacher, weighted
 from hf_kd.trainers.effective import EffectiveStep, StepFeatures, average_gradients, replay_rng, rng_state
 from hf_kd.trainers.extras import CheckpointExtras
-from hf_kd.trainers.features import Projections, layer_features, projection_sizes
+from hf_kd.trainers.features import Projections, layer_features
+from hf_kd.trainers.layerwise import LayerPlan
 from hf_kd.trainers.steps import StudentStep, TermContext, decay_groups
 from hf_kd.trainers.term_log import TermLog, nonfinite_error
 
@@ -74,19 +75,14 @@ class DistillationTrainer(CheckpointExtras, Trainer):
         self.teacher: TeacherRole | None = teacher  # a role (hf_kd.build), or a model to read as one
         if teacher is not None and not isinstance(teacher, TeacherRole):
             self.teacher = teacher_role(teacher, tokenizer, teacher_tokenizer, teacher_label_order, teacher_max_length)
-        try:
-            self.layer_kind = layer_kind(self.weights, args.generator_loss_weights)
-        except ValueError as error:
-            raise ArgumentError(f"Method '{self.method}' with these weights: {error}.") from None
-        sizes = (
-            None
-            if self.layer_kind is None
-            else projection_sizes(self.layer_kind, self.teacher.adapter, self.student.adapter)
+        self.layers = LayerPlan(
+            self.method, args, self.weights, args.generator_loss_weights, self.teacher, self.student
         )
         super().__init__(model=model, **kwargs)
         if self.teacher is not None:
             self.teacher.to(self.args.device)
-        self.projections = None if sizes is None else Projections(*sizes, args.projection_dim).to(self.args.device)
+        sizes = self.layers.sizes
+        self.projections = None if sizes is None else Projections(*sizes, self.layers.dim).to(self.args.device)
         if self.projections_in("student"):
             self.add_callback(_ClearProjectionGradients(self.projections))
         # transformers < 5.2x reads this instead of loss_is_scaled_for_ga (with num_items_in_batch given)
@@ -214,11 +210,11 @@ class DistillationTrainer(CheckpointExtras, Trainer):
             if PERTURBED_IDS not in inputs:  # kept, so that a second pass over the batch sees the same text
                 inputs[PERTURBED_IDS] = self.perturbed_ids(inputs)
             input_ids = torch.cat([input_ids, inputs[PERTURBED_IDS]])
-        hidden = self.layer_kind is not None and any(t.projected for t in weighted(self.weights))
-        teacher_clean, teacher_perturbed = teacher or self.teacher_features(inputs, hidden)
+        teacher_clean, teacher_perturbed = teacher or self.teacher_features(inputs)
         state = rng or rng_state(self.args.device)
+        options = self.layers.options("student", self.weights)
         with replay_rng(rng, self.args.device) if rng is not None else contextlib.nullcontext():
-            student = self.student.forward(model, inputs, input_ids=input_ids, output_hidden_states=hidden)
+            student = self.student.forward(model, inputs, input_ids=input_ids, **options)
         clean, perturbed = split_result(student, size)
         read = self.features
         adapter = self.student.adapter
@@ -230,7 +226,7 @@ class DistillationTrainer(CheckpointExtras, Trainer):
             state,
         )
 
-    def teacher_features(self, inputs: dict, hidden: bool) -> tuple[LayerFeatures | None, LayerFeatures | None]:
+    def teacher_features(self, inputs: dict) -> tuple[LayerFeatures | None, LayerFeatures | None]:
         """The teacher's features on the clean and perturbed text (None where no term reads them), each on its
         own view of the batch; the clean ones come from the teacher-output cache when there is one."""
         if self.teacher is None:
@@ -238,11 +234,14 @@ class DistillationTrainer(CheckpointExtras, Trainer):
         clean_needed = self.reads("clean", teacher=True)
         cached = clean_needed and self.teacher.cache is not None
         perturbed_ids = inputs.get(PERTURBED_IDS) if self.reads("perturbed", teacher=True) else None
-        clean_pass, perturbed_pass = self.teacher.passes(inputs, perturbed_ids, clean_needed and not cached, hidden)
+        options = self.layers.options("teacher", self.weights)
+        clean_pass, perturbed_pass = self.teacher.passes(inputs, perturbed_ids, clean_needed and not cached, **options)
         clean = self.cached_teacher_features(inputs) if cached else None
         if clean_pass is not None:
-            clean = self.features(*clean_pass, self.teacher.adapter, rail_layers_only=True)
-        perturbed = None if perturbed_pass is None else self.features(*perturbed_pass, self.teacher.adapter)
+            clean = self.features(*clean_pass, self.teacher.adapter, rail_layers_only=True, teacher=True)
+        perturbed = None
+        if perturbed_pass is not None:
+            perturbed = self.features(*perturbed_pass, self.teacher.adapter, teacher=True)
         return clean, perturbed
 
     def cached_teacher_features(self, inputs: dict) -> LayerFeatures:
@@ -253,12 +252,20 @@ class DistillationTrainer(CheckpointExtras, Trainer):
         return clean
 
     def features(
-        self, result: ForwardResult, view: dict, adapter: EncoderAdapter, rail_layers_only: bool = False
+        self,
+        result: ForwardResult,
+        view: dict,
+        adapter: EncoderAdapter,
+        rail_layers_only: bool = False,
+        teacher: bool = False,
     ) -> LayerFeatures:
         """What the terms read of a forward (`features.layer_features`); `rail_layers_only` pools just the teacher
-        layers RAIL-KD pairs this epoch (e.g. 6 of 24) instead of all (the cache pools all: the pairing changes)."""
+        layers RAIL-KD pairs this epoch (e.g. 6 of 24) instead of all (the cache pools all: the pairing changes);
+        the `teacher`'s token-level layers are those the layer map pairs with the student's."""
         layers = self.rail_layers if rail_layers_only else None
-        return layer_features(result, view, adapter, self.layer_kind, self.args.rail_pooling == "masked_mean", layers)
+        mapped = self.layers.mapped if teacher and self.layers.map else None
+        pooling = self.args.rail_pooling == "masked_mean"
+        return layer_features(result, view, adapter, self.layers.kinds, pooling, layers, mapped)
 
     def rail_layers(self, stack: str) -> list[int]:
         """Teacher layers paired with the student's (RAIL-KD draws new ones every epoch)."""

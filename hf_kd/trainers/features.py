@@ -19,7 +19,8 @@ from hf_kd.losses import mean_pool
 
 
 class Projections(nn.Module):
-    """`W_t` and `W_s` per stack (encoder, decoder): linear maps of teacher / student features to `d`."""
+    """`W_t` and `W_s` per stack (encoder, decoder): linear maps of teacher / student features to `d` (a side
+    without a map for a stack reads its features as they are)."""
 
     def __init__(self, teacher_dims: dict[str, int], student_dims: dict[str, int], dim: int) -> None:
         super().__init__()
@@ -31,7 +32,8 @@ def projection_sizes(
     kind: str, teacher: EncoderAdapter, student: EncoderAdapter
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Input sizes of `W_t` and `W_s` per stack: pooled layers pair the student's L_s layers with L_s teacher
-    layers (RAIL-KD); sentence features concatenate every layer of each model."""
+    layers (RAIL-KD); sentence features concatenate every layer of each model; token states (TinyBERT) map the
+    student's hidden size to the teacher's (`W_h`), the teacher's read as they are."""
     teacher_layers, student_layers = teacher.num_layers(), student.num_layers()
     teacher_sizes, student_sizes = teacher.hidden_sizes(), student.hidden_sizes()
     if set(teacher_layers) != set(student_layers):
@@ -40,6 +42,8 @@ def projection_sizes(
             f"student's {sorted(student_layers)}: use models with the same stacks (an encoder-decoder with an "
             "encoder-decoder), or KD, which reads only the logits."
         )
+    if kind == "tokens":  # the student's states mapped to the teacher's size; the teacher's read as they are
+        return {}, {stack: student_sizes[stack] for stack in student_layers}
     teacher_dims, student_dims = {}, {}
     for stack in student_layers:
         if kind == "pooled":
@@ -59,26 +63,45 @@ def layer_features(
     result: ForwardResult,
     view: dict[str, torch.Tensor],
     adapter: EncoderAdapter,
-    kind: str | None,
+    kinds: set[str],
     masked_pooling: bool = True,
     layers: Callable[[str], Sequence[int]] | None = None,
+    mapped: Callable[[str], Sequence[int]] | None = None,
 ) -> LayerFeatures:
-    """What the terms read of a forward: its logits and, by `kind`, "pooled" layers (mean over the view's real
+    """What the terms read of a forward: its logits and, by `kinds`, "pooled" layers (mean over the view's real
     tokens with `masked_pooling`, else over every position; only `layers(stack)` of them when given: RAIL-KD's
-    pairing of the epoch) or "sentence" features (every layer at the adapter's sentence position)."""
-    pooled = sentence = None
-    if result.hidden and kind == "pooled":
+    pairing of the epoch), "sentence" features (every layer at the adapter's sentence position), "tokens" (the
+    embeddings and the layers `mapped(stack)` gives (1-based; all without it), every token), "attention" (those
+    layers' attention, heads averaged) and "relations" (one layer's queries, keys and values)."""
+    features = LayerFeatures(result.logits, mask=view.get("attention_mask"))
+    if result.hidden and "pooled" in kinds:
         mask = view.get("attention_mask") if masked_pooling else None
-        pooled = {
+        features.pooled = {
             stack: torch.stack(
                 [mean_pool(hidden[i], mask) for i in (layers(stack) if layers else range(len(hidden)))], dim=1
             )
             for stack, hidden in result.hidden.items()
         }
-    if result.hidden and kind == "sentence":
+    if result.hidden and "sentence" in kinds:
         positions = adapter.sentence_positions(view)
         rows = torch.arange(len(positions), device=positions.device)
-        sentence = {
+        features.sentence = {
             stack: torch.stack([h[rows, positions] for h in hidden], dim=1) for stack, hidden in result.hidden.items()
         }
-    return LayerFeatures(result.logits, pooled, sentence)
+
+    def chosen(stack: str, count: int) -> Sequence[int]:
+        return mapped(stack) if mapped else range(1, count + 1)
+
+    if result.hidden and "tokens" in kinds:
+        features.tokens = {
+            stack: torch.stack([result.embeddings[stack], *(hidden[i - 1] for i in chosen(stack, len(hidden)))], dim=1)
+            for stack, hidden in result.hidden.items()
+        }
+    if result.attentions and "attention" in kinds:
+        features.attention = {
+            stack: torch.stack([maps[i - 1].mean(1) for i in chosen(stack, len(maps))], dim=1)
+            for stack, maps in result.attentions.items()
+        }
+    if "relations" in kinds:
+        features.relations = result.relations
+    return features

@@ -1,4 +1,5 @@
-"""The non-adversarial methods: no-KD fine-tuning, vanilla KD and RAIL-KD (METHODS.md, "The methods")."""
+"""The non-adversarial methods: no-KD fine-tuning, vanilla KD, RAIL-KD, and the layer-wise TinyBERT and MiniLM
+(METHODS.md, "The methods" and "Layer-wise methods")."""
 
 from __future__ import annotations
 
@@ -58,3 +59,22 @@ class _DrawLayersEachEpoch(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.trainer.draw_layers(epoch=int(state.epoch or 0))
+
+
+class TinyBertTrainer(DistillationTrainer):
+    """TinyBERT in one stage: `l0*CE + l1*KD + l2*HIDDEN + l3*ATTENTION`. HIDDEN: the student's embeddings and
+    layers, mapped by `W_h` to the teacher's size, against the teacher's embeddings and the layers the layer map
+    pairs with them (uniform by default, `--layer_map`); ATTENTION: their attention maps, heads averaged."""
+
+    method = "tinybert"
+    default_weights = {"ce": 1 / 4, "kd": 1 / 4, "hidden": 1 / 4, "attention": 1 / 4}
+
+
+class MiniLMTrainer(DistillationTrainer):
+    """MiniLM(v2): `l0*CE + l1*KD + l2*RELATION`: the self-attention relations (query-query, key-key, value-value,
+    in `--relation_heads` heads) of the student's last layer learn the teacher's at `--relation_layer`; any
+    hidden sizes."""
+
+    method = "minilm"
+    aliases = ("minilmv2",)
+    default_weights = {"ce": 1 / 3, "kd": 1 / 3, "relation": 1 / 3}

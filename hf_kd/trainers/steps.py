@@ -49,7 +49,14 @@ class TermContext:
         return kd_row_weights(teacher_logits, self.args.kd_row_weighting, self.args.kd_min_confidence, shares)
 
     def project(self, side: str, stack: str, features: torch.Tensor) -> torch.Tensor:
-        return getattr(self.trainer.projections, side)[stack](features)
+        """The side's projection of a stack's features; a side without one (TinyBERT's teacher) reads them as
+        they are."""
+        maps = getattr(self.trainer.projections, side)
+        return maps[stack](features) if stack in maps else features
+
+    @property
+    def relation_heads(self) -> int:
+        return self.trainer.layers.relation_heads
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         return gather_rows(rows, self.processes)
