@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "RECIPES.md")
+DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "RECIPES.md", ROOT / "benchmarks" / "README.md")
 BLOCK = re.compile(r"<!-- claims:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /claims:(?P=name) -->", re.S)
 
 
@@ -78,12 +78,54 @@ def recommendations(data: dict) -> str:
     return "\n".join(lines)
 
 
+def export_table(data: dict) -> str:
+    """Per student (benchmarks/export_students.py): PyTorch, ONNX fp32 and int8 side by side with the teacher,
+    the metric and agreement on the validation rows, CPU latency and its ratios, measured in one process."""
+    lines = [
+        f"Measured on {data['machine']} in one process (ratios compare like with like):",
+        "",
+        "| student | model | metric | same label as PyTorch | largest logit difference | size on disk "
+        "| ms / sentence, 1 thread, batch 1 | all threads, batch 32 | faster than PyTorch student "
+        "(1 thread, batch 1) | faster than the teacher (1 thread, batch 1 / all, 32) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, student in data["students"].items():
+        checks, times = student["agreement"], student["latency_ms_per_sentence"]
+        one = "1 thread, batch 1"
+        many = next(
+            column
+            for column in times["pytorch student"]
+            if column.endswith("batch 32") and column != "1 thread, batch 32"
+        )
+        for model in ("pytorch teacher", "pytorch student", "onnx fp32", "onnx int8"):
+            if model not in times:
+                continue
+            row = checks.get("pytorch" if model == "pytorch student" else model, {})
+            metric = f"{checks['metric']} {points(row[checks['metric']])}" if row else ""
+            same = f"{100 * row['agreement']:.2f}%" if row.get("agreement") is not None else ""
+            largest = f"{row['max_logit_difference']:.1g}" if "max_logit_difference" in row else ""
+            ratio = times["pytorch student"][one] / times[model][one]
+            teacher = times.get("pytorch teacher")
+            against_teacher = (
+                f"{teacher[one] / times[model][one]:.1f}x / {teacher[many] / times[model][many]:.1f}x"
+                if teacher
+                else ""
+            )
+            lines.append(
+                f"| {name} ({checks['rows']:,} rows) | {model} | {metric} | {same} | {largest} "
+                f"| {student['size_on_disk_mb'][model]:.1f} MB | {times[model][one]:.2f} | {times[model][many]:.2f} "
+                f"| {ratio:.1f}x | {against_teacher} |"
+            )
+    return "\n".join(lines)
+
+
 # name -> (report JSON, renderer); a block whose report is missing is left as it is and named by --check
 RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "headline-sst2": ("benchmarks/RESULTS_headline_sst2.json", headline_table),
     "headline-banking77": ("benchmarks/RESULTS_headline_banking77.json", headline_table),
     "recommend-sst2": ("benchmarks/RESULTS_headline_sst2.json", recommendations),
     "recommend-banking77": ("benchmarks/RESULTS_headline_banking77.json", recommendations),
+    "export": ("benchmarks/RESULTS_export.json", export_table),
 }
 
 

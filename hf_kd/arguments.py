@@ -329,6 +329,7 @@ GROUPS = {
     "distillation": "distillation: the method, its loss terms and the KD options",
     "adversarial": "adversarial methods (MATE-KD, CILDA, CILDA+minILD): generator, masking, schedule",
     "diagnostics": "diagnostics: teacher check, collapse guard, no-KD twin, non-finite losses",
+    "deployment": "deployment: the student as ONNX and int8",
     "tracking": "tracking (Neptune)",
     "quirks": "the original code's quirks (each off by default; on reproduces the original)",
 }
@@ -465,6 +466,12 @@ class DistillationTrainingArguments(TrainingArguments, LossWeightArguments):
         "The Trainer's NaN filter of logged losses (off: it reads the loss on the host every step; "
         "--nonfinite_loss handles non-finite losses).",
         "diagnostics",
+    )
+    export_onnx: bool = option(
+        False,
+        "After training: the student as ONNX and int8 (OUTPUT_DIR/onnx), checked against it on the validation data "
+        "and timed (python -m hf_kd.export; needs pip install -e .[export]).",
+        "deployment",
     )
     # tracking
     neptune_project: str | None = option(None, "Neptune project (or NEPTUNE_PROJECT).", "tracking")

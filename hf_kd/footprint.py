@@ -29,25 +29,38 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
+def timed(call, inputs, least_calls: int = 5, least_seconds: float = 0.2) -> float:
+    """Median seconds of `call(inputs)`, after two warm-up calls, over at least `least_calls` calls and
+    `least_seconds` (at most 200 calls)."""
+    call(inputs)
+    call(inputs)
+    times: list[float] = []
+    while len(times) < least_calls or (sum(times) < least_seconds and len(times) < 200):
+        start = time.perf_counter()
+        call(inputs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ms_per_sentence(call, encode, texts: list[str]) -> dict[str, float]:
+    """Milliseconds per sentence of `call(encode(batch))`: at batch 1, the median over 8 of `texts` one at a time
+    (lengths differ); at batch 32, 32 of them at once (`texts` repeated as needed)."""
+    texts = (texts * (32 // max(len(texts), 1) + 1))[:32]
+    single = statistics.median(1000 * timed(call, encode([text]), least_seconds=0.05) for text in texts[:8])
+    return {"batch 1": single, "batch 32": 1000 * timed(call, encode(texts)) / len(texts)}
+
+
 @torch.inference_mode()
-def cpu_latency(model_dir: str, texts: list[str], max_length: int = 128, repeats: int = 5) -> dict[str, float]:
+def cpu_latency(model_dir: str, texts: list[str], max_length: int = 128) -> dict[str, float]:
     """Median milliseconds per sentence on this machine's CPU at batch 1 and batch 32 (fp32, eval mode)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    texts = (texts * (32 // max(len(texts), 1) + 1))[:32]
 
-    def per_sentence(batch: list[str]) -> float:
-        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        model(**encoded)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(**encoded)
-            times.append(time.perf_counter() - start)
-        return 1000 * statistics.median(times) / len(batch)
+    def encode(batch: list[str]) -> dict:
+        return tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
-    single = statistics.median(per_sentence([text]) for text in texts[:8])
-    return {"ms_per_sentence_batch_1": single, "ms_per_sentence_batch_32": per_sentence(texts)}
+    times = ms_per_sentence(lambda inputs: model(**inputs), encode, texts)
+    return {"ms_per_sentence_batch_1": times["batch 1"], "ms_per_sentence_batch_32": times["batch 32"]}
 
 
 def footprint(model_dir: str, texts: list[str] | None = None, max_length: int = 128) -> dict[str, float]:

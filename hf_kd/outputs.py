@@ -65,6 +65,7 @@ def run_info(model_args, data_args, training_args, data, trainer) -> dict:
         "learning_rate": training_args.learning_rate,
         "seed": training_args.seed,
         "teacher": model_args.teacher_name_or_path if trainer.teacher is not None else None,
+        "teacher_tokenizer": model_args.teacher_tokenizer_name_or_path if trainer.teacher is not None else None,
         "student": model_args.model_name_or_path,
         "generator": model_args.generator_name_or_path if getattr(trainer, "generator", None) is not None else None,
         "loss_weights": training_args.loss_weights,
@@ -74,6 +75,12 @@ def run_info(model_args, data_args, training_args, data, trainer) -> dict:
         "train_labelled_repeats": data.labelled_repeats,
         "kd_row_weighting": training_args.kd_row_weighting,
         "kd_min_confidence": training_args.kd_min_confidence,
+        # how to read the data again (`python -m hf_kd.export` checks the exports on the validation rows)
+        "data_args": {
+            name: getattr(data_args, name)
+            for name in ("task_name", "train_file", "validation_file", "text_column_names", "label_column_name")
+        }
+        | {"max_seq_length": data_args.max_seq_length},
     }
     if trainer.labels_read is not None:
         record["teacher_labels"] = trainer.labels_read.as_dict()

@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> dict:
         return _run(model_args, data_args, training_args, push, trained=trained, resume=bool(resume))
 
 
+def read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def _run(model_args, data_args, training_args, push: bool, trained: bool = False, resume: bool = False) -> dict:
     """`trained`: the distilled student was saved by an earlier, interrupted call (its twin was not done): it is
     read back, not trained again."""
@@ -107,6 +112,12 @@ def _run(model_args, data_args, training_args, push: bool, trained: bool = False
         if training_args.do_train:
             card = model_card(model_id, card_args, data_args, card_training_args, results, sizes, record)
         write_run_folder(output_dir, results, record, card)
+    if training_args.export_onnx and training_args.do_train and trainer.is_world_process_zero():
+        from hf_kd.export import export_run
+
+        validation = data.validation if training_args.do_eval else None
+        export_run(output_dir, validation, data.task_name, data.is_regression)
+        card = read_text(os.path.join(output_dir, "README.md"))
     if push and card is not None:
         url = push_student(
             output_dir, training_args.hub_model_id, card, training_args.hub_token, training_args.hub_private_repo

