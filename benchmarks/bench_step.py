@@ -264,7 +264,7 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
     """One measurement in this (fresh) process; puts {seconds, peak_mb, faults} on the queue."""
     import torch
 
-    from hf_kd.cache import TeacherCache, distinct_rows
+    from hf_kd.cache import TeacherCache
     from hf_kd.trainers.adversarial import AlternationSchedule
 
     torch.set_num_threads(options["threads"])
@@ -339,7 +339,9 @@ def run_case(folder: str, case: str, options: dict, queue) -> None:
     elif case.startswith("reference"):
         function = reference_step(trainer, batch, name)
     elif case == "kd cached":
-        trainer.teacher.cache = TeacherCache._compute(trainer, distinct_rows(trainer.train_dataset))
+        trainer.teacher.cache = TeacherCache.build_or_load(
+            trainer, trainer.train_dataset, os.path.join(folder, "cache")
+        )
         function = student_step
     elif case == "kd cross-tokenizer":
         assert "teacher_input_ids" in batch  # the teacher reads its own tokenization

@@ -236,8 +236,22 @@ class ModelArguments:
         },
     )
 
+    teacher_device_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "Spread a teacher too large for one accelerator over this machine's (accelerate's big-model "
+            "inference: auto, balanced, sequential); one process only, for `python -m hf_kd.teacher_pass` or a run.",
+            "choices": ["auto", "balanced", "balanced_low_0", "sequential"],
+        },
+    )
+
     def __post_init__(self) -> None:
         self.teacher_label_pairs = parse_label_map(self.teacher_label_map)
+        if self.teacher_device_map and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ArgumentError(
+                f"--teacher_device_map {self.teacher_device_map} spreads the teacher over every accelerator of the "
+                "machine: run one process (not torchrun / accelerate launch with several), or drop it."
+            )
 
 
 @with_ranges
@@ -406,6 +420,19 @@ class DistillationTrainingArguments(TrainingArguments, LossWeightArguments):
     )
     teacher_cache_dir: str | None = option(
         None, "Where --cache_teacher_outputs stores them (default: $HF_HOME/hf_kd/teacher_outputs).", "distillation"
+    )
+    teacher_cache_dtype: str = option(
+        "float32",
+        "How --cache_teacher_outputs stores the outputs: float16 / bfloat16 halve the disk and the pages read (the "
+        "losses still compute in float32).",
+        "distillation",
+        choices=["float32", "float16", "bfloat16"],
+    )
+    teacher_cache_shard_rows: int = option(
+        8192,
+        "Rows per shard of the teacher-output cache: each process computes its own shards; an interrupted pass "
+        "resumes from the shards written.",
+        "distillation",
     )
     # adversarial methods
     mlm_probability: float = option(0.3, "Fraction of tokens the generator replaces.", "adversarial")

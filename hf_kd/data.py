@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
 from torch.nn.utils.rnn import pad_sequence
@@ -292,6 +294,27 @@ def text_columns(
     )
 
 
+def arrow_column(dataset: Dataset, name: str) -> pa.ChunkedArray:
+    """A column as Arrow reads it from the data set's memory-mapped files (its selection applied): counted and
+    tested without a Python object per row, so that millions of rows of transfer text never become a list."""
+    return dataset.with_format("arrow")[name]
+
+
+def count_blank(column: pa.ChunkedArray) -> int:
+    """Null cells, and in a string column cells of nothing but white space (trimmed chunk by chunk: no copy of
+    the whole column)."""
+    blank = column.null_count
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        for chunk in column.chunks:
+            blank += pc.sum(pc.equal(pc.utf8_trim_whitespace(chunk.fill_null("x")), "")).as_py() or 0
+    return blank
+
+
+def count_missing_labels(dataset: Dataset) -> int:
+    """Rows whose 'label' is an empty cell (or JSON null), as `is_missing_label` reads one."""
+    return count_blank(arrow_column(dataset, "label"))
+
+
 def is_missing_label(value) -> bool:
     """An empty cell (or JSON null) in the label column: the row is unlabelled."""
     return value is None or (isinstance(value, str) and not value.strip())
@@ -402,19 +425,19 @@ def load_unlabelled(
             f"--unlabeled_file {path} lacks the text column(s) {missing} of the training data "
             f"(it has {dataset.column_names}): use the same column names as --train_file."
         )
-    if "label" in dataset.column_names and any(not is_missing_label(v) for v in dataset["label"]):
+    if "label" in dataset.column_names and count_missing_labels(dataset) < len(dataset):
         logger.warning("--unlabeled_file %s: its 'label' column is ignored (the rows count as unlabelled).", path)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     _report_empty_texts(dataset, columns, path)
     dataset = _as_text(dataset.select_columns(wanted), wanted)
     marker = float("nan") if regression else IGNORE_LABEL
-    return dataset.add_column("label", [marker] * len(dataset))
+    return dataset.add_column("label", np.full(len(dataset), marker))
 
 
 def has_labels(dataset: Dataset) -> bool:
     """Whether a split has a 'label' column with at least one label in it."""
-    return "label" in dataset.column_names and any(not is_missing_label(value) for value in dataset["label"])
+    return "label" in dataset.column_names and count_missing_labels(dataset) < len(dataset)
 
 
 def _as_unlabelled(dataset: Dataset) -> Dataset:
@@ -532,7 +555,7 @@ def prepare_data(
             desc=f"Tokenising {split}",
             remove_columns=[c for c in dataset.column_names if c != "label"],
         )
-        truncated = sum(dataset[TRUNCATED_COLUMN])
+        truncated = pc.sum(arrow_column(dataset, TRUNCATED_COLUMN)).as_py() or 0
         if truncated:
             logger.warning(
                 "%s: %d of %d examples are longer than --max_seq_length %d and were truncated.",
@@ -543,7 +566,7 @@ def prepare_data(
             )
         dataset = dataset.remove_columns(TRUNCATED_COLUMN)
         if teacher_tokenizer is not None:
-            truncated = sum(dataset[TEACHER_TRUNCATED_COLUMN])
+            truncated = pc.sum(arrow_column(dataset, TEACHER_TRUNCATED_COLUMN)).as_py() or 0
             if truncated:
                 logger.warning(
                     "%s: %d of %d examples are longer than the teacher's %d tokens (its own tokenizer; "
@@ -555,7 +578,7 @@ def prepare_data(
                 )
             dataset = dataset.remove_columns(TEACHER_TRUNCATED_COLUMN)
         if split == "train":
-            dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
+            dataset = dataset.add_column(INDEX_COLUMN, np.arange(len(dataset)))
         if split == "train" and static_mask_probability is not None:
             dataset = add_static_mask(dataset, tokenizer, static_mask_probability, fixed_count_mask, seed)
         if split == "train":
@@ -608,7 +631,7 @@ def oversample_labelled(dataset: Dataset, unlabelled: int, share: float | None) 
 
 def labelled_row_indices(dataset: Dataset) -> np.ndarray:
     """Positions of the rows that carry a gold label (not `IGNORE_LABEL`, not NaN)."""
-    return labelled_rows(torch.as_tensor(dataset["label"])).nonzero().flatten().numpy()
+    return labelled_rows(torch.from_numpy(arrow_column(dataset, "label").to_numpy())).nonzero().flatten().numpy()
 
 
 def collated_batches(dataset: Dataset, collator, size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
@@ -637,7 +660,7 @@ def _report_empty_texts(dataset: Dataset, columns: tuple[str, str | None], sourc
     for column in columns:
         if column is None:
             continue
-        empty = sum(1 for text in dataset[column] if text is None or not str(text).strip())
+        empty = count_blank(arrow_column(dataset, column))
         if empty > MOSTLY_EMPTY * len(dataset):
             raise ArgumentError(
                 f"{source}: {empty} of {len(dataset)} rows have an empty '{column}' (its columns: "

@@ -8,6 +8,7 @@ these checks make it visible in the log, the run record (`hf_kd_run.json`) and t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -16,7 +17,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from hf_kd.cache import teacher_logits
-from hf_kd.data import INDEX_COLUMN, collated_batches, labelled_row_indices
+from hf_kd.data import INDEX_COLUMN, arrow_column, collated_batches, labelled_row_indices
 from hf_kd.losses import IGNORE_LABEL
 from hf_kd.metrics import glue_metrics, main_metric
 
@@ -66,6 +67,9 @@ class TeacherWorth:
         return text
 
 
+CHUNK_ROWS = 65536  # unlabelled rows the teacher check reads from the cache at a time
+
+
 def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWorth:
     """The teacher's main metric on the validation data (the labelled training rows without any), against
     always predicting the labels' most frequent class; its confidence and class balance on the unlabelled rows
@@ -89,23 +93,30 @@ def assess_teacher(trainer, data, max_unlabelled_rows: int = 2000) -> TeacherWor
     if data.is_regression:
         return with_warnings(worth, trainer, data)
     worth.label_shares = class_shares(np.asarray(labelled["label"]), data.num_labels) if len(labelled) else None
-    labels = np.asarray(data.train["label"], dtype=float)
+    labels = arrow_column(data.train, "label").to_numpy().astype(float)
     unlabelled = np.flatnonzero(labels == IGNORE_LABEL)
-    logits = None
+    chunks: list[torch.Tensor] | Iterator[torch.Tensor] = []
     if validation_unlabelled:  # the text the student will be judged on, without labels: confidence only
         worth.confidence_on = "the validation data (it has no labels: the teacher's confidence only)"
-        logits = teacher_logits(trainer, data.validation.select(range(min(max_unlabelled_rows, len(data.validation)))))
+        rows = data.validation.select(range(min(max_unlabelled_rows, len(data.validation))))
+        chunks = [teacher_logits(trainer, rows)]
     elif len(unlabelled):
         cache = trainer.teacher.cache
-        if cache is not None:
-            logits = cache.tensors["logits"][torch.as_tensor(data.train.select(unlabelled)[INDEX_COLUMN])]
+        if cache is not None:  # every unlabelled row, read from the cache a chunk at a time
+            indices = arrow_column(data.train, INDEX_COLUMN).to_numpy()[unlabelled]
+            chunks = (cache.rows("logits", indices[i : i + CHUNK_ROWS]) for i in range(0, len(indices), CHUNK_ROWS))
         else:
-            logits = teacher_logits(trainer, data.train.select(unlabelled[:max_unlabelled_rows]))
-    if logits is not None:
+            chunks = [teacher_logits(trainer, data.train.select(unlabelled[:max_unlabelled_rows]))]
+    rows, top, counts = 0, 0.0, np.zeros(data.num_labels, dtype=np.int64)
+    for logits in chunks:
         probabilities = logits.softmax(-1)
-        worth.unlabelled_rows = len(logits)
-        worth.mean_top_probability = probabilities.max(-1).values.mean().item()
-        worth.teacher_shares = class_shares(probabilities.argmax(-1).numpy(), data.num_labels)
+        rows += len(logits)
+        top += probabilities.max(-1).values.double().sum().item()
+        counts += np.bincount(probabilities.argmax(-1).numpy(), minlength=data.num_labels)[: data.num_labels]
+    if rows:
+        worth.unlabelled_rows = rows
+        worth.mean_top_probability = top / rows
+        worth.teacher_shares = (counts / rows).tolist()
     return with_warnings(worth, trainer, data)
 
 

@@ -151,8 +151,9 @@ def load_student(model_args: ModelArguments, data: TaskData) -> PreTrainedModel:
 def load_teacher(model_args: ModelArguments, data: TaskData) -> PreTrainedModel:
     """A fine-tuned classifier, or a base model plus --teacher_state_dict; labels must match the data."""
     name = model_args.teacher_name_or_path
+    placement = {"device_map": model_args.teacher_device_map} if model_args.teacher_device_map else {}
     teacher = _load_classifier(
-        name, "--teacher_name_or_path", model_args, data, keep_labels=model_args.teacher_state_dict is None
+        name, "--teacher_name_or_path", model_args, data, keep_labels=model_args.teacher_state_dict is None, **placement
     )
     if model_args.teacher_state_dict:
         _load_state_dict(teacher, model_args.teacher_state_dict)
@@ -162,7 +163,7 @@ def load_teacher(model_args: ModelArguments, data: TaskData) -> PreTrainedModel:
 
 
 def _load_classifier(
-    name: str, flag: str, model_args: ModelArguments, data: TaskData, keep_labels: bool = False
+    name: str, flag: str, model_args: ModelArguments, data: TaskData, keep_labels: bool = False, **placement
 ) -> PreTrainedModel:
     """Load a sequence classifier; `keep_labels` keeps a fine-tuned model's own label map for checking."""
     config = load_config(name, flag, model_args)
@@ -172,7 +173,9 @@ def _load_classifier(
     named = any(not str(name).startswith("LABEL_") for name in (config.id2label or {}).values())
     options = {} if keep_labels and fine_tuned and named else label_maps(data)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(name, **options, **_hub_options(model_args))
+        return AutoModelForSequenceClassification.from_pretrained(
+            name, **options, **placement, **_hub_options(model_args)
+        )
     except (OSError, ValueError) as error:  # no weights there, or a config it cannot build
         raise ArgumentError(f"{flag} {name!r}: no sequence classifier loads from it ({brief(error)}).") from error
     except RuntimeError as error:  # a classifier head of another size

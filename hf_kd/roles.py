@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_kd.adapters import ForwardResult, MaskedLMAdapter, adapter_for
 from hf_kd.cache import TeacherCache, distinct_rows, teacher_logits
-from hf_kd.data import INDEX_COLUMN, TEACHER_COLUMNS, TEACHER_PREFIX
+from hf_kd.data import INDEX_COLUMN, TEACHER_COLUMNS, TEACHER_PREFIX, arrow_column
 from hf_kd.generator import perturbed_embeddings
 
 View = dict[str, torch.Tensor]
@@ -57,7 +57,8 @@ class TeacherRole:
 
     def to(self, device: torch.device) -> TeacherRole:
         self.model.eval().requires_grad_(False)
-        self.model.to(device)
+        if not getattr(self.model, "hf_device_map", None):  # placed by --teacher_device_map: accelerate's hooks move
+            self.model.to(device)
         if self.label_order is not None:
             self.label_order = self.label_order.to(device)
         return self
@@ -101,9 +102,12 @@ class TeacherRole:
 def class_shares(trainer, cache: TeacherCache | None, dataset) -> torch.Tensor:
     """The share of the training rows the teacher predicts each class for (copies of labelled rows included),
     from the cache or one teacher pass over the distinct rows (no random number drawn)."""
-    logits = cache.tensors["logits"] if cache is not None else teacher_logits(trainer, distinct_rows(dataset))
-    logits = logits[torch.as_tensor(dataset[INDEX_COLUMN])]
-    counts = torch.bincount(logits.argmax(-1), minlength=logits.size(-1)).double()
+    if cache is not None:
+        predicted = cache.predicted_classes()
+    else:
+        predicted = teacher_logits(trainer, distinct_rows(dataset)).argmax(-1)
+    predicted = predicted[torch.from_numpy(arrow_column(dataset, INDEX_COLUMN).to_numpy())]
+    counts = torch.bincount(predicted, minlength=trainer.model.config.num_labels).double()
     return (counts / counts.sum()).to(trainer.args.device)
 
 

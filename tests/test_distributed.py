@@ -31,13 +31,19 @@ def run_two_processes(dump_dir: Path, arguments: list[str], *options: str) -> No
     torchrun_two(29500 + os.getpid() % 1000, job, str(dump_dir), *options, "--", *arguments, "--use_cpu", "true")
 
 
-@pytest.mark.parametrize(("method", "unlabelled"), [("kd", False), ("cilda", False), ("cilda_minild", True)])
-def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, unlabelled):
+@pytest.mark.parametrize(
+    ("method", "unlabelled", "cached"),
+    [("kd", False, False), ("cilda", False, False), ("cilda_minild", True, False), ("cilda_minild", True, True)],
+)
+def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, unlabelled, cached):
     extra = []
+    if cached:  # the teacher-output cache in 6 shards, 3 computed by each process, read memory-mapped by both
+        extra = ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(tmp_path / "cache")]
+        extra += ["--teacher_cache_shard_rows", "24"]
     if unlabelled:  # 40 dev sentences as text-only training rows, mixed into the ranks' batches
         texts = [line.split("\t")[0] for line in Path(sst2_files["dev"]).read_text().splitlines()[1:41]]
         (tmp_path / "unlabelled.tsv").write_text("sentence\n" + "\n".join(texts) + "\n")
-        extra = ["--unlabeled_file", str(tmp_path / "unlabelled.tsv")]
+        extra += ["--unlabeled_file", str(tmp_path / "unlabelled.tsv")]
     run_two_processes(
         tmp_path,
         cli_args(bert, sst2_files, tmp_path / "run", method, "--per_device_train_batch_size", "4", *extra),
@@ -56,6 +62,11 @@ def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, 
         report = json.loads((tmp_path / f"eval-rank{rank}.json").read_text())
         assert report["world_size"] == 2
         assert report["evaluated"] == [48]  # the 48 validation sentences, each once, gathered from both ranks
+    if cached:
+        writers = [
+            json.loads(path.read_text())["process"] for path in sorted(tmp_path.glob("cache/*/shard-*/checksums.json"))
+        ]
+        assert writers == [0, 1, 0, 1, 0, 1]  # 96 training rows and 40 unlabelled in shards of 24
 
 
 @pytest.mark.parametrize(("method", "batch", "accumulation"), [("kd", 8, 1), ("cilda_minild", 4, 2)])

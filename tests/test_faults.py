@@ -128,11 +128,17 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoints(bert, ss
 
 
 def test_a_full_disk_while_caching_or_saving_the_student_is_one_error(bert, sst2_files, small_disk, tmp_path):
-    cache = small_disk("32k")  # the RAIL-KD cache holds every layer pooled: ~75 KB
+    cache = small_disk("32k")  # the RAIL-KD cache holds every layer pooled: ~73 KB
     args = cli_args(bert, sst2_files, tmp_path / "run", "rail_kd", "--cache_teacher_outputs", "true")
-    with pytest.raises(DiskFullError, match="writing the teacher-output cache to"):
-        main([*args, "--teacher_cache_dir", str(cache)])
-    assert os.listdir(cache) == []  # no scratch file left behind
+    with pytest.raises(DiskFullError, match=r"the teacher-output cache needs 72\.8 KB more on this process"):
+        main([*args, "--teacher_cache_dir", str(cache)])  # refused before the pass
+    assert os.listdir(cache) == []
+    # a disk that fills during the pass (the space counted up front taken meanwhile): one error, no scratch left
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("hf_kd.cache.free_bytes", lambda folder: 1 << 40)
+        with pytest.raises(DiskFullError, match="writing the teacher-output cache to"):
+            main([*args, "--teacher_cache_dir", str(cache)])
+    assert not list(cache.glob("*/*.tmp"))
     output = small_disk("64k") / "run"  # the student is ~190 KB
     with pytest.raises(DiskFullError, match=rf"writing the student to {output}"):
         main(cli_args(bert, sst2_files, output, "kd"))

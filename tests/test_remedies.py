@@ -115,7 +115,7 @@ def test_class_shares_from_a_teacher_pass_match_the_cache(bert, half_labelled, t
     cached, _ = kd_trainer(bert, half_labelled, tmp_path, *flags, *cache_flags)
     cached.teacher.prepare(cached)
     assert torch.allclose(cached.teacher.class_shares, from_pass, atol=1e-12)
-    logits = cached.teacher.cache.tensors["logits"]
+    logits = cached.teacher.cache.column("logits")
     assert len(logits) == 96 + 40 and len(cached.train_dataset) == 48 * 3 + 88  # copies are not recomputed
     predicted = logits[torch.as_tensor(cached.train_dataset[INDEX_COLUMN])].argmax(-1)
     assert from_pass.tolist() == pytest.approx([(predicted == c).double().mean().item() for c in range(2)])
