@@ -89,6 +89,7 @@ VALID_RANGES: dict[str, Range] = {
     "generator_learning_rate": Range(0, 1, note="0 keeps the generator fixed"),
     "generator_max_grad_norm": Range(0, 1e6, note="0: no clipping"),
     "teacher_check_rows": Range(1, 1_000_000_000),
+    "teacher_cache_shard_rows": Range(1, 1_000_000_000),
     "collapse_check_rows": Range(0, 1_000_000_000, note="0: no collapse check"),
     # the Trainer's options users commonly set
     "learning_rate": Range(0, 1, low_open=True),
