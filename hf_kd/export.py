@@ -122,14 +122,14 @@ def session(path: str, threads: int | None = None):
 
 
 def batches(dataset, tokenizer, names: tuple[str, ...], size: int = 32):
-    """The validation rows, `size` at a time, padded as the collator pads: (PyTorch inputs, labels)."""
+    """The validation rows, `size` at a time, padded as the run's collator pads: (PyTorch inputs, labels)."""
     from transformers import DataCollatorWithPadding
 
-    collator = DataCollatorWithPadding(tokenizer)
-    for start in range(0, len(dataset), size):
-        rows = dataset.select(range(start, min(start + size, len(dataset))))
-        features = [{name: row[name] for name in names if name in row} for row in rows]
-        yield {k: v for k, v in collator(features).items() if k in names}, np.asarray(rows["label"])
+    from hf_kd.data import collated_batches
+
+    rows = dataset.select_columns([name for name in (*names, "label") if name in dataset.column_names])
+    for batch in collated_batches(rows, DataCollatorWithPadding(tokenizer), size, torch.device("cpu")):
+        yield {name: batch[name] for name in names if name in batch}, batch["labels"].numpy()
 
 
 def agreement(model_dir: str, paths: dict[str, str], dataset, task: str | None, regression: bool) -> dict:
