@@ -122,6 +122,8 @@ def export_table(data: dict) -> str:
 def teacher_pass_table(data: dict) -> str:
     """The sharded teacher pass, read in place (benchmarks/teacher_pass.py) against issue 50's targets, and the
     disk a large pass needs from the measured bytes per row."""
+    from hf_kd.memory import RELEASE_INTERVAL
+
     sizes = sorted(data["sizes"].items(), key=lambda item: int(item[0]))
     smallest = sizes[0][1]["rss"]
     lines = [
@@ -148,19 +150,21 @@ def teacher_pass_table(data: dict) -> str:
         f"{max(entry['pass_2'] / entry['pass_1'] for _, entry in sizes):.2f}x or less the time with 1; the cache's files "
         f"put {max(entry['rss']['cache files'] for _, entry in sizes):.1f} MB into a training process's resident memory "
         f"and its anonymous memory grows {anonymous:.2f}x; the total grows {total:.2f}x"
-        + (
-            f", past the 1.2x aimed for: datasets memory-maps the tokenised text, and {high['rss']['Arrow files']:.0f} MB "
-            "of its pages were resident (clean file pages, shared and dropped under pressure, but counted)."
-            if total > 1.2
-            else "."
-        ),
+        + (", past the 1.2x aimed for." if total > 1.2 else " (target <= 1.2x).")
+        + f" Of datasets' memory-mapped tokenised text, at most {high['rss']['Arrow files']:.0f} MB of pages were "
+        "resident at once: the run lets go of them between steps (`hf_kd.memory`).",
     ]
     step = data["step"]
     ratio = step["from the shards"] / step["in memory"]
+    release = step["release"]
+    extra = release["released every batch"] - release["kept"]
     lines += [
         "",
         f"The RAIL-KD step reading {int(step['rows']):,} cached rows from the shards: {step['from the shards'] * 1000:.1f} "
         f"ms, reading an in-memory copy: {step['in memory'] * 1000:.1f} ms ({ratio:.3f}x; target <= 1.05). "
+        f"Letting go of the data's pages after a batch adds {extra * 1000:.2f} ms to the DataLoader's "
+        f"{release['kept'] * 1000:.2f} ms a batch ({extra / step['from the shards']:.1%} of the step); a run does it at "
+        f"most every {RELEASE_INTERVAL} s. "
         f"The same cache stored in float16 moves the step's loss by at most {step['float16_loss_difference']:.1e} "
         f"of its value over 40 batches (the same dropout masks).",
         "",

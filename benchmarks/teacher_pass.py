@@ -12,12 +12,16 @@ words). For each N:
   done once before (datasets' on-disk cache);
 - `rss`: a RAIL-KD training run of 100 steps reading that cache: peak resident memory (VmRSS, sampled every
   0.2 s), of it anonymous memory (what the process holds), pages mapped from the cache's files, and pages
-  mapped from datasets' memory-mapped Arrow files of the tokenised text (clean file pages the kernel can drop);
+  mapped from datasets' memory-mapped Arrow files of the tokenised text (which the run lets go of between steps,
+  `hf_kd.memory`);
 - `bytes per row`: logits only (KD) and with RAIL features, float32 and float16, from the shards on disk.
 
 And once, with the largest N: the RAIL-KD step reading the cache from its shards against the same step reading
-an in-memory copy of it (today's cache before this issue), alternated over `--rounds` rounds of 40 steps, and
-the loss of those batches with the cache stored in float16 against float32 (the same dropout masks).
+an in-memory copy of it (today's cache before this issue), alternated over `--rounds` rounds of 40 steps, the
+loss of those batches with the cache stored in float16 against float32 (the same dropout masks), and what letting
+go of the Arrow pages costs a batch of the DataLoader when done after every batch.
+
+`--again rss step` re-measures those rows alone on what a full run left in `--work_dir`.
 """
 
 from __future__ import annotations
@@ -159,6 +163,38 @@ class InMemory:
         return self.array
 
 
+def release_cost(args: list[str], rounds: int, batches: int = 100) -> dict[str, float]:
+    """Seconds a batch of the training DataLoader takes (reading and collating rows from datasets' mapped Arrow
+    file) with the file's pages let go of after every batch (`hf_kd.memory`, the worst case: a run does it at most
+    every 0.25 s) and without, alternated over `rounds` rounds."""
+    import torch
+
+    from hf_kd.build import build_trainer
+    from hf_kd.config import parse_args
+    from hf_kd.memory import MappedPages
+
+    torch.set_num_threads(1)
+    trainer, data = build_trainer(*parse_args([*args, "--cache_teacher_outputs", "true"]))
+    pages = MappedPages.of(data.train)
+    loader = trainer.get_train_dataloader()
+
+    def run(release: bool) -> float:
+        batch_iterator = iter(loader)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(batch_iterator)
+            if release:
+                pages.release()
+        return (time.perf_counter() - start) / batches
+
+    run(True), run(False)  # warm-up
+    times = {True: [], False: []}
+    for _ in range(rounds):
+        for release in (True, False):
+            times[release].append(run(release))
+    return {"released every batch": statistics.median(times[True]), "kept": statistics.median(times[False])}
+
+
 def step_ratio(args: list[str], rounds: int, steps: int = 40) -> dict[str, float]:
     """Median seconds of `steps` RAIL-KD steps reading the cache from its shards and an in-memory copy of it."""
     import torch
@@ -214,6 +250,20 @@ def step_ratio(args: list[str], rounds: int, steps: int = 40) -> dict[str, float
     return {**seconds, "float16_loss_difference": difference}
 
 
+def training_rss(models: dict, files: dict, count: int, work: Path) -> dict[str, float]:
+    train = run_args(models, files, count, "rail_kd", work / f"cache_{count}_2", work / "train")
+    train += ["--cache_teacher_outputs", "true", "--max_steps", "100", "--do_eval", "false"]
+    rss = peak_memory([sys.executable, "scripts/run_glue_kd.py", *train])
+    print(f"{count:,} rows: training peak {rss}", flush=True)
+    return rss
+
+
+def step_rows(models: dict, files: dict, largest: int, rounds: int, work: Path) -> dict[str, float]:
+    """The step's cost (`step_ratio`) and the data pages' release cost (`release_cost`) at the largest size."""
+    step_args = run_args(models, files, largest, "rail_kd", work / f"cache_{largest}_2", work / "train")
+    return {"rows": largest, **step_ratio(step_args, rounds), "release": release_cost(step_args, rounds)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -221,24 +271,33 @@ def main() -> None:
     parser.add_argument("--work_dir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "RESULTS_teacher_pass.json")
     parser.add_argument(
-        "--step_only",
-        action="store_true",
-        help="re-measure only the step row, on the caches a full run left in --work_dir, into the same --json",
+        "--again",
+        nargs="+",
+        choices=("rss", "step"),
+        help="re-measure only these rows (training memory; the step and release costs) on the models, files and "
+        "caches a full run left in --work_dir, into the same --json",
     )
     options = parser.parse_args()
-    if options.step_only:
+    if options.again:
         results = json.loads(options.json.read_text())
-        largest = max(int(count) for count in results["sizes"])
+        counts = sorted(int(count) for count in results["sizes"])
         work = options.work_dir
         models = {role: str(work / "models" / role) for role in ("teacher", "student")}
-        files = {"train": work / "train.tsv", "dev": work / "dev.tsv", largest: work / f"unlabelled_{largest}.tsv"}
-        step_args = run_args(models, files, largest, "rail_kd", work / f"cache_{largest}_2", work / "train")
-        results["step"] = {"rows": largest, **step_ratio(step_args, options.rounds)}
-        options.json.write_text(json.dumps(results, indent=1) + "\n")
-        from benchmarks.claims import teacher_pass_table
+        files = {"train": work / "train.tsv", "dev": work / "dev.tsv"}
+        files |= {count: work / f"unlabelled_{count}.tsv" for count in counts}
+        for count in counts if "rss" in options.again else []:
+            results["sizes"][str(count)]["rss"] = training_rss(models, files, count, work)
+        if "step" in options.again:
+            results["step"] = step_rows(models, files, counts[-1], options.rounds, work)
+    else:
+        results = full_run(options)
+    options.json.write_text(json.dumps(results, indent=1) + "\n")
+    from benchmarks.claims import teacher_pass_table
 
-        print(teacher_pass_table(results))
-        return
+    print(teacher_pass_table(results))
+
+
+def full_run(options) -> dict:
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="hf_kd_teacher_pass_"))
     work.mkdir(parents=True, exist_ok=True)
     models = build_models(work / "models")
@@ -257,10 +316,7 @@ def main() -> None:
             print(f"{count:,} rows, {processes} process(es): pass {entry[f'pass_{processes}']:.1f} s", flush=True)
         cache_files = (work / f"cache_{count}_2").glob("teacher-*/shard-*/*.npy")
         entry["cache_mb"] = sum(path.stat().st_size for path in cache_files) / 2**20
-        train = run_args(models, files, count, "rail_kd", work / f"cache_{count}_2", work / "train")
-        train += ["--cache_teacher_outputs", "true", "--max_steps", "100", "--do_eval", "false"]
-        entry["rss"] = peak_memory([sys.executable, "scripts/run_glue_kd.py", *train])
-        print(f"{count:,} rows: training peak {entry['rss']}", flush=True)
+        entry["rss"] = training_rss(models, files, count, work)
         results["sizes"][str(count)] = entry
     smallest = min(options.rows)
     for method, what in (("kd", "logits only (KD)"), ("rail_kd", "logits and RAIL features (RAIL-KD, 4 layers x 64)")):
@@ -270,13 +326,8 @@ def main() -> None:
             args = run_args(models, files, smallest, method, cache, work / "pass", "--teacher_cache_dtype", dtype)
             teacher_pass(args, 1)
             results["bytes_per_row"][what][dtype] = bytes_per_row(cache)
-    largest = max(options.rows)
-    step_args = run_args(models, files, largest, "rail_kd", work / f"cache_{largest}_2", work / "train")
-    results["step"] = {"rows": largest, **step_ratio(step_args, options.rounds)}
-    options.json.write_text(json.dumps(results, indent=1) + "\n")
-    from benchmarks.claims import teacher_pass_table
-
-    print(teacher_pass_table(results))
+    results["step"] = step_rows(models, files, max(options.rows), options.rounds, work)
+    return results
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from hf_kd.arguments import DataTrainingArguments
 from hf_kd.errors import ArgumentError, brief
 from hf_kd.generator import draw_mask, maskable_positions
 from hf_kd.losses import IGNORE_LABEL, labelled_rows
+from hf_kd.memory import MappedPages
 
 logger = logging.getLogger(__name__)
 
@@ -636,11 +637,15 @@ def labelled_row_indices(dataset: Dataset) -> np.ndarray:
 
 def collated_batches(dataset: Dataset, collator, size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
     """`dataset` in order, `size` rows at a time, collated and on `device`: a pass over data that draws no random
-    number (a DataLoader's iterator draws a seed, which would change the run's random stream)."""
+    number (a DataLoader's iterator draws a seed, which would change the run's random stream). The rows read
+    leave this process's resident memory as it goes (`hf_kd.memory`)."""
+    pages = MappedPages.of(dataset)
     for start in range(0, len(dataset), size):
+        pages.maybe_release()
         columns = dataset[start : start + size]
         rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
         yield {name: value.to(device) for name, value in collator(rows).items()}
+    pages.release()
 
 
 def _report_duplicate_ids(dataset: Dataset, source: str) -> None:

@@ -27,6 +27,7 @@ from hf_kd.adapters import EncoderAdapter, ForwardResult, LayerFeatures
 from hf_kd.data import INDEX_COLUMN, STATIC_MASK_COLUMN, TEACHER_COLUMNS
 from hf_kd.errors import ArgumentError
 from hf_kd.losses import log_batch_size_scale, task_loss
+from hf_kd.memory import MappedPages, ReleaseMappedPages
 from hf_kd.roles import StudentRole, TeacherRole, split_result, teacher_role
 from hf_kd.terms import uses_teacher, weighted
 from hf_kd.trainers.effective import EffectiveStep, StepFeatures, average_gradients, replay_rng, rng_state
@@ -83,6 +84,7 @@ class DistillationTrainer(CheckpointExtras, Trainer):
             self.teacher.to(self.args.device)
         sizes = self.layers.sizes
         self.projections = None if sizes is None else Projections(*sizes, self.layers.dim).to(self.args.device)
+        self.add_callback(ReleaseMappedPages(MappedPages.of(self.train_dataset, self.eval_dataset)))
         if self.projections_in("student"):
             self.add_callback(_ClearProjectionGradients(self.projections))
         # transformers < 5.2x reads this instead of loss_is_scaled_for_ga (with num_items_in_batch given)
