@@ -400,3 +400,17 @@ def test_every_look_at_dev_is_written_to_the_ledger(quality, tmp_path, monkeypat
     runner.evaluate("kd seed 42", tmp_path / "student", tmp_path / "dev.tsv", tmp_path / "dev.tsv")
     (entry,) = quality.ledger(tmp_path / "ledger.jsonl")
     assert entry["run"] == "kd seed 42" and entry["decided"].startswith("nothing") and len(calls) == 1
+
+
+def test_the_ladder_students_take_minilm_layers_evenly_and_run_in_their_own_folders(quality, tmp_path):
+    from benchmarks.quality.models import STUDENTS, minilm_layers
+
+    assert [minilm_layers(f"minilm{size}") for size in (2, 3, 4, 6)] == [
+        [2, 5],
+        [1, 3, 5],
+        [1, 2, 3, 5],
+        [0, 1, 2, 3, 4, 5],
+    ]
+    assert minilm_layers("scratch") is None and "layers 1, 3, 5" in STUDENTS["minilm3"]
+    assert quality.runs_root(tmp_path, "minilm2") == tmp_path / "runs"  # the runs of every report so far
+    assert quality.runs_root(tmp_path, "minilm4") == tmp_path / "runs_minilm4"

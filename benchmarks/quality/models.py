@@ -7,9 +7,24 @@ import os
 import sys
 from pathlib import Path
 
+MINILM_LAYERS = 6
+LADDER = (2, 3, 4, 6)  # the students' sizes (layers of MiniLM's 6) of issue 48's ladder
+
+
+def minilm_layers(student: str) -> list[int] | None:
+    """MiniLM's layers a `minilmK` student starts from (evenly spaced, as `hf_kd.student_init` takes them)."""
+    from hf_kd.student_init import evenly_spaced_layers
+
+    return evenly_spaced_layers(MINILM_LAYERS, int(student[6:])) if student.startswith("minilm") else None
+
+
 STUDENTS = {
-    "minilm2": "student 2 layers initialised from MiniLM's layers 2 and 5; generator MiniLM with its LM head trained "
-    "on the students' labelled text (encoder frozen)",
+    **{
+        f"minilm{size}": f"student {size} layers initialised from MiniLM's layers "
+        f"{', '.join(map(str, minilm_layers(f'minilm{size}')))}; generator MiniLM with its LM head trained on the "
+        "students' labelled text (encoder frozen)"
+        for size in LADDER
+    },
     "scratch": "student from scratch across tokenizers: RoBERTa-style 4 x 256, random weights, its own byte-level "
     "BPE vocabulary of 8,000 trained on the teacher's SST-2 text (`hf_kd.student_init --from_scratch`); generator "
     "for MATE-KD a 2 x 256 masked LM with the student's tokenizer, trained on the same text",

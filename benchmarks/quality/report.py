@@ -72,7 +72,7 @@ def write_report(
     teacher_steps = getattr(options, "teacher_steps", None)
     teacher_budget = f", `--max_steps {teacher_steps}`" if teacher_steps else ""
     lines = [
-        f"# Quality benchmark: {task.title} with a real pretrained BERT{'' if options.student == 'minilm2' else ', student from scratch'}",
+        f"# Quality benchmark: {task.title} with a real pretrained BERT{', student from scratch' if options.student == 'scratch' else ''}",
         "",
         f"Tables written by `{command}` from every finished run in its output folder; the commands that "
         "made the runs are in the notes below the tables.",

