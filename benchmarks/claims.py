@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ONE = "1 thread, batch 1"
 DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "RECIPES.md", ROOT / "benchmarks" / "README.md")
 BLOCK = re.compile(r"<!-- claims:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /claims:(?P=name) -->", re.S)
 
@@ -91,7 +93,7 @@ def export_table(data: dict) -> str:
     ]
     for name, student in data["students"].items():
         checks, times = student["agreement"], student["latency_ms_per_sentence"]
-        one = "1 thread, batch 1"
+        one = ONE
         many = next(
             column
             for column in times["pytorch student"]
@@ -117,6 +119,69 @@ def export_table(data: dict) -> str:
                 f"| {ratio:.1f}x | {against_teacher} |"
             )
     return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> str:
+    """`76.30 ± 0.61` in points (the sample std; a single value alone)."""
+    text = f"{100 * statistics.fmean(values):.2f}"
+    return text + (f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def ladder_table(data: dict) -> str:
+    """The ladder (benchmarks/ladder.py): each size's accuracy beside what shipping it costs, the teacher's gap it
+    leaves, and each step up worded by the selection rule on held-out."""
+    teacher = data["teacher"]
+    reported = data["reported"]
+    lines = [
+        f"{data['task']}, setting `{data['setting']}`, method `{data['method']}`, one teacher (held-out "
+        f"{points(teacher['heldout'])}, {reported} {points(teacher['dev'])}); measured on {data['machine']}; latency "
+        "and size of the first seed's student, the teacher timed in the same call.",
+        "",
+        f"| layers of MiniLM's 6 | seeds | held-out | {reported} (mean ± std) | vs no KD of its size ({reported}) "
+        "| share of the no KD-teacher gap closed | step up vs the size below (held-out) | size on disk, PyTorch / int8 "
+        "| ms / sentence, 1 thread, batch 1: PyTorch / int8 | int8 faster than the teacher | int8 same label |",
+        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for size, point in data["students"].items():
+        kd = [value for value in point["reported"].values()]
+        no_kd = point["no_kd"]["dev"]
+        versus = share = step = ""
+        if no_kd:
+            paired = paired_differences_of(point["reported"], no_kd)
+            versus = f"{interval(paired)}, {verdict_of(paired)}"
+            base = statistics.fmean(no_kd.values())
+            share = f"{100 * (statistics.fmean(kd) - base) / (teacher['dev'] - base):.0f}%"
+        if "over_smaller" in point:
+            above = point["over_smaller"]
+            step = f"{interval(above['paired'])}, {above['verdict']} {above['size']} layers"
+        shipped = times = faster = same = ""
+        if "latency_ms_per_sentence" in point:
+            ms = point["latency_ms_per_sentence"]
+            disk = point["size_on_disk_mb"]
+            shipped = f"{disk['pytorch student']:.1f} / {disk['onnx int8']:.1f} MB"
+            times = f"{ms['pytorch student'][ONE]:.2f} / {ms['onnx int8'][ONE]:.2f}"
+            faster = f"{ms['pytorch teacher'][ONE] / ms['onnx int8'][ONE]:.1f}x"
+            if point.get("agreement"):
+                same = f"{100 * point['agreement']['onnx int8']['agreement']:.2f}%"
+        lines.append(
+            f"| {size} ({', '.join(map(str, point['layers']))}) | {len(kd)} | "
+            f"{points(statistics.fmean(point['heldout'].values()))} | {mean_std(kd)} | {versus} | {share} | {step} "
+            f"| {shipped} | {times} | {faster} | {same} |"
+        )
+    return "\n".join(lines)
+
+
+def paired_differences_of(values: dict, baseline: dict) -> dict:
+    """`hf_kd.report.paired_differences` on per-seed values read back from JSON (seeds as strings)."""
+    from hf_kd.report import paired_differences
+
+    return paired_differences({int(k): v for k, v in values.items()}, {int(k): v for k, v in baseline.items()})
+
+
+def verdict_of(paired: dict) -> str:
+    from hf_kd.report import verdict
+
+    return verdict(paired)
 
 
 def teacher_pass_table(data: dict) -> str:
@@ -198,6 +263,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "recommend-banking77": ("benchmarks/RESULTS_headline_banking77.json", recommendations),
     "export": ("benchmarks/RESULTS_export.json", export_table),
     "teacher_pass": ("benchmarks/RESULTS_teacher_pass.json", teacher_pass_table),
+    "ladder-banking77": ("benchmarks/RESULTS_ladder_banking77.json", ladder_table),
 }
 
 

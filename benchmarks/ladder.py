@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Issue 48's ladder: students of 2, 3, 4 and 6 of MiniLM's layers from one teacher, accuracy against CPU latency.
+
+    python benchmarks/quality_sst2.py --task banking77 --settings unlabelled --methods normal kd --seeds 42 43 44 \\
+        --student minilm3 --output_dir RUNS/banking77      # and minilm2 (the default), minilm4, minilm6
+    python benchmarks/ladder.py --output_dir RUNS/banking77 --task banking77 --setting unlabelled --method kd \\
+        --json benchmarks/RESULTS_ladder_banking77.json
+
+For each size that has finished runs of `--method` in `--setting` (every seed the benchmark ran), the held-out and
+reported-set accuracies per seed, no KD's at the same size where it ran (points and the share of the gap between
+no KD and the teacher that KD closes), and, for the first seed's student, what shipping it costs: exported to ONNX
+fp32 and int8 and checked against PyTorch on held-out (`hf_kd.export.export_student`), size on disk, and ms per
+sentence at batch 1 and 32 beside the teacher timed in the same call (ratios compare like with like). Each step up
+the ladder is paired by seed with the size below on held-out and worded by the selection rule
+(`hf_kd.report.verdict`). Writes the JSON (`benchmarks/claims.py` renders it into README.md) and the chart beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks.claims import ONE, ladder_table  # noqa: E402
+from benchmarks.quality.models import LADDER, minilm_layers  # noqa: E402
+from benchmarks.quality.runner import run_folder, runs_root  # noqa: E402
+from benchmarks.quality.tasks import TASKS  # noqa: E402
+from hf_kd.report import paired_differences, verdict  # noqa: E402
+
+
+def results_of(output_dir: Path, student: str) -> dict | None:
+    path = output_dir / ("results.json" if student == "minilm2" else f"results_{student}.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def per_seed(runs: list[dict], setting: str, method: str, column: str) -> dict[int, float]:
+    """`column` of the default-flag runs of `method` in `setting` (no KD's `unlabelled` runs are its few_labels)."""
+    settings = {setting, "few_labels"} if method == "normal" else {setting}
+    return {
+        run["seed"]: run[column]
+        for run in runs
+        if run["method"] == method and run["variant"] == "" and run["setting"] in settings and column in run
+    }
+
+
+def student_point(output_dir: Path, size: int, setting: str, method: str, export: bool) -> dict | None:
+    student = f"minilm{size}"
+    results = results_of(output_dir, student)
+    if results is None:
+        return None
+    runs = results["runs"]
+    heldout, reported = (per_seed(runs, setting, method, column) for column in ("heldout", "dev"))
+    if not reported:
+        return None
+    point = {
+        "layers": minilm_layers(student),
+        "heldout": heldout,
+        "reported": reported,
+        "no_kd": {column: per_seed(runs, setting, "normal", column) for column in ("heldout", "dev")},
+    }
+    if export:
+        from hf_kd.export import export_student
+
+        seed = min(reported)
+        rate = next(run["learning_rate"] for run in runs if run["method"] == method and run["seed"] == seed)
+        folder = run_folder(runs_root(output_dir, student), setting, method, rate, seed)
+        findings = export_student(str(folder))
+        point |= {
+            "exported_seed": seed,
+            "size_on_disk_mb": findings["size_on_disk_mb"],
+            "latency_ms_per_sentence": findings["latency_ms_per_sentence"],
+            "agreement": findings.get("agreement"),
+        }
+    return point
+
+
+def ladder(output_dir: Path, task: str, setting: str, method: str, export: bool = True) -> dict:
+    teacher = (results_of(output_dir, "minilm2") or {}).get("teacher")
+    students = {}
+    for size in LADDER:
+        point = student_point(output_dir, size, setting, method, export)
+        if point is not None:
+            students[str(size)] = point
+    if teacher is None or not students:
+        sys.exit(f"{output_dir}: no teacher or no finished {method} runs in {setting} (run quality_sst2.py first).")
+    sizes = list(students)
+    for smaller, larger in itertools.pairwise(sizes):  # each step up, paired by seed on held-out
+        paired = paired_differences(students[larger]["heldout"], students[smaller]["heldout"])
+        students[larger]["over_smaller"] = {"size": smaller, "paired": paired, "verdict": verdict(paired)}
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "output_dir": str(output_dir),
+        "task": TASKS[task].title,
+        "reported": TASKS[task].reported,
+        "setting": setting,
+        "method": method,
+        "teacher": teacher,
+        "students": students,
+    }
+
+
+def chart(data: dict, path: Path) -> None:
+    """Reported-set accuracy (mean and std over seeds) against ms per sentence on one thread at batch 1, PyTorch
+    and ONNX int8, with the teacher; one point per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    teacher_ms = []
+    for model, marker in (("pytorch student", "o"), ("onnx int8", "s")):
+        xs, ys, errors, labels = [], [], [], []
+        for size, point in data["students"].items():
+            if "latency_ms_per_sentence" not in point:
+                continue
+            values = [100 * value for value in point["reported"].values()]
+            xs.append(point["latency_ms_per_sentence"][model][ONE])
+            ys.append(statistics.fmean(values))
+            errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            labels.append(f"{size} layers")
+            teacher_ms.append(point["latency_ms_per_sentence"]["pytorch teacher"][ONE])
+        axes.errorbar(xs, ys, yerr=errors, fmt=marker + "-", capsize=3, label=f"{data['method']} student, {model}")
+        for x, y, label in zip(xs, ys, labels, strict=True):
+            axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
+    if teacher_ms:
+        axes.plot([statistics.median(teacher_ms)], [100 * data["teacher"]["dev"]], "k*", ms=12, label="teacher")
+    axes.set_xscale("log")
+    axes.set_xlabel("ms per sentence, CPU, 1 thread, batch 1 (log)")
+    axes.set_ylabel(f"accuracy on {data['reported']}")
+    axes.set_title(f"{data['task']}: students of MiniLM's layers, {data['setting']}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", type=Path, required=True, help="the quality benchmark's --output_dir")
+    parser.add_argument("--task", choices=list(TASKS), default="sst2")
+    parser.add_argument("--setting", default="unlabelled")
+    parser.add_argument("--method", default="kd")
+    parser.add_argument("--json", type=Path, required=True, help="the chart is written beside it (.png)")
+    options = parser.parse_args(argv)
+    data = ladder(options.output_dir, options.task, options.setting, options.method)
+    options.json.write_text(json.dumps(data, indent=1) + "\n")
+    chart(data, options.json.with_suffix(".png"))
+    print(ladder_table(data))
+
+
+if __name__ == "__main__":
+    main()

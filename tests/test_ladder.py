@@ -1,0 +1,73 @@
+"""The ladder of student sizes (benchmarks/ladder.py): what it reads from the benchmark's results, the step-up
+comparisons by the selection rule, the table's gap shares and speed ratios against hand computations."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from benchmarks.claims import ladder_table
+from benchmarks.ladder import chart, ladder
+
+
+def run(method: str, setting: str, seed: int, heldout: float, dev: float, variant: str = "") -> dict:
+    flags = ""
+    return dict(setting=setting, variant=variant, method=method, flags=flags, learning_rate=1e-4, seed=seed,
+                heldout=heldout, dev=dev, wall_seconds=1.0)  # fmt: skip
+
+
+@pytest.fixture
+def benchmark_folder(tmp_path):
+    """What quality_sst2.py leaves for two sizes: KD in `unlabelled`, no KD (its few_labels runs) at size 2 only,
+    and an ablation that must not be read."""
+    two = [run("kd", "unlabelled", seed, h, d) for seed, h, d in ((42, 0.70, 0.72), (43, 0.71, 0.74), (44, 0.69, 0.73))]
+    two += [run("normal", "few_labels", seed, 0.60, d) for seed, d in ((42, 0.62), (43, 0.63), (44, 0.64))]
+    two += [run("kd", "unlabelled", 42, 0.99, 0.99, variant="share50")]
+    three = [run("kd", "unlabelled", seed, 0.75, 0.80) for seed in (42, 43, 44)]
+    teacher = {"heldout": 0.90, "dev": 0.91, "wall_seconds": 1.0}
+    (tmp_path / "results.json").write_text(json.dumps({"teacher": teacher, "runs": two}))
+    (tmp_path / "results_minilm3.json").write_text(json.dumps({"teacher": teacher, "runs": three}))
+    return tmp_path
+
+
+def test_the_ladder_reads_each_size_and_pairs_each_step_up_on_held_out(benchmark_folder):
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)
+    assert list(data["students"]) == ["2", "3"] and data["reported"] == "test"
+    two, three = data["students"]["2"], data["students"]["3"]
+    assert two["reported"] == {42: 0.72, 43: 0.74, 44: 0.73}  # the ablation's 0.99 is not a default run
+    assert two["no_kd"]["dev"] == {42: 0.62, 43: 0.63, 44: 0.64} and three["no_kd"]["dev"] == {}
+    step = three["over_smaller"]
+    assert step["size"] == "2" and step["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.06])
+    half_width = 4.302653 * 0.01 / 3**0.5  # t(0.975, 2 df) x the differences' std / sqrt(3)
+    assert step["paired"]["low"] == pytest.approx(0.05 - half_width) and step["verdict"] == "beats"
+
+
+def test_the_table_gives_the_gap_share_and_the_speed_against_the_teacher(benchmark_folder, tmp_path):
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)
+    data = json.loads(json.dumps(data))  # as claims.py reads it back: seeds become strings
+    data["students"]["2"] |= {
+        "size_on_disk_mb": {"pytorch student": 60.0, "onnx int8": 15.2},
+        "latency_ms_per_sentence": {
+            "pytorch teacher": {"1 thread, batch 1": 8.0},
+            "pytorch student": {"1 thread, batch 1": 2.0},
+            "onnx int8": {"1 thread, batch 1": 0.5},
+        },
+        "agreement": {"onnx int8": {"agreement": 0.991}},
+    }
+    table = ladder_table(data)
+    row_two, row_three = (line for line in table.splitlines() if line.startswith(("| 2 ", "| 3 ")))
+    kd, no_kd = statistics.fmean([0.72, 0.74, 0.73]), statistics.fmean([0.62, 0.63, 0.64])
+    share = 100 * (kd - no_kd) / (0.91 - no_kd)  # 10 of 28 points: 36%
+    assert f"| {share:.0f}% |" in row_two and "+10.00 [" in row_two and "beats" in row_two
+    assert "| 16.0x |" in row_two and "| 2.00 / 0.50 |" in row_two and "| 60.0 / 15.2 MB |" in row_two
+    assert "99.10%" in row_two and "73.00 ± 1.00" in row_two
+    assert "beats 2 layers" in row_three and "| 80.00 ± 0.00 |" in row_three
+    chart(data, tmp_path / "ladder.png")  # draws the sizes that were timed
+    assert (tmp_path / "ladder.png").stat().st_size > 0
+
+
+def test_a_folder_without_runs_is_refused_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="no teacher or no finished kd runs"):
+        ladder(tmp_path, "sst2", "unlabelled", "kd", export=False)
