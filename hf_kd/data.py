@@ -632,7 +632,7 @@ def oversample_labelled(dataset: Dataset, unlabelled: int, share: float | None) 
 
 def labelled_row_indices(dataset: Dataset) -> np.ndarray:
     """Positions of the rows that carry a gold label (not `IGNORE_LABEL`, not NaN)."""
-    return labelled_rows(torch.from_numpy(arrow_column(dataset, "label").to_numpy())).nonzero().flatten().numpy()
+    return labelled_rows(torch.tensor(arrow_column(dataset, "label").to_numpy())).nonzero().flatten().numpy()
 
 
 def collated_batches(dataset: Dataset, collator, size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:

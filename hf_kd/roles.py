@@ -106,7 +106,7 @@ def class_shares(trainer, cache: TeacherCache | None, dataset) -> torch.Tensor:
         predicted = cache.predicted_classes()
     else:
         predicted = teacher_logits(trainer, distinct_rows(dataset)).argmax(-1)
-    predicted = predicted[torch.from_numpy(arrow_column(dataset, INDEX_COLUMN).to_numpy())]
+    predicted = predicted[torch.tensor(arrow_column(dataset, INDEX_COLUMN).to_numpy())]
     counts = torch.bincount(predicted, minlength=trainer.model.config.num_labels).double()
     return (counts / counts.sum()).to(trainer.args.device)
 

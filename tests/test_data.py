@@ -187,3 +187,17 @@ def test_data_hygiene_is_reported(tokenizer, tmp_path, caplog):
     assert "1 of 3 rows have an empty 'sentence'" in messages
     assert "1 rows repeat an id of column 'idx'" in messages
     assert max(len(ids) for ids in data.train["input_ids"]) == 32
+
+
+def test_labelled_rows_of_a_file_backed_dataset_raise_no_warning(tmp_path):
+    """An Arrow file's one-chunk column comes back read-only: torch warned on it in every run's log."""
+    import warnings
+
+    from datasets import Dataset, load_from_disk
+
+    from hf_kd.data import labelled_row_indices
+
+    Dataset.from_dict({"label": [0, -100, 1, 1]}).save_to_disk(tmp_path / "d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert labelled_row_indices(load_from_disk(tmp_path / "d")).tolist() == [0, 2, 3]
