@@ -372,15 +372,19 @@ def test_each_budget_is_chosen_on_heldout_by_the_rule_and_reported_with_its_data
     )
     ledger = [{"date": "2026-12-06 10:00", "task": "SST-2", "set": "dev", "run": "x", "decided": "nothing"}] * 4
     rows = quality.write_report(
-        found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 100, "labelled": 40}, "c", ledger
+        found, {"heldout": 0.9, "dev": 0.88}, options, {"full": 6400, "labelled": 3200}, "c", ledger
     )
     assert rows["few_labels/kd"]["steps"] == 2000 and rows["few_labels/normal"]["steps"] == 1000
     # KD at 2,000 against no KD at 1,000 on dev: +4, +4, +5 points
     assert rows["few_labels/kd"]["paired_difference"]["differences"] == pytest.approx([0.04, 0.04, 0.05])
     text = report.read_text()
     assert "| kd | 2,000 | 0.0001 | 84.00 |" in text
-    assert "| few_labels | kd | 1,000: 81.00; 2,000: 84.00 (beats); 4,000: 84.33 (ties) | 2,000 |" in text
-    assert "| few_labels | normal | 1,000: 80.00; 2,000: 80.33 (ties) | 1,000 |" in text
+    # passes over the 3,200 labelled rows at batch 32: a tenth of the steps
+    assert (
+        "| few_labels | kd | 1,000 (10.0): 81.00; 2,000 (20.0): 84.00 (beats); 4,000 (40.0): 84.33 (ties) "
+        "| 2,000 (20.0 passes) |" in text
+    )
+    assert "| few_labels | normal | 1,000 (10.0): 80.00; 2,000 (20.0): 80.33 (ties) | 1,000 (10.0 passes) |" in text
     assert "dev: 4 evaluations (2026-12-06 10:00 to 2026-12-06 10:00)" in text
     assert "| few_labels | kd | steps2000 |" not in text  # budgets are not ablations (they are in "Every run")
     data = json.loads(report.with_suffix(".json").read_text())
@@ -414,3 +418,11 @@ def test_the_ladder_students_take_minilm_layers_evenly_and_run_in_their_own_fold
     assert minilm_layers("scratch") is None and "layers 1, 3, 5" in STUDENTS["minilm3"]
     assert quality.runs_root(tmp_path, "minilm2") == tmp_path / "runs"  # the runs of every report so far
     assert quality.runs_root(tmp_path, "minilm4") == tmp_path / "runs_minilm4"
+
+
+def test_passes_count_the_rows_each_method_reads(quality):
+    counts = {"labelled": 800, "unlabelled": 7200, "full": 16000}
+    assert quality.passes(1000, "unlabelled", "kd", counts) == 4.0  # 32,000 rows over 800 + 7,200
+    assert quality.passes(1000, "unlabelled", "normal", counts) == 40.0  # no KD reads the labels alone
+    assert quality.passes(1000, "few_labels", "kd", counts) == 40.0
+    assert quality.passes(500, "full", "kd", counts) == 1.0

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from benchmarks.quality import METHODS, ROOT
+from benchmarks.quality import BATCH_SIZE, METHODS, ROOT
 from benchmarks.quality.models import STUDENTS
 from benchmarks.quality.tasks import HELD_OUT_ROWS, SETTINGS, TASKS, Task
 from hf_kd.report import group_statistics, paired_differences, selects, verdict
@@ -143,7 +143,7 @@ def write_report(
                 f"| {max(variants, 1)} |"
             )
         lines.append("")
-    lines += budget_table(curves)
+    lines += budget_table(curves, counts)
     defaults_summary = {
         key: cell for key, cell in choose(with_shared_no_kd(defaults, shared), len(options.seeds)).items()
     }
@@ -220,7 +220,16 @@ def budget_curves(runs: list[dict], defaults: dict, budgets: list[int], n_seeds:
     return curves
 
 
-def budget_table(curves: dict) -> list[str]:
+def passes(steps: int, setting: str, method: str, counts: dict) -> float:
+    """Passes over the rows a run reads: its labels, and the unlabelled text where it reads it (no KD never does)."""
+    if setting == "full":
+        rows = counts["full"]
+    else:
+        rows = counts["labelled"] + (counts["unlabelled"] if setting == "unlabelled" and method != "normal" else 0)
+    return steps * BATCH_SIZE / rows
+
+
+def budget_table(curves: dict, counts: dict) -> list[str]:
     if not curves:
         return []
     lines = [
@@ -230,15 +239,19 @@ def budget_table(curves: dict) -> list[str]:
         "of the paired per-seed difference above 0, `hf_kd.report.verdict`); each budget's learning rate is chosen "
         "there. The tables above report each method at its chosen budget.",
         "",
-        "| setting | method | held-out by steps (rule against the budget before) | chosen |",
+        "| setting | method | held-out by steps (passes over its rows; rule against the budget before) | chosen |",
         "|---|---|---|---|",
     ]
     for (setting, method), curve in curves.items():
         points = "; ".join(
-            f"{p['steps']:,}: {100 * p['heldout']:.2f}" + (f" ({p['verdict']})" if p["verdict"] else "")
+            f"{p['steps']:,} ({passes(p['steps'], setting, method, counts):.1f}): {100 * p['heldout']:.2f}"
+            + (f" ({p['verdict']})" if p["verdict"] else "")
             for p in curve["points"]
         )
-        lines.append(f"| {setting} | {method} | {points} | {curve['chosen']['steps']:,} |")
+        chosen = curve["chosen"]["steps"]
+        lines.append(
+            f"| {setting} | {method} | {points} | {chosen:,} ({passes(chosen, setting, method, counts):.1f} passes) |"
+        )
     return [*lines, ""]
 
 

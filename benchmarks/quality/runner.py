@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.quality import METHODS, ROOT
+from benchmarks.quality import BATCH_SIZE, METHODS, ROOT
 from benchmarks.quality.models import (
     STUDENTS,
     minilm_layers,
@@ -354,7 +354,7 @@ def benchmark(argv: list[str] | None = None) -> None:
     results_name = "results.json" if options.student == "minilm2" else f"results_{options.student}.json"
     command = " ".join(["python benchmarks/quality_sst2.py", *map(shlex.quote, sys.argv[1:])]).strip()
     common = [*task.data_flags, "--validation_file", str(files["heldout"]), "--max_seq_length", "64"]
-    common += ["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128"]
+    common += ["--per_device_train_batch_size", str(BATCH_SIZE), "--per_device_eval_batch_size", "128"]
     common += ["--lr_scheduler_type", "linear", "--save_strategy", "no", "--logging_steps", "50"]
     common += ["--report_to", "none", "--disable_tqdm", "true"]
     if not options.report_only:
