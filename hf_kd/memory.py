@@ -6,7 +6,8 @@ file ends up counted in the resident memory of every process (clean, shared page
 counted by RSS limits, schedulers and the OOM killer's score). `MappedPages` unmaps them from this process with
 `madvise(MADV_DONTNEED)`: they stay in the page cache, and the next read maps them again (a minor fault, no
 disk read). Only read-only mappings of the named files are touched, so no byte of anything is lost; on a
-platform without `/proc/self/maps` and `madvise` it does nothing.
+platform without `/proc/self/maps` and `madvise` it does nothing. DataLoader worker processes
+(`--dataloader_num_workers`) map the file in their own memory, which this process cannot release.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class MappedPages:
 
 
 class ReleaseMappedPages(TrainerCallback):
-    """Lets go of the training and evaluation data's mapped pages between steps and after each evaluation."""
+    """Lets go of the training and evaluation data's mapped pages between steps, between evaluation batches and
+    after each evaluation."""
 
     def __init__(self, pages: MappedPages) -> None:
         self.pages = pages
@@ -90,6 +92,9 @@ class ReleaseMappedPages(TrainerCallback):
         self.pages.release()  # what the data checks and the teacher pass read before training
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.pages.maybe_release()
+
+    def on_prediction_step(self, args, state, control, **kwargs):
         self.pages.maybe_release()
 
     def on_evaluate(self, args, state, control, **kwargs):
