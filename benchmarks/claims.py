@@ -133,7 +133,9 @@ def ladder_table(data: dict) -> str:
     teacher = data["teacher"]
     reported = data["reported"]
     lines = [
-        f"{data['task']}, setting `{data['setting']}`, method `{data['method']}`, one teacher (held-out "
+        f"{data['task']}, setting `{data['setting']}`, method `{data['method']}`"
+        + (f" with `{data['flags']}`" if data.get("variant") else "")
+        + f", one teacher (held-out "
         f"{points(teacher['heldout'])}, {reported} {points(teacher['dev'])}); measured on {data['machine']}; latency "
         "and size of the first seed's student, the teacher timed in the same call.",
         "",

@@ -37,28 +37,33 @@ from benchmarks.quality.tasks import TASKS  # noqa: E402
 from hf_kd.report import paired_differences, verdict  # noqa: E402
 
 
+def all_runs(output_dir: Path) -> list[dict]:
+    return [run for size in LADDER for run in (results_of(output_dir, f"minilm{size}") or {"runs": []})["runs"]]
+
+
 def results_of(output_dir: Path, student: str) -> dict | None:
     path = output_dir / ("results.json" if student == "minilm2" else f"results_{student}.json")
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def per_seed(runs: list[dict], setting: str, method: str, column: str) -> dict[int, float]:
-    """`column` of the default-flag runs of `method` in `setting` (no KD's `unlabelled` runs are its few_labels)."""
+def per_seed(runs: list[dict], setting: str, method: str, column: str, variant: str = "") -> dict[int, float]:
+    """`column` of the runs of `method` in `setting` with `variant`'s flags ("": the method's defaults; no KD's
+    `unlabelled` runs are its few_labels)."""
     settings = {setting, "few_labels"} if method == "normal" else {setting}
     return {
         run["seed"]: run[column]
         for run in runs
-        if run["method"] == method and run["variant"] == "" and run["setting"] in settings and column in run
+        if run["method"] == method and run["variant"] == variant and run["setting"] in settings and column in run
     }
 
 
-def student_point(output_dir: Path, size: int, setting: str, method: str, export: bool) -> dict | None:
+def student_point(output_dir: Path, size: int, setting: str, method: str, variant: str, export: bool) -> dict | None:
     student = f"minilm{size}"
     results = results_of(output_dir, student)
     if results is None:
         return None
     runs = results["runs"]
-    heldout, reported = (per_seed(runs, setting, method, column) for column in ("heldout", "dev"))
+    heldout, reported = (per_seed(runs, setting, method, column, variant) for column in ("heldout", "dev"))
     if not reported:
         return None
     point = {
@@ -72,7 +77,9 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, export
 
         seed = min(reported)
         rate = next(run["learning_rate"] for run in runs if run["method"] == method and run["seed"] == seed)
-        folder = run_folder(runs_root(output_dir, student), setting, method, rate, seed)
+        folder = run_folder(
+            runs_root(output_dir, student), setting, method, rate, seed, f"_{variant}" if variant else ""
+        )
         findings = export_student(str(folder))
         point |= {
             "exported_seed": seed,
@@ -83,15 +90,16 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, export
     return point
 
 
-def ladder(output_dir: Path, task: str, setting: str, method: str, export: bool = True) -> dict:
+def ladder(output_dir: Path, task: str, setting: str, method: str, variant: str = "", export: bool = True) -> dict:
     teacher = (results_of(output_dir, "minilm2") or {}).get("teacher")
     students = {}
     for size in LADDER:
-        point = student_point(output_dir, size, setting, method, export)
+        point = student_point(output_dir, size, setting, method, variant, export)
         if point is not None:
             students[str(size)] = point
     if teacher is None or not students:
-        sys.exit(f"{output_dir}: no teacher or no finished {method} runs in {setting} (run quality_sst2.py first).")
+        named = f"{method} ({variant})" if variant else method
+        sys.exit(f"{output_dir}: no teacher or no finished {named} runs in {setting} (run quality_sst2.py first).")
     sizes = list(students)
     for smaller, larger in itertools.pairwise(sizes):  # each step up, paired by seed on held-out
         paired = paired_differences(students[larger]["heldout"], students[smaller]["heldout"])
@@ -103,6 +111,8 @@ def ladder(output_dir: Path, task: str, setting: str, method: str, export: bool 
         "reported": TASKS[task].reported,
         "setting": setting,
         "method": method,
+        "variant": variant,
+        "flags": next((run["flags"] for run in all_runs(output_dir) if run["variant"] == variant), ""),
         "teacher": teacher,
         "students": students,
     }
@@ -151,9 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", choices=list(TASKS), default="sst2")
     parser.add_argument("--setting", default="unlabelled")
     parser.add_argument("--method", default="kd")
+    parser.add_argument("--variant", default="", help="an --ablation's name: its runs instead of the defaults'")
     parser.add_argument("--json", type=Path, required=True, help="the chart is written beside it (.png)")
     options = parser.parse_args(argv)
-    data = ladder(options.output_dir, options.task, options.setting, options.method)
+    data = ladder(options.output_dir, options.task, options.setting, options.method, options.variant)
     options.json.write_text(json.dumps(data, indent=1) + "\n")
     chart(data, options.json.with_suffix(".png"))
     print(ladder_table(data))

@@ -13,7 +13,7 @@ from benchmarks.ladder import chart, ladder
 
 
 def run(method: str, setting: str, seed: int, heldout: float, dev: float, variant: str = "") -> dict:
-    flags = ""
+    flags = "--labelled_share 0.5" if variant else ""
     return dict(setting=setting, variant=variant, method=method, flags=flags, learning_rate=1e-4, seed=seed,
                 heldout=heldout, dev=dev, wall_seconds=1.0)  # fmt: skip
 
@@ -24,7 +24,7 @@ def benchmark_folder(tmp_path):
     and an ablation that must not be read."""
     two = [run("kd", "unlabelled", seed, h, d) for seed, h, d in ((42, 0.70, 0.72), (43, 0.71, 0.74), (44, 0.69, 0.73))]
     two += [run("normal", "few_labels", seed, 0.60, d) for seed, d in ((42, 0.62), (43, 0.63), (44, 0.64))]
-    two += [run("kd", "unlabelled", 42, 0.99, 0.99, variant="share50")]
+    two += [run("kd", "unlabelled", seed, 0.99, 0.98, variant="share50") for seed in (42, 43)]
     three = [run("kd", "unlabelled", seed, 0.75, 0.80) for seed in (42, 43, 44)]
     teacher = {"heldout": 0.90, "dev": 0.91, "wall_seconds": 1.0}
     (tmp_path / "results.json").write_text(json.dumps({"teacher": teacher, "runs": two}))
@@ -71,3 +71,9 @@ def test_the_table_gives_the_gap_share_and_the_speed_against_the_teacher(benchma
 def test_a_folder_without_runs_is_refused_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="no teacher or no finished kd runs"):
         ladder(tmp_path, "sst2", "unlabelled", "kd", export=False)
+
+
+def test_an_ablation_is_read_by_its_name_with_its_flags(benchmark_folder):
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", "share50", export=False)
+    assert list(data["students"]) == ["2"] and data["students"]["2"]["reported"] == {42: 0.98, 43: 0.98}
+    assert data["flags"] == "--labelled_share 0.5" and "with `--labelled_share 0.5`" in ladder_table(data)
