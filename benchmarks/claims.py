@@ -266,6 +266,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "export": ("benchmarks/RESULTS_export.json", export_table),
     "teacher_pass": ("benchmarks/RESULTS_teacher_pass.json", teacher_pass_table),
     "ladder-banking77": ("benchmarks/RESULTS_ladder_banking77.json", ladder_table),
+    "ladder-banking77-share50": ("benchmarks/RESULTS_ladder_banking77_share50.json", ladder_table),
 }
 
 

@@ -119,8 +119,8 @@ def ladder(output_dir: Path, task: str, setting: str, method: str, variant: str 
 
 
 def chart(data: dict, path: Path) -> None:
-    """Reported-set accuracy (mean and std over seeds) against ms per sentence on one thread at batch 1, PyTorch
-    and ONNX int8, with the teacher; one point per size."""
+    """Reported-set accuracy of the PyTorch students (mean and std over seeds) against ms per sentence on one
+    thread at batch 1, as PyTorch and as the ONNX int8 export, with the teacher; one point per size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +139,8 @@ def chart(data: dict, path: Path) -> None:
             errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
             labels.append(f"{size} layers")
             teacher_ms.append(point["latency_ms_per_sentence"]["pytorch teacher"][ONE])
-        axes.errorbar(xs, ys, yerr=errors, fmt=marker + "-", capsize=3, label=f"{data['method']} student, {model}")
+        label = f"{data['method']} student, timed as {model.replace(' student', '')}"
+        axes.errorbar(xs, ys, yerr=errors, fmt=marker + "-", capsize=3, label=label)
         for x, y, label in zip(xs, ys, labels, strict=True):
             axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
     if teacher_ms:
@@ -147,7 +148,8 @@ def chart(data: dict, path: Path) -> None:
     axes.set_xscale("log")
     axes.set_xlabel("ms per sentence, CPU, 1 thread, batch 1 (log)")
     axes.set_ylabel(f"accuracy on {data['reported']}")
-    axes.set_title(f"{data['task']}: students of MiniLM's layers, {data['setting']}")
+    recipe = f"{data['setting']}" + (f", {data['flags']}" if data.get("variant") else "")
+    axes.set_title(f"{data['task']}: students of MiniLM's layers ({recipe})")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
