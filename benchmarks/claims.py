@@ -145,14 +145,12 @@ def ladder_table(data: dict) -> str:
         "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for size, point in data["students"].items():
-        kd = [value for value in point["reported"].values()]
-        no_kd = point["no_kd"]["dev"]
+        kd = list(point["reported"].values())
         versus = share = step = ""
-        if no_kd:
-            paired = paired_differences_of(point["reported"], no_kd)
-            versus = f"{interval(paired)}, {verdict_of(paired)}"
-            base = statistics.fmean(no_kd.values())
-            share = f"{100 * (statistics.fmean(kd) - base) / (teacher['dev'] - base):.0f}%"
+        if "versus_no_kd" in point:
+            against = point["versus_no_kd"]
+            versus = f"{interval(against['paired'])}, {against['verdict']}"
+            share = f"{100 * against['gap_closed']:.0f}%"
         if "over_smaller" in point:
             above = point["over_smaller"]
             step = f"{interval(above['paired'])}, {above['verdict']} {above['size']} layers"
@@ -171,19 +169,6 @@ def ladder_table(data: dict) -> str:
             f"| {shipped} | {times} | {faster} | {same} |"
         )
     return "\n".join(lines)
-
-
-def paired_differences_of(values: dict, baseline: dict) -> dict:
-    """`hf_kd.report.paired_differences` on per-seed values read back from JSON (seeds as strings)."""
-    from hf_kd.report import paired_differences
-
-    return paired_differences({int(k): v for k, v in values.items()}, {int(k): v for k, v in baseline.items()})
-
-
-def verdict_of(paired: dict) -> str:
-    from hf_kd.report import verdict
-
-    return verdict(paired)
 
 
 def teacher_pass_table(data: dict) -> str:

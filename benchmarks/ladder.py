@@ -32,13 +32,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.claims import ONE, ladder_table  # noqa: E402
 from benchmarks.quality.models import LADDER, minilm_layers  # noqa: E402
+from benchmarks.quality.report import with_shared_no_kd  # noqa: E402
 from benchmarks.quality.runner import run_folder, runs_root  # noqa: E402
 from benchmarks.quality.tasks import TASKS  # noqa: E402
 from hf_kd.report import paired_differences, verdict  # noqa: E402
-
-
-def all_runs(output_dir: Path) -> list[dict]:
-    return [run for size in LADDER for run in (results_of(output_dir, f"minilm{size}") or {"runs": []})["runs"]]
 
 
 def results_of(output_dir: Path, student: str) -> dict | None:
@@ -46,15 +43,21 @@ def results_of(output_dir: Path, student: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def per_seed(runs: list[dict], setting: str, method: str, column: str, variant: str = "") -> dict[int, float]:
-    """`column` of the runs of `method` in `setting` with `variant`'s flags ("": the method's defaults; no KD's
-    `unlabelled` runs are its few_labels)."""
-    settings = {setting, "few_labels"} if method == "normal" else {setting}
-    return {
-        run["seed"]: run[column]
-        for run in runs
-        if run["method"] == method and run["variant"] == variant and run["setting"] in settings and column in run
-    }
+def matching(runs: list[dict], setting: str, method: str, variant: str = "") -> list[dict]:
+    """The runs of `method` in `setting` with `variant`'s flags ("": the method's defaults); no KD's `unlabelled`
+    runs are its few_labels (`with_shared_no_kd`). One learning rate: the ladder compares sizes, not rates."""
+    found = [
+        run
+        for run in with_shared_no_kd(runs, {setting})
+        if (run["setting"], run["method"], run["variant"]) == (setting, method, variant)
+    ]
+    if len({run["learning_rate"] for run in found}) > 1:
+        sys.exit(f"{method} {variant} in {setting}: runs at several learning rates; run the ladder at one.")
+    return found
+
+
+def per_seed(runs: list[dict], column: str) -> dict[int, float]:
+    return {run["seed"]: run[column] for run in runs}
 
 
 def student_point(output_dir: Path, size: int, setting: str, method: str, variant: str, export: bool) -> dict | None:
@@ -62,24 +65,23 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
     results = results_of(output_dir, student)
     if results is None:
         return None
-    runs = results["runs"]
-    heldout, reported = (per_seed(runs, setting, method, column, variant) for column in ("heldout", "dev"))
-    if not reported:
+    runs = matching(results["runs"], setting, method, variant)
+    if not runs:
         return None
-    point = {
-        "layers": minilm_layers(student),
-        "heldout": heldout,
-        "reported": reported,
-        "no_kd": {column: per_seed(runs, setting, "normal", column) for column in ("heldout", "dev")},
-    }
+    heldout, reported = per_seed(runs, "heldout"), per_seed(runs, "dev")
+    no_kd = per_seed(matching(results["runs"], setting, "normal"), "dev")
+    point = {"layers": minilm_layers(student), "flags": runs[0]["flags"], "heldout": heldout, "reported": reported}
+    if no_kd:  # on the reported set, for the record: the paired difference and the share of the gap KD closes
+        paired = paired_differences(reported, no_kd)
+        base = statistics.fmean(no_kd.values())
+        gap = (statistics.fmean(reported.values()) - base) / (results["teacher"]["dev"] - base)
+        point["versus_no_kd"] = {"paired": paired, "verdict": verdict(paired), "gap_closed": gap}
     if export:
         from hf_kd.export import export_student
 
         seed = min(reported)
-        rate = next(run["learning_rate"] for run in runs if run["method"] == method and run["seed"] == seed)
-        folder = run_folder(
-            runs_root(output_dir, student), setting, method, rate, seed, f"_{variant}" if variant else ""
-        )
+        tag = f"_{variant}" if variant else ""
+        folder = run_folder(runs_root(output_dir, student), setting, method, runs[0]["learning_rate"], seed, tag)
         findings = export_student(str(folder))
         point |= {
             "exported_seed": seed,
@@ -112,7 +114,7 @@ def ladder(output_dir: Path, task: str, setting: str, method: str, variant: str 
         "setting": setting,
         "method": method,
         "variant": variant,
-        "flags": next((run["flags"] for run in all_runs(output_dir) if run["variant"] == variant), ""),
+        "flags": next(iter(students.values()))["flags"],
         "teacher": teacher,
         "students": students,
     }
@@ -127,24 +129,24 @@ def chart(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    teacher_ms = []
+    timed = {size: point for size, point in data["students"].items() if "latency_ms_per_sentence" in point}
     for model, marker in (("pytorch student", "o"), ("onnx int8", "s")):
         xs, ys, errors, labels = [], [], [], []
-        for size, point in data["students"].items():
-            if "latency_ms_per_sentence" not in point:
-                continue
+        for size, point in timed.items():
             values = [100 * value for value in point["reported"].values()]
             xs.append(point["latency_ms_per_sentence"][model][ONE])
             ys.append(statistics.fmean(values))
             errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
             labels.append(f"{size} layers")
-            teacher_ms.append(point["latency_ms_per_sentence"]["pytorch teacher"][ONE])
         label = f"{data['method']} student, timed as {model.replace(' student', '')}"
         axes.errorbar(xs, ys, yerr=errors, fmt=marker + "-", capsize=3, label=label)
         for x, y, label in zip(xs, ys, labels, strict=True):
             axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
-    if teacher_ms:
-        axes.plot([statistics.median(teacher_ms)], [100 * data["teacher"]["dev"]], "k*", ms=12, label="teacher")
+    if timed:  # the teacher was timed beside each student: its median
+        teacher_ms = statistics.median(
+            point["latency_ms_per_sentence"]["pytorch teacher"][ONE] for point in timed.values()
+        )
+        axes.plot([teacher_ms], [100 * data["teacher"]["dev"]], "k*", ms=12, label="teacher")
     axes.set_xscale("log")
     axes.set_xlabel("ms per sentence, CPU, 1 thread, batch 1 (log)")
     axes.set_ylabel(f"accuracy on {data['reported']}")

@@ -163,19 +163,13 @@ class InMemory:
         return self.array
 
 
-def release_cost(args: list[str], rounds: int, batches: int = 100) -> dict[str, float]:
+def release_cost(trainer, train_data, rounds: int, batches: int = 100) -> dict[str, float]:
     """Seconds a batch of the training DataLoader takes (reading and collating rows from datasets' mapped Arrow
     file) with the file's pages let go of after every batch (`hf_kd.memory`, the worst case: a run does it at most
     every 0.25 s) and without, alternated over `rounds` rounds."""
-    import torch
-
-    from hf_kd.build import build_trainer
-    from hf_kd.config import parse_args
     from hf_kd.memory import MappedPages
 
-    torch.set_num_threads(1)
-    trainer, data = build_trainer(*parse_args([*args, "--cache_teacher_outputs", "true"]))
-    pages = MappedPages.of(data.train)
+    pages = MappedPages.of(train_data)
     loader = trainer.get_train_dataloader()
 
     def run(release: bool) -> float:
@@ -195,16 +189,12 @@ def release_cost(args: list[str], rounds: int, batches: int = 100) -> dict[str, 
     return {"released every batch": statistics.median(times[True]), "kept": statistics.median(times[False])}
 
 
-def step_ratio(args: list[str], rounds: int, steps: int = 40) -> dict[str, float]:
+def step_ratio(trainer, rounds: int, steps: int = 40) -> dict[str, float]:
     """Median seconds of `steps` RAIL-KD steps reading the cache from its shards and an in-memory copy of it."""
     import torch
 
-    from hf_kd.build import build_trainer
     from hf_kd.cache import to_storage
-    from hf_kd.config import parse_args
 
-    torch.set_num_threads(1)
-    trainer, _ = build_trainer(*parse_args([*args, "--cache_teacher_outputs", "true"]))
     trainer.create_optimizer_and_scheduler(num_training_steps=10_000)
     trainer.teacher.prepare(trainer)
     mapped = trainer.teacher.cache
@@ -260,8 +250,15 @@ def training_rss(models: dict, files: dict, count: int, work: Path) -> dict[str,
 
 def step_rows(models: dict, files: dict, largest: int, rounds: int, work: Path) -> dict[str, float]:
     """The step's cost (`step_ratio`) and the data pages' release cost (`release_cost`) at the largest size."""
+    import torch
+
+    from hf_kd.build import build_trainer
+    from hf_kd.config import parse_args
+
+    torch.set_num_threads(1)
     step_args = run_args(models, files, largest, "rail_kd", work / f"cache_{largest}_2", work / "train")
-    return {"rows": largest, **step_ratio(step_args, rounds), "release": release_cost(step_args, rounds)}
+    trainer, data = build_trainer(*parse_args([*step_args, "--cache_teacher_outputs", "true"]))
+    return {"rows": largest, **step_ratio(trainer, rounds), "release": release_cost(trainer, data.train, rounds)}
 
 
 def main() -> None:

@@ -37,7 +37,9 @@ def test_the_ladder_reads_each_size_and_pairs_each_step_up_on_held_out(benchmark
     assert list(data["students"]) == ["2", "3"] and data["reported"] == "test"
     two, three = data["students"]["2"], data["students"]["3"]
     assert two["reported"] == {42: 0.72, 43: 0.74, 44: 0.73}  # the ablation's 0.99 is not a default run
-    assert two["no_kd"]["dev"] == {42: 0.62, 43: 0.63, 44: 0.64} and three["no_kd"]["dev"] == {}
+    # no KD (its few_labels runs) pairs with size 2 on the reported set; size 3 has none
+    assert two["versus_no_kd"]["paired"]["differences"] == pytest.approx([0.10, 0.11, 0.09])
+    assert two["versus_no_kd"]["gap_closed"] == pytest.approx(0.10 / 0.28) and "versus_no_kd" not in three
     step = three["over_smaller"]
     assert step["size"] == "2" and step["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.06])
     half_width = 4.302653 * 0.01 / 3**0.5  # t(0.975, 2 df) x the differences' std / sqrt(3)
@@ -77,3 +79,11 @@ def test_an_ablation_is_read_by_its_name_with_its_flags(benchmark_folder):
     data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", "share50", export=False)
     assert list(data["students"]) == ["2"] and data["students"]["2"]["reported"] == {42: 0.98, 43: 0.98}
     assert data["flags"] == "--labelled_share 0.5" and "with `--labelled_share 0.5`" in ladder_table(data)
+
+
+def test_runs_at_several_learning_rates_are_refused(benchmark_folder):
+    data = json.loads((benchmark_folder / "results.json").read_text())
+    data["runs"].append(run("kd", "unlabelled", 45, 0.7, 0.7) | {"learning_rate": 2e-4})
+    (benchmark_folder / "results.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match="several learning rates"):
+        ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)

@@ -15,7 +15,11 @@ def minilm_layers(student: str) -> list[int] | None:
     """MiniLM's layers a `minilmK` student starts from (evenly spaced, as `hf_kd.student_init` takes them)."""
     from hf_kd.student_init import evenly_spaced_layers
 
-    return evenly_spaced_layers(MINILM_LAYERS, int(student[6:])) if student.startswith("minilm") else None
+    return (
+        evenly_spaced_layers(MINILM_LAYERS, int(student.removeprefix("minilm")))
+        if student.startswith("minilm")
+        else None
+    )
 
 
 STUDENTS = {
