@@ -139,7 +139,7 @@ def ladder_table(data: dict) -> str:
         f"{points(teacher['heldout'])}, {reported} {points(teacher['dev'])}); measured on {data['machine']}; latency "
         "and size of the first seed's student, the teacher timed in the same call.",
         "",
-        f"| layers of MiniLM's 6 | seeds | held-out | {reported} (mean ± std) | vs no KD of its size ({reported}) "
+        f"| layers of MiniLM's 6 | seeds | held-out | {reported} (mean ± std) | vs no KD of its size and steps ({reported}) "
         "| share of the no KD-teacher gap closed | step up vs the size below (held-out) | size on disk, PyTorch / int8 "
         "| ms / sentence, 1 thread, batch 1: PyTorch / int8 | int8 faster than the teacher | int8 same label |",
         "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",

@@ -7,8 +7,9 @@
         --json benchmarks/RESULTS_ladder_banking77.json
 
 For each size that has finished runs of `--method` in `--setting` (every seed the benchmark ran), the held-out and
-reported-set accuracies per seed, no KD's at the same size where it ran (points and the share of the gap between
-no KD and the teacher that KD closes), and, for the first seed's student, what shipping it costs: exported to ONNX
+reported-set accuracies per seed; no KD's at the same size and step budget where it ran (points and the share of
+the gap between no KD and the teacher that KD closes; a variant that sets `--max_steps N` is paired with no KD's
+`--budgets N` runs); and, for the first seed's student, what shipping it costs: exported to ONNX
 fp32 and int8 and checked against PyTorch on held-out (`hf_kd.export.export_student`), size on disk, and ms per
 sentence at batch 1 and 32 beside the teacher timed in the same call (ratios compare like with like). Each step up
 the ladder is paired by seed with the size below on held-out and worded by the selection rule
@@ -22,6 +23,7 @@ import itertools
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -33,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchmarks.claims import ONE, ladder_table  # noqa: E402
 from benchmarks.quality.models import LADDER, minilm_layers  # noqa: E402
 from benchmarks.quality.report import with_shared_no_kd  # noqa: E402
-from benchmarks.quality.runner import run_folder, runs_root  # noqa: E402
+from benchmarks.quality.runner import budget_variant, run_folder, runs_root  # noqa: E402
 from benchmarks.quality.tasks import TASKS  # noqa: E402
 from hf_kd.report import paired_differences, verdict  # noqa: E402
 
@@ -56,6 +58,17 @@ def matching(runs: list[dict], setting: str, method: str, variant: str = "") -> 
     return found
 
 
+def own_budget(flags: str) -> int | None:
+    """The step budget a variant's flags set (`--max_steps N`, the last one wins), else None: the benchmark's."""
+    tokens = shlex.split(flags or "")
+    budget = None
+    for index, token in enumerate(tokens):
+        name, equals, value = token.partition("=")
+        if name == "--max_steps":
+            budget = int(value if equals else tokens[index + 1])
+    return budget
+
+
 def per_seed(runs: list[dict], column: str) -> dict[int, float]:
     return {run["seed"]: run[column] for run in runs}
 
@@ -69,13 +82,14 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
     if not runs:
         return None
     heldout, reported = per_seed(runs, "heldout"), per_seed(runs, "dev")
-    no_kd = per_seed(matching(results["runs"], setting, "normal"), "dev")
+    budget = own_budget(runs[0]["flags"])  # no KD at the same step budget: its --budgets run of that many steps
+    no_kd = per_seed(matching(results["runs"], setting, "normal", budget_variant(budget) if budget else ""), "dev")
     point = {"layers": minilm_layers(student), "flags": runs[0]["flags"], "heldout": heldout, "reported": reported}
     if no_kd:  # on the reported set, for the record: the paired difference and the share of the gap KD closes
         paired = paired_differences(reported, no_kd)
         base = statistics.fmean(no_kd.values())
         gap = (statistics.fmean(reported.values()) - base) / (results["teacher"]["dev"] - base)
-        point["versus_no_kd"] = {"paired": paired, "verdict": verdict(paired), "gap_closed": gap}
+        point["versus_no_kd"] = {"paired": paired, "verdict": verdict(paired), "gap_closed": gap, "steps": budget}
     if export:
         from hf_kd.export import export_student
 

@@ -87,3 +87,30 @@ def test_runs_at_several_learning_rates_are_refused(benchmark_folder):
     (benchmark_folder / "results.json").write_text(json.dumps(data))
     with pytest.raises(SystemExit, match="several learning rates"):
         ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)
+
+
+def test_a_variant_with_its_own_budget_is_paired_with_no_kd_at_that_budget(benchmark_folder):
+    """`--max_steps 3000` in an ablation's flags: no KD of the same 3,000 steps (its `steps3000` budget runs) is the
+    baseline, never the default-budget no KD; without such runs there is no comparison at all."""
+    path = benchmark_folder / "results.json"
+    results = json.loads(path.read_text())
+    longer = [
+        run("kd", "unlabelled", seed, 0.80, d, variant="long") for seed, d in ((42, 0.85), (43, 0.86), (44, 0.84))
+    ]
+    for entry in longer:
+        entry["flags"] = "--labelled_share 0.5 --max_steps=1000 --max_steps 3000"  # the last one wins, as in argparse
+    results["runs"] += longer
+    path.write_text(json.dumps(results))
+    alone = ladder(benchmark_folder, "banking77", "unlabelled", "kd", "long", export=False)
+    assert "versus_no_kd" not in alone["students"]["2"]  # the 1,000-step no KD is not its baseline
+    no_kd = [
+        run("normal", "few_labels", seed, 0.7, d, variant="steps3000")
+        for seed, d in ((42, 0.80), (43, 0.82), (44, 0.81))
+    ]
+    results["runs"] += no_kd
+    path.write_text(json.dumps(results))
+    versus = ladder(benchmark_folder, "banking77", "unlabelled", "kd", "long", export=False)["students"]["2"][
+        "versus_no_kd"
+    ]
+    assert versus["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.03]) and versus["steps"] == 3000
+    assert versus["gap_closed"] == pytest.approx(0.04 / (0.91 - 0.81))

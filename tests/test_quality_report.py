@@ -426,3 +426,24 @@ def test_passes_count_the_rows_each_method_reads(quality):
     assert quality.passes(1000, "unlabelled", "normal", counts) == 40.0  # no KD reads the labels alone
     assert quality.passes(1000, "few_labels", "kd", counts) == 40.0
     assert quality.passes(500, "full", "kd", counts) == 1.0
+
+
+def test_budgets_for_full_start_at_its_epoch(quality, tmp_path, monkeypatch):
+    """`full` trains 1 epoch at its first budget, so the curve's first point must be labelled with that many steps:
+    `--budgets` with any other `--steps` is refused in one line naming the value, before the teacher starts."""
+    calls = []
+    monkeypatch.setattr(quality.subprocess, "call", lambda args, **_: calls.append(args) or 1)
+    files = {}
+    for name in ("heldout", "unlabelled", "full", "labelled", "dev"):
+        files[name] = tmp_path / f"{name}.tsv"
+        rows = 70 if name == "full" else 2  # 70 rows: 3 batches of 32
+        files[name].write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(rows)))
+    sst2 = dataclasses.replace(quality.TASKS["sst2"], files=lambda options, folder: dict(files))
+    monkeypatch.setitem(quality.TASKS, "sst2", sst2)
+    base = ["--output_dir", str(tmp_path / "out"), "--base_model", "missing", "--settings", "full", "--budgets", "9"]
+    with pytest.raises(SystemExit, match=r"full's first budget is its 1 epoch \(3 steps\), so give --steps 3"):
+        quality.benchmark([*base, "--steps", "2"])
+    assert calls == []
+    with pytest.raises(SystemExit, match="The teacher did not train"):  # at --steps 3 it goes on to the teacher
+        quality.benchmark([*base, "--steps", "3"])
+    assert len(calls) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -347,6 +348,12 @@ def benchmark(argv: list[str] | None = None) -> None:
             files[name] = skewed(files[name], label_of, options.minority_share, out / "data")
     names = ("unlabelled", "full", "labelled", "teacher")
     counts = {name: len(files[name].read_text().splitlines()) - 1 for name in names}
+    epoch = math.ceil(counts["full"] / BATCH_SIZE)
+    if "full" in options.settings and len(options.budgets) > 1 and options.steps != epoch:
+        sys.exit(  # its curve starts at its 1 epoch: labelled as anything else, the rule would read the wrong budget
+            f"--settings full with --budgets: full's first budget is its 1 epoch ({epoch:,} steps), so give "
+            f"--steps {epoch} and run the other settings in an invocation of their own."
+        )
     labelled, dev = files["labelled"], files["dev"]
     deadline = None if options.deadline_minutes is None else time.time() + 60 * options.deadline_minutes
     runner = Runner(options.jobs, deadline, task, out / LEDGER_FILE)
