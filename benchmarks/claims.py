@@ -80,6 +80,35 @@ def recommendations(data: dict) -> str:
     return "\n".join(lines)
 
 
+def budget_curves_table(data: dict) -> str:
+    """Each configuration's held-out accuracy at every step budget it ran (in passes over the rows it reads where
+    the report has their counts), each against the budget before by the rule, and the budget the rule chose: the
+    first whose next does not beat it."""
+    from benchmarks.quality.report import passes
+
+    counts = data.get("counts")
+    lines = [
+        "| setting | method | held-out by steps (passes over its rows; Δ and rule against the budget before) | chosen |",
+        "|---|---|---|---:|",
+    ]
+    for key, curve in data["budgets"].items():
+        setting, method = key.split("/")
+        cells = []
+        for point in curve["points"]:
+            ran = f"{point['steps']:,}" + (
+                f" ({passes(point['steps'], setting, method, counts):.1f})" if counts else ""
+            )
+            against = f" ({interval(point['paired'])}, {point['verdict']})" if point.get("paired") else ""
+            cells.append(f"{ran}: {points(point['heldout'])}{against}")
+        lines.append(f"| {setting} | {method} | {'; '.join(cells)} | {data['rows'][key]['steps']:,} |")
+    return "\n".join(lines)
+
+
+def budgets_and_rows_table(data: dict) -> str:
+    """A report with step budgets: every configuration at its chosen budget, then the curves that chose it."""
+    return headline_table(data) + "\n\n" + budget_curves_table(data)
+
+
 def export_table(data: dict) -> str:
     """Per student (benchmarks/export_students.py): PyTorch, ONNX fp32 and int8 side by side with the teacher,
     the metric and agreement on the validation rows, CPU latency and its ratios, measured in one process."""

@@ -89,3 +89,29 @@ def test_the_export_table_gives_each_models_checks_and_speed_ratios():
     )
     assert rows["pytorch teacher"].endswith("| 86.7 MB | 8.00 | 2.40 | 0.2x | 1.0x / 1.0x |")
     assert rows["onnx fp32"].split(" | ")[2:5] == ["accuracy 79.59", "100.00%", "2e-06"]
+
+
+def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budget():
+    """A curve 275 -> 1,000 -> 3,000 steps over 8,800 labelled rows: passes are steps x 32 / 8,800, each budget is
+    worded against the one before, and the chosen budget is the report's row's."""
+    before, longer, longest = {42: 0.40, 43: 0.42}, {42: 0.80, 43: 0.83}, {42: 0.81, 43: 0.82}
+    up, flat = paired_differences(longer, before), paired_differences(longest, longer)
+    data = report_data()
+    data["rows"] = {"full/normal": data["rows"]["few_labels/normal"] | {"steps": 1000}}
+    data["counts"] = {"full": 8800, "labelled": 770, "unlabelled": 8000}
+    data["budgets"] = {
+        "full/normal": {
+            "points": [
+                {"steps": 275, "heldout": 0.41, "verdict": ""},
+                {"steps": 1000, "heldout": 0.815, "verdict": "beats", "paired": up},
+                {"steps": 3000, "heldout": 0.815, "verdict": "ties", "paired": flat},
+            ]
+        }
+    }
+    row = claims.budgets_and_rows_table(data).splitlines()[-1]
+    # by hand: t(0.975, 1 df) = 12.706; differences (0.40, 0.41): 40.5 +- 12.706 x 0.707 / sqrt 2 = 6.35 points;
+    # (+0.01, -0.01): 0 +- 12.706 x 1.414 / sqrt 2 = 12.71 points
+    assert row == (
+        "| full | normal | 275 (1.0): 41.00; 1,000 (3.6): 81.50 (+40.50 [+34.15, +46.85], 2/2, beats); "
+        "3,000 (10.9): 81.50 (+0.00 [-12.71, +12.71], 1/2, ties) | 1,000 |"
+    )

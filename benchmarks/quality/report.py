@@ -179,6 +179,7 @@ def write_report(
         "teacher": teacher,
         "rows": table_rows,
         "budgets": {f"{s}/{m}": {k: v for k, v in c.items() if k != "chosen"} for (s, m), c in curves.items()},
+        "counts": counts,  # the rows of each file, so a budget reads as passes (`passes`)
         "ablations": ablation_data(runs, defaults_summary),
         "runs": runs,
         "ledger": ledger or [],
