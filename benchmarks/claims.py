@@ -197,6 +197,14 @@ def ladder_table(data: dict) -> str:
             f"{points(statistics.fmean(point['heldout'].values()))} | {mean_std(kd)} | {versus} | {share} | {step} "
             f"| {shipped} | {times} | {faster} | {same} |"
         )
+    for size, point in data["students"].items():
+        if shorter := point.get("over_benchmark_budget"):
+            name = f"`{shorter['variant']}`" if shorter["variant"] else "the defaults"
+            lines += [
+                "",
+                f"{size} layers, these steps against the same flags at the benchmark's budget ({name}), paired on "
+                f"held-out: {interval(shorter['paired'])}, {shorter['verdict']}.",
+            ]
     return "\n".join(lines)
 
 

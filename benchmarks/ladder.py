@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.claims import ONE, ladder_table  # noqa: E402
 from benchmarks.quality.models import LADDER, minilm_layers  # noqa: E402
-from benchmarks.quality.report import with_shared_no_kd  # noqa: E402
+from benchmarks.quality.report import is_budget, with_shared_no_kd  # noqa: E402
 from benchmarks.quality.runner import budget_variant, run_folder, runs_root  # noqa: E402
 from benchmarks.quality.tasks import TASKS  # noqa: E402
 from hf_kd.report import paired_differences, verdict  # noqa: E402
@@ -58,15 +58,34 @@ def matching(runs: list[dict], setting: str, method: str, variant: str = "") -> 
     return found
 
 
-def own_budget(flags: str) -> int | None:
-    """The step budget a variant's flags set (`--max_steps N`, the last one wins), else None: the benchmark's."""
-    tokens = shlex.split(flags or "")
-    budget = None
-    for index, token in enumerate(tokens):
-        name, equals, value = token.partition("=")
+def own_budget(flags: str) -> tuple[int | None, str]:
+    """The step budget a variant's flags set (`--max_steps N`, the last one wins; None: the benchmark's) and the
+    rest of its flags, the recipe that budget was spent on."""
+    tokens, rest, budget = shlex.split(flags or ""), [], None
+    index = 0
+    while index < len(tokens):
+        name, equals, value = tokens[index].partition("=")
         if name == "--max_steps":
             budget = int(value if equals else tokens[index + 1])
-    return budget
+            index += 1 if equals else 2
+            continue
+        rest.append(tokens[index])
+        index += 1
+    return budget, shlex.join(rest)
+
+
+def at_benchmark_budget(runs: list[dict], setting: str, method: str, recipe: str) -> tuple[str, list[dict]] | None:
+    """The ablation that ran `recipe` (flags without a budget of their own) at the benchmark's --steps: the point
+    a variant with more steps is paired against on held-out, to say whether the extra steps were worth it."""
+    for run in runs:
+        variant = run["variant"]
+        if (
+            (run["setting"], run["method"]) == (setting, method)
+            and not is_budget(variant)
+            and own_budget(run["flags"]) == (None, recipe)
+        ):
+            return variant, matching(runs, setting, method, variant)
+    return None
 
 
 def per_seed(runs: list[dict], column: str) -> dict[int, float]:
@@ -82,7 +101,7 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
     if not runs:
         return None
     heldout, reported = per_seed(runs, "heldout"), per_seed(runs, "dev")
-    budget = own_budget(runs[0]["flags"])  # no KD at the same step budget: its --budgets run of that many steps
+    budget, recipe = own_budget(runs[0]["flags"])  # no KD at the same step budget: its --budgets run of it
     no_kd = per_seed(matching(results["runs"], setting, "normal", budget_variant(budget) if budget else ""), "dev")
     point = {"layers": minilm_layers(student), "flags": runs[0]["flags"], "heldout": heldout, "reported": reported}
     if no_kd:  # on the reported set, for the record: the paired difference and the share of the gap KD closes
@@ -90,6 +109,10 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
         base = statistics.fmean(no_kd.values())
         gap = (statistics.fmean(reported.values()) - base) / (results["teacher"]["dev"] - base)
         point["versus_no_kd"] = {"paired": paired, "verdict": verdict(paired), "gap_closed": gap, "steps": budget}
+    if budget and (fewer := at_benchmark_budget(results["runs"], setting, method, recipe)):
+        name, shorter = fewer
+        paired = paired_differences(heldout, per_seed(shorter, "heldout"))
+        point["over_benchmark_budget"] = {"variant": name, "paired": paired, "verdict": verdict(paired)}
     if export:
         from hf_kd.export import export_student
 

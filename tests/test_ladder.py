@@ -95,7 +95,8 @@ def test_a_variant_with_its_own_budget_is_paired_with_no_kd_at_that_budget(bench
     path = benchmark_folder / "results.json"
     results = json.loads(path.read_text())
     longer = [
-        run("kd", "unlabelled", seed, 0.80, d, variant="long") for seed, d in ((42, 0.85), (43, 0.86), (44, 0.84))
+        run("kd", "unlabelled", seed, h, d, variant="long")
+        for seed, h, d in ((42, 0.80, 0.85), (43, 0.81, 0.86), (44, 0.79, 0.84))
     ]
     for entry in longer:
         entry["flags"] = "--labelled_share 0.5 --max_steps=1000 --max_steps 3000"  # the last one wins, as in argparse
@@ -114,3 +115,31 @@ def test_a_variant_with_its_own_budget_is_paired_with_no_kd_at_that_budget(bench
     ]
     assert versus["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.03]) and versus["steps"] == 3000
     assert versus["gap_closed"] == pytest.approx(0.04 / (0.91 - 0.81))
+
+
+def test_a_variant_with_more_steps_is_paired_on_held_out_with_its_flags_at_the_benchmarks_budget(benchmark_folder):
+    """`share50` longer: `--labelled_share 0.5 --max_steps 3000` against `share50` (the same flags, the
+    benchmark's steps), per seed on held-out; the table says it in one generated line."""
+    path = benchmark_folder / "results.json"
+    results = json.loads(path.read_text())
+    longer = [run("kd", "unlabelled", seed, h, 0.9, variant="share50-long") for seed, h in ((42, 0.995), (43, 0.97))]
+    for entry in longer:
+        entry["flags"] = "--max_steps 3000 --labelled_share 0.5"
+    results["runs"] += longer
+    path.write_text(json.dumps(results))
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", "share50-long", export=False)
+    shorter = data["students"]["2"]["over_benchmark_budget"]
+    assert shorter["variant"] == "share50" and shorter["paired"]["differences"] == pytest.approx([0.005, -0.02])
+    assert shorter["verdict"] == "ties"
+    line = ladder_table(json.loads(json.dumps(data))).splitlines()[-1]
+    assert line.startswith("2 layers, these steps against the same flags at the benchmark's budget (`share50`)")
+    assert line.endswith(f"{100 * shorter['paired']['mean']:+.2f} [{100 * shorter['paired']['low']:+.2f}, "
+                         f"{100 * shorter['paired']['high']:+.2f}], 1/2, ties.")  # fmt: skip
+    # the defaults at the benchmark's budget have no flags: a variant of only --max_steps pairs with them
+    only_steps = [
+        run("kd", "unlabelled", s, 0.75, 0.8, variant="long") | {"flags": "--max_steps=3000"} for s in (42, 43, 44)
+    ]
+    results["runs"] += only_steps
+    path.write_text(json.dumps(results))
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", "long", export=False)
+    assert data["students"]["2"]["over_benchmark_budget"]["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.06])
