@@ -92,6 +92,8 @@ def budget_curves_table(data: dict) -> str:
         "|---|---|---|---:|",
     ]
     for key, curve in data["budgets"].items():
+        if len(curve["points"]) < 2:  # run at one budget only: no curve, nothing chosen
+            continue
         setting, method = key.split("/")
         cells = []
         for point in curve["points"]:

@@ -108,6 +108,7 @@ def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budg
             ]
         }
     }
+    data["budgets"]["full/kd"] = {"points": [{"steps": 275, "heldout": 0.5, "verdict": ""}]}  # one budget: no curve
     row = claims.budgets_and_rows_table(data).splitlines()[-1]
     # by hand: t(0.975, 1 df) = 12.706; differences (0.40, 0.41): 40.5 +- 12.706 x 0.707 / sqrt 2 = 6.35 points;
     # (+0.01, -0.01): 0 +- 12.706 x 1.414 / sqrt 2 = 12.71 points
