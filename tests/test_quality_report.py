@@ -379,6 +379,7 @@ def test_each_budget_is_chosen_on_heldout_by_the_rule_and_reported_with_its_data
     assert rows["few_labels/kd"]["paired_difference"]["differences"] == pytest.approx([0.04, 0.04, 0.05])
     text = report.read_text()
     assert "| kd | 2,000 | 0.0001 | 84.00 |" in text
+    assert "| beats (no KD at 1,000 steps) |" in text  # each at its chosen budget, and the table says they differ
     # passes over the 3,200 labelled rows at batch 32: a tenth of the steps
     assert (
         "| few_labels | kd | 1,000 (10.0): 81.00; 2,000 (20.0): 84.00 (beats); 4,000 (40.0): 84.33 (ties) "
@@ -429,8 +430,8 @@ def test_passes_count_the_rows_each_method_reads(quality):
 
 
 def test_budgets_for_full_start_at_its_epoch(quality, tmp_path, monkeypatch):
-    """`full` trains 1 epoch at its first budget, so the curve's first point must be labelled with that many steps:
-    `--budgets` with any other `--steps` is refused in one line naming the value, before the teacher starts."""
+    """`full` trains 1 epoch at its first budget, so a larger budget must be above it: `--budgets` at or below the
+    epoch is refused in one line naming it, before the teacher starts."""
     calls = []
     monkeypatch.setattr(quality.subprocess, "call", lambda args, **_: calls.append(args) or 1)
     files = {}
@@ -440,10 +441,21 @@ def test_budgets_for_full_start_at_its_epoch(quality, tmp_path, monkeypatch):
         files[name].write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(rows)))
     sst2 = dataclasses.replace(quality.TASKS["sst2"], files=lambda options, folder: dict(files))
     monkeypatch.setitem(quality.TASKS, "sst2", sst2)
-    base = ["--output_dir", str(tmp_path / "out"), "--base_model", "missing", "--settings", "full", "--budgets", "9"]
-    with pytest.raises(SystemExit, match=r"full's first budget is its 1 epoch \(3 steps\), so give --steps 3"):
-        quality.benchmark([*base, "--steps", "2"])
+    base = ["--output_dir", str(tmp_path / "out"), "--base_model", "missing", "--settings", "full", "--steps", "1"]
+    with pytest.raises(SystemExit, match=r"--budgets 3 9: full's first budget is its 1 epoch \(3 steps\)"):
+        quality.benchmark([*base, "--budgets", "3", "9"])
     assert calls == []
-    with pytest.raises(SystemExit, match="The teacher did not train"):  # at --steps 3 it goes on to the teacher
-        quality.benchmark([*base, "--steps", "3"])
+    with pytest.raises(SystemExit, match="The teacher did not train"):  # above the epoch it goes on to the teacher
+        quality.benchmark([*base, "--budgets", "4", "9"])
     assert len(calls) == 1
+
+
+def test_the_full_settings_first_budget_is_labelled_with_its_epochs_steps(quality):
+    """Whatever --steps says, `full`'s default runs trained 1 epoch: ceil(rows / 32) steps in its curve."""
+    defaults = {
+        ("full", "normal"): {"heldout": 0.5, "runs": []},
+        ("few_labels", "normal"): {"heldout": 0.6, "runs": []},
+    }
+    counts = {"full": 8769, "labelled": 770, "unlabelled": 7999}
+    curves = quality.budget_curves([], defaults, [1000, 3000], 3, set(), counts)
+    assert [curves[key]["points"][0]["steps"] for key in defaults] == [275, 1000]  # 8,769 / 32 = 274.03

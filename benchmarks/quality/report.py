@@ -4,6 +4,7 @@ both paired by seed, the learning rate chosen on held-out (`choose`), and the ch
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -56,9 +57,11 @@ def write_report(
     defaults = [r for r in runs if not r["variant"]]
     shared = {r["setting"] for r in runs}
     summary = choose(with_shared_no_kd(defaults, shared), len(options.seeds))
-    curves = budget_curves(runs, summary, budgets, len(options.seeds), shared)
+    curves = budget_curves(runs, summary, budgets, len(options.seeds), shared, counts)
     summary = {key: curve["chosen"] for key, curve in curves.items()} | {
-        key: cell | {"steps": budgets[0]} for key, cell in summary.items() if key not in curves
+        key: cell | {"steps": first_budget(key[0], budgets[0], counts)}
+        for key, cell in summary.items()
+        if key not in curves
     }
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
@@ -133,6 +136,8 @@ def write_report(
                 won = f"{paired['wins']}/{len(paired['seeds'])}"
                 rule = verdict(paired)
                 row["paired_difference"], row["verdict"] = paired, rule
+                if cell["steps"] != baseline["steps"]:  # each at its own chosen budget: say so where they differ
+                    rule += f" (no KD at {baseline['steps']:,} steps)"
             table_rows[f"{setting}/{method}"] = row
             # how many flag sets this method was screened over here (its defaults and each ablation): a method
             # looked at in 8 variants and one in 2 are not compared on equal terms
@@ -193,7 +198,15 @@ def is_budget(variant: str) -> bool:
     return re.fullmatch(r"steps\d+", variant) is not None
 
 
-def budget_curves(runs: list[dict], defaults: dict, budgets: list[int], n_seeds: int, shared: set[str]) -> dict:
+def first_budget(setting: str, steps: int, counts: dict) -> int:
+    """The steps a setting's runs at the benchmark's defaults take: `full` trains 1 epoch over its rows, the other
+    settings `--steps`."""
+    return math.ceil(counts["full"] / BATCH_SIZE) if setting == "full" else steps
+
+
+def budget_curves(
+    runs: list[dict], defaults: dict, budgets: list[int], n_seeds: int, shared: set[str], counts: dict
+) -> dict:
     """Per (setting, method) with larger budgets run: held-out at each budget (its learning rate chosen there),
     each against the one before, paired by seed, and the chosen budget: the first whose next does not beat it
     (`hf_kd.report.selects`). No KD is chosen the same way."""
@@ -205,8 +218,9 @@ def budget_curves(runs: list[dict], defaults: dict, budgets: list[int], n_seeds:
         cells[budget] = choose(with_shared_no_kd(variant, shared), n_seeds)
     curves = {}
     for key, first in defaults.items():
-        chosen, before, stopped = first | {"steps": budgets[0]}, first, False
-        points = [{"steps": budgets[0], "heldout": first["heldout"], "verdict": ""}]
+        steps = first_budget(key[0], budgets[0], counts)
+        chosen, before, stopped = first | {"steps": steps}, first, False
+        points = [{"steps": steps, "heldout": first["heldout"], "verdict": ""}]
         for budget in budgets[1:]:
             cell = cells[budget].get(key)
             if cell is None:
@@ -244,6 +258,8 @@ def budget_table(curves: dict, counts: dict) -> list[str]:
         "|---|---|---|---|",
     ]
     for (setting, method), curve in curves.items():
+        if len(curve["points"]) < 2:  # run at one budget only: no curve, nothing chosen
+            continue
         points = "; ".join(
             f"{p['steps']:,} ({passes(p['steps'], setting, method, counts):.1f}): {100 * p['heldout']:.2f}"
             + (f" ({p['verdict']})" if p["verdict"] else "")

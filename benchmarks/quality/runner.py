@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -25,7 +24,7 @@ from benchmarks.quality.models import (
     task_texts,
     train_generator_head,
 )
-from benchmarks.quality.report import DEFAULT_REPORT, write_report
+from benchmarks.quality.report import DEFAULT_REPORT, first_budget, write_report
 from benchmarks.quality.tasks import SETTINGS, SHARED_DATA, TASKS, Task, per_class_subset, skewed
 from hf_kd.guards import lock_holder
 from hf_kd.outputs import RESULTS_FILE
@@ -348,11 +347,11 @@ def benchmark(argv: list[str] | None = None) -> None:
             files[name] = skewed(files[name], label_of, options.minority_share, out / "data")
     names = ("unlabelled", "full", "labelled", "teacher")
     counts = {name: len(files[name].read_text().splitlines()) - 1 for name in names}
-    epoch = math.ceil(counts["full"] / BATCH_SIZE)
-    if "full" in options.settings and len(options.budgets) > 1 and options.steps != epoch:
-        sys.exit(  # its curve starts at its 1 epoch: labelled as anything else, the rule would read the wrong budget
-            f"--settings full with --budgets: full's first budget is its 1 epoch ({epoch:,} steps), so give "
-            f"--steps {epoch} and run the other settings in an invocation of their own."
+    epoch = first_budget("full", options.steps, counts)
+    if "full" in options.settings and any(budget <= epoch for budget in options.budgets[1:]):
+        sys.exit(  # its curve starts at 1 epoch: a budget below it would put the curve out of order
+            f"--settings full with --budgets {' '.join(map(str, options.budgets[1:]))}: full's first budget is its "
+            f"1 epoch ({epoch:,} steps); give budgets above it, or run full in an invocation of its own."
         )
     labelled, dev = files["labelled"], files["dev"]
     deadline = None if options.deadline_minutes is None else time.time() + 60 * options.deadline_minutes
