@@ -459,3 +459,13 @@ def test_the_full_settings_first_budget_is_labelled_with_its_epochs_steps(qualit
     counts = {"full": 8769, "labelled": 770, "unlabelled": 7999}
     curves = quality.budget_curves([], defaults, [1000, 3000], 3, set(), counts)
     assert [curves[key]["points"][0]["steps"] for key in defaults] == [275, 1000]  # 8,769 / 32 = 274.03
+
+
+def test_a_report_covers_its_settings_and_no_kds_shared_runs(quality):
+    """`--settings unlabelled`: its runs and no KD's few_labels runs (its baseline), not `full`'s, which may have run
+    at another --steps in the same folder."""
+    runs = [
+        {"setting": s, "method": m} for s, m in [("unlabelled", "kd"), ("few_labels", "normal"), ("full", "normal")]
+    ]
+    assert quality.in_settings(runs, ["unlabelled"]) == runs[:2]
+    assert quality.in_settings(runs, ["full"]) == runs[2:]

@@ -426,8 +426,20 @@ def benchmark(argv: list[str] | None = None) -> None:
     teacher = read_run(out / "teacher")
     if teacher is None or teacher["dev"] is None:
         sys.exit(f"No finished teacher in {out / 'teacher'}: run without --report_only first.")
-    write_report(finished_runs(root), teacher, options, counts, command, ledger(out / LEDGER_FILE))
+    runs = in_settings(finished_runs(root), options.settings)
+    write_report(runs, teacher, options, counts, command, ledger(out / LEDGER_FILE))
     print(Path(options.report).read_text())
+
+
+def in_settings(runs: list[dict], settings: list[str]) -> list[dict]:
+    """The runs a report of `--settings` covers (no KD's few_labels runs too where `unlabelled` is one, as its
+    baseline): another setting's runs in the same folder may have spent another --steps."""
+    shared = "unlabelled" in settings
+    return [
+        run
+        for run in runs
+        if run["setting"] in settings or (shared and (run["setting"], run["method"]) == ("few_labels", "normal"))
+    ]
 
 
 def main() -> None:
