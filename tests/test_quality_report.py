@@ -464,8 +464,8 @@ def test_the_full_settings_first_budget_is_labelled_with_its_epochs_steps(qualit
 def test_a_report_covers_its_settings_and_no_kds_shared_runs(quality):
     """`--settings unlabelled`: its runs and no KD's few_labels runs (its baseline), not `full`'s, which may have run
     at another --steps in the same folder."""
-    runs = [
-        {"setting": s, "method": m} for s, m in [("unlabelled", "kd"), ("few_labels", "normal"), ("full", "normal")]
-    ]
+    pairs = [("unlabelled", "kd"), ("few_labels", "normal"), ("full", "normal"), ("few_labels", "kd")]
+    runs = [{"setting": s, "method": m} for s, m in pairs]
     assert quality.in_settings(runs, ["unlabelled"]) == runs[:2]
-    assert quality.in_settings(runs, ["full"]) == runs[2:]
+    assert quality.in_settings(runs, ["full"]) == [runs[2]]
+    assert quality.in_settings(runs, ["few_labels", "unlabelled"]) == [runs[0], runs[1], runs[3]]
