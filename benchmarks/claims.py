@@ -94,6 +94,8 @@ def budget_curves_table(data: dict) -> str:
     for key, curve in data["budgets"].items():
         if len(curve["points"]) < 2:  # run at one budget only: no curve, nothing chosen
             continue
+        if key == "unlabelled/normal" and "few_labels/normal" in data["budgets"]:  # the same runs (no KD's shared)
+            continue
         setting, method = key.split("/")
         cells = []
         for point in curve["points"]:
@@ -102,8 +104,15 @@ def budget_curves_table(data: dict) -> str:
             )
             against = f" ({interval(point['paired'])}, {point['verdict']})" if point.get("paired") else ""
             cells.append(f"{ran}: {points(point['heldout'])}{against}")
-        lines.append(f"| {setting} | {method} | {'; '.join(cells)} | {data['rows'][key]['steps']:,} |")
+        chosen = f"{data['rows'][key]['steps']:,}" + (" (the largest run, still rising)" if rising(curve) else "")
+        lines.append(f"| {setting} | {method} | {'; '.join(cells)} | {chosen} |")
     return "\n".join(lines)
+
+
+def rising(curve: dict) -> bool:
+    """Whether a budget curve's largest budget still beat the one before: chosen because nothing larger ran, not
+    because held-out stopped rising."""
+    return curve["points"][-1].get("verdict") == "beats"
 
 
 def budgets_and_rows_table(data: dict) -> str:
@@ -291,6 +300,9 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "teacher_pass": ("benchmarks/RESULTS_teacher_pass.json", teacher_pass_table),
     "ladder-banking77": ("benchmarks/RESULTS_ladder_banking77.json", ladder_table),
     "ladder-banking77-share50": ("benchmarks/RESULTS_ladder_banking77_share50.json", ladder_table),
+    "budgets-banking77": ("benchmarks/RESULTS_budgets_banking77.json", budget_curves_table),
+    "ladder-banking77-share50-steps3000": ("benchmarks/RESULTS_ladder_banking77_share50_steps3000.json", ladder_table),
+    "ceiling-banking77": ("benchmarks/RESULTS_ceiling_banking77.json", budgets_and_rows_table),
 }
 
 

@@ -109,6 +109,17 @@ def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budg
         }
     }
     data["budgets"]["full/kd"] = {"points": [{"steps": 275, "heldout": 0.5, "verdict": ""}]}  # one budget: no curve
+    data["budgets"] = {"few_labels/normal": data["budgets"]["full/normal"]} | data["budgets"]
+    data["rows"]["few_labels/normal"] = data["rows"]["full/normal"]
+    data["budgets"]["unlabelled/normal"] = data["budgets"]["few_labels/normal"]  # no KD's shared runs: shown once
+    assert (
+        sum(line.startswith("| few_labels | normal |") for line in claims.budget_curves_table(data).splitlines()) == 1
+    )
+    assert "| unlabelled |" not in claims.budget_curves_table(data)
+    rising = claims.budget_curves_table(data).splitlines()[2]  # few_labels: its curve ends on "ties" here
+    assert rising.endswith("| 1,000 |")
+    data["budgets"]["few_labels/normal"] = {"points": data["budgets"]["full/normal"]["points"][:2]}
+    assert claims.budget_curves_table(data).splitlines()[2].endswith("| 1,000 (the largest run, still rising) |")
     row = claims.budgets_and_rows_table(data).splitlines()[-1]
     # by hand: t(0.975, 1 df) = 12.706; differences (0.40, 0.41): 40.5 +- 12.706 x 0.707 / sqrt 2 = 6.35 points;
     # (+0.01, -0.01): 0 +- 12.706 x 1.414 / sqrt 2 = 12.71 points

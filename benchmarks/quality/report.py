@@ -266,8 +266,10 @@ def budget_table(curves: dict, counts: dict) -> list[str]:
             for p in curve["points"]
         )
         chosen = curve["chosen"]["steps"]
+        rising = " (the largest run, still rising)" if curve["points"][-1]["verdict"] == "beats" else ""
         lines.append(
-            f"| {setting} | {method} | {points} | {chosen:,} ({passes(chosen, setting, method, counts):.1f} passes) |"
+            f"| {setting} | {method} | {points} | {chosen:,} ({passes(chosen, setting, method, counts):.1f} passes)"
+            f"{rising} |"
         )
     return [*lines, ""]
 
