@@ -84,7 +84,7 @@ def budget_curves_table(data: dict) -> str:
     """Each configuration's held-out accuracy at every step budget it ran (in passes over the rows it reads where
     the report has their counts), each against the budget before by the rule, and the budget the rule chose: the
     first whose next does not beat it."""
-    from benchmarks.quality.report import passes
+    from benchmarks.quality.report import passes, still_rising
 
     counts = data.get("counts")
     lines = [
@@ -104,15 +104,9 @@ def budget_curves_table(data: dict) -> str:
             )
             against = f" ({interval(point['paired'])}, {point['verdict']})" if point.get("paired") else ""
             cells.append(f"{ran}: {points(point['heldout'])}{against}")
-        chosen = f"{data['rows'][key]['steps']:,}" + (" (the largest run, still rising)" if rising(curve) else "")
+        chosen = f"{data['rows'][key]['steps']:,}" + (" (the largest run, still rising)" if still_rising(curve) else "")
         lines.append(f"| {setting} | {method} | {'; '.join(cells)} | {chosen} |")
     return "\n".join(lines)
-
-
-def rising(curve: dict) -> bool:
-    """Whether a budget curve's largest budget still beat the one before: chosen because nothing larger ran, not
-    because held-out stopped rising."""
-    return curve["points"][-1].get("verdict") == "beats"
 
 
 def budgets_and_rows_table(data: dict) -> str:

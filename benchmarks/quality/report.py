@@ -235,6 +235,12 @@ def budget_curves(
     return curves
 
 
+def still_rising(curve: dict) -> bool:
+    """Whether a budget curve's largest budget still beat the one before: chosen because nothing larger ran, not
+    because held-out stopped rising."""
+    return curve["points"][-1].get("verdict") == "beats"
+
+
 def passes(steps: int, setting: str, method: str, counts: dict) -> float:
     """Passes over the rows a run reads: its labels, and the unlabelled text where it reads it (no KD never does)."""
     if setting == "full":
@@ -266,7 +272,7 @@ def budget_table(curves: dict, counts: dict) -> list[str]:
             for p in curve["points"]
         )
         chosen = curve["chosen"]["steps"]
-        rising = " (the largest run, still rising)" if curve["points"][-1]["verdict"] == "beats" else ""
+        rising = " (the largest run, still rising)" if still_rising(curve) else ""
         lines.append(
             f"| {setting} | {method} | {points} | {chosen:,} ({passes(chosen, setting, method, counts):.1f} passes)"
             f"{rising} |"
