@@ -59,19 +59,12 @@ def matching(runs: list[dict], setting: str, method: str, variant: str = "") -> 
 
 
 def own_budget(flags: str) -> tuple[int | None, str]:
-    """The step budget a variant's flags set (`--max_steps N`, the last one wins; None: the benchmark's) and the
-    rest of its flags, the recipe that budget was spent on."""
-    tokens, rest, budget = shlex.split(flags or ""), [], None
-    index = 0
-    while index < len(tokens):
-        name, equals, value = tokens[index].partition("=")
-        if name == "--max_steps":
-            budget = int(value if equals else tokens[index + 1])
-            index += 1 if equals else 2
-            continue
-        rest.append(tokens[index])
-        index += 1
-    return budget, shlex.join(rest)
+    """The step budget a variant's flags set (`--max_steps N`, read as run_glue_kd.py's argparse reads it: the last
+    one wins; None: the benchmark's) and the rest of its flags, the recipe that budget was spent on."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--max_steps", type=int)
+    known, rest = parser.parse_known_args(shlex.split(flags or ""))
+    return known.max_steps, shlex.join(rest)
 
 
 def at_benchmark_budget(runs: list[dict], setting: str, method: str, recipe: str) -> tuple[str, list[dict]] | None:
