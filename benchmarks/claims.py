@@ -87,6 +87,7 @@ def budget_curves_table(data: dict) -> str:
     from benchmarks.quality.report import passes, still_rising
 
     counts = data.get("counts")
+    flags = {row["ablation"]: row["flags"] for row in data.get("ablations", [])}  # each ablation at its own budget
     lines = [
         "| setting | method | held-out by steps (passes over its rows; Δ and rule against the budget before) | chosen |",
         "|---|---|---|---:|",
@@ -96,7 +97,7 @@ def budget_curves_table(data: dict) -> str:
             continue
         if key == "unlabelled/normal" and "few_labels/normal" in data["budgets"]:  # the same runs (no KD's shared)
             continue
-        setting, method = key.split("/")
+        setting, method, *ablation = key.split("/")
         cells = []
         for point in curve["points"]:
             ran = f"{point['steps']:,}" + (
@@ -104,8 +105,9 @@ def budget_curves_table(data: dict) -> str:
             )
             against = f" ({interval(point['paired'])}, {point['verdict']})" if point.get("paired") else ""
             cells.append(f"{ran}: {points(point['heldout'])}{against}")
-        chosen = f"{data['rows'][key]['steps']:,}" + (" (the largest run, still rising)" if still_rising(curve) else "")
-        lines.append(f"| {setting} | {method} | {'; '.join(cells)} | {chosen} |")
+        chosen = f"{curve['chosen_steps']:,}" + (" (the largest run, still rising)" if still_rising(curve) else "")
+        named = f"{method} + {ablation[0]} (`{flags[ablation[0]]}`)" if ablation else method
+        lines.append(f"| {setting} | {named} | {'; '.join(cells)} | {chosen} |")
     return "\n".join(lines)
 
 

@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import platform
-import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.claims import ONE, ladder_table  # noqa: E402
 from benchmarks.quality.models import LADDER, minilm_layers  # noqa: E402
-from benchmarks.quality.report import is_budget, with_shared_no_kd  # noqa: E402
+from benchmarks.quality.report import own_budget, with_shared_no_kd  # noqa: E402
 from benchmarks.quality.runner import budget_variant, run_folder, runs_root  # noqa: E402
 from benchmarks.quality.tasks import TASKS  # noqa: E402
 from hf_kd.report import paired_differences, verdict  # noqa: E402
@@ -58,25 +57,12 @@ def matching(runs: list[dict], setting: str, method: str, variant: str = "") -> 
     return found
 
 
-def own_budget(flags: str) -> tuple[int | None, str]:
-    """The step budget a variant's flags set (`--max_steps N`, read as run_glue_kd.py's argparse reads it: the last
-    one wins; None: the benchmark's) and the rest of its flags, the recipe that budget was spent on."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--max_steps", type=int)
-    known, rest = parser.parse_known_args(shlex.split(flags or ""))
-    return known.max_steps, shlex.join(rest)
-
-
 def at_benchmark_budget(runs: list[dict], setting: str, method: str, recipe: str) -> tuple[str, list[dict]] | None:
     """The ablation that ran `recipe` (flags without a budget of their own) at the benchmark's --steps: the point
     a variant with more steps is paired against on held-out, to say whether the extra steps were worth it."""
     for run in runs:
         variant = run["variant"]
-        if (
-            (run["setting"], run["method"]) == (setting, method)
-            and not is_budget(variant)
-            and own_budget(run["flags"]) == (None, recipe)
-        ):
+        if (run["setting"], run["method"]) == (setting, method) and own_budget(run["flags"]) == (None, recipe):
             return variant, matching(runs, setting, method, variant)
     return None
 

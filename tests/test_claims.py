@@ -93,7 +93,7 @@ def test_the_export_table_gives_each_models_checks_and_speed_ratios():
 
 def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budget():
     """A curve 275 -> 1,000 -> 3,000 steps over 8,800 labelled rows: passes are steps x 32 / 8,800, each budget is
-    worded against the one before, and the chosen budget is the report's row's."""
+    worded against the one before, and the chosen budget is the curve's."""
     before, longer, longest = {42: 0.40, 43: 0.42}, {42: 0.80, 43: 0.83}, {42: 0.81, 43: 0.82}
     up, flat = paired_differences(longer, before), paired_differences(longest, longer)
     data = report_data()
@@ -105,7 +105,8 @@ def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budg
                 {"steps": 275, "heldout": 0.41, "verdict": ""},
                 {"steps": 1000, "heldout": 0.815, "verdict": "beats", "paired": up},
                 {"steps": 3000, "heldout": 0.815, "verdict": "ties", "paired": flat},
-            ]
+            ],
+            "chosen_steps": 1000,
         }
     }
     data["budgets"]["full/kd"] = {"points": [{"steps": 275, "heldout": 0.5, "verdict": ""}]}  # one budget: no curve
@@ -118,7 +119,10 @@ def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budg
     assert "| unlabelled |" not in claims.budget_curves_table(data)
     rising = claims.budget_curves_table(data).splitlines()[2]  # few_labels: its curve ends on "ties" here
     assert rising.endswith("| 1,000 |")
-    data["budgets"]["few_labels/normal"] = {"points": data["budgets"]["full/normal"]["points"][:2]}
+    data["budgets"]["few_labels/normal"] = {
+        "points": data["budgets"]["full/normal"]["points"][:2],
+        "chosen_steps": 1000,
+    }
     assert claims.budget_curves_table(data).splitlines()[2].endswith("| 1,000 (the largest run, still rising) |")
     row = claims.budgets_and_rows_table(data).splitlines()[-1]
     # by hand: t(0.975, 1 df) = 12.706; differences (0.40, 0.41): 40.5 +- 12.706 x 0.707 / sqrt 2 = 6.35 points;

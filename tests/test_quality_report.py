@@ -365,6 +365,8 @@ def test_each_budget_is_chosen_on_heldout_by_the_rule_and_reported_with_its_data
         (runs / "few_labels_steps4000" / "kd", ([0.84, 0.83, 0.86], [0.85, 0.85, 0.85])),
     ]:
         finished_seeds(folder, heldout, dev)
+    for steps in (2000, 4000):  # as the runner writes them
+        (runs / f"few_labels_steps{steps}" / quality.ABLATION_FLAGS).write_text(f"--max_steps {steps}")
     found = quality.finished_runs(quality.runs_root(tmp_path, "minilm2"))
     report = tmp_path / "R.md"
     options = Namespace(
@@ -382,16 +384,82 @@ def test_each_budget_is_chosen_on_heldout_by_the_rule_and_reported_with_its_data
     assert "| beats (no KD at 1,000 steps) |" in text  # each at its chosen budget, and the table says they differ
     # passes over the 3,200 labelled rows at batch 32: a tenth of the steps
     assert (
-        "| few_labels | kd | 1,000 (10.0): 81.00; 2,000 (20.0): 84.00 (beats); 4,000 (40.0): 84.33 (ties) "
+        "| few_labels | kd |  | 1,000 (10.0): 81.00; 2,000 (20.0): 84.00 (beats); 4,000 (40.0): 84.33 (ties) "
         "| 2,000 (20.0 passes) |" in text
     )
-    assert "| few_labels | normal | 1,000 (10.0): 80.00; 2,000 (20.0): 80.33 (ties) | 1,000 (10.0 passes) |" in text
+    assert "| few_labels | normal |  | 1,000 (10.0): 80.00; 2,000 (20.0): 80.33 (ties) | 1,000 (10.0 passes) |" in text
     assert "dev: 4 evaluations (2026-12-06 10:00 to 2026-12-06 10:00)" in text
     assert "| few_labels | kd | steps2000 |" not in text  # budgets are not ablations (they are in "Every run")
     data = json.loads(report.with_suffix(".json").read_text())
     assert data["rows"]["few_labels/kd"]["verdict"] == "beats" and len(data["runs"]) == 15
     assert [p["steps"] for p in data["budgets"]["few_labels/kd"]["points"]] == [1000, 2000, 4000]
     assert len(data["ledger"]) == 4
+
+
+def test_budgets_make_each_ablation_a_variant_per_budget(quality, capsys):
+    """--budgets 3000 runs every ablation at 3,000 steps too (`NAME-steps3000`, for its own methods), except one
+    that sets its own --max_steps; naming that variant by hand as well is refused, naming the ablation it comes from."""
+    argv = ["--methods", "normal", "kd", "--budgets", "3000", "--ablation", "share50@kd=--labelled_share 0.5"]
+    options = quality.parse_options([*argv, "--ablation", "long@kd=--max_steps 8000"])
+    assert options.variants == {
+        "": "",
+        "share50": "--labelled_share 0.5",
+        "long": "--max_steps 8000",
+        "steps3000": "--max_steps 3000",
+        "share50-steps3000": "--labelled_share 0.5 --max_steps 3000",
+    }
+    assert options.variant_methods["share50-steps3000"] == ["kd"]
+    assert options.variant_methods["steps3000"] == ["normal", "kd"]
+    with pytest.raises(SystemExit):
+        quality.parse_options([*argv, "--ablation", "share50-steps3000@kd=--labelled_share 0.5 --max_steps 3000"])
+    assert "--budgets 3000 makes it from --ablation share50; drop it" in capsys.readouterr().err
+
+
+def test_an_ablation_gets_its_own_budget_curve_and_is_paired_at_its_own_budget(quality, tmp_path):
+    """KD + share50 at 1,000 and 3,000 steps: its own curve (3,000 beats 1,000 on held-out); at 3,000 it is paired
+    with KD's defaults at 3,000 (not run: no pairing) and with no KD at 3,000 on dev, never with a 1,000-step run."""
+    runs = tmp_path / "runs"
+    for folder, flags, (heldout, dev) in [
+        (runs / "few_labels" / "normal", "", NO_KD),
+        # no flags file, as no KD's budget runs were once written: `stepsN` is read as its budget
+        (runs / "few_labels_steps3000" / "normal", "", ([0.82, 0.83, 0.81], [0.80, 0.81, 0.80])),
+        (runs / "unlabelled" / "kd", "", DEFAULT),
+        (runs / "unlabelled_share50" / "kd", "--labelled_share 0.5", ([0.85, 0.85, 0.86], [0.83, 0.83, 0.84])),
+        (
+            runs / "unlabelled_share50-steps3000" / "kd",
+            "--labelled_share 0.5 --max_steps 3000",
+            ([0.88, 0.89, 0.88], [0.87, 0.88, 0.86]),
+        ),
+    ]:
+        finished_seeds(folder, heldout, dev)
+        if flags:
+            (folder.parent / quality.ABLATION_FLAGS).write_text(flags)
+    found = quality.finished_runs(quality.runs_root(tmp_path, "minilm2"))
+    report = tmp_path / "R.md"
+    options = Namespace(seeds=[42, 43, 44], steps=1000, budgets=[1000, 3000], report=str(report), student="minilm2")
+    counts = {"full": 6400, "labelled": 320, "unlabelled": 2880}
+    rows = quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, counts, "c")
+    assert rows["unlabelled/kd"]["steps"] == 1000  # the table reports the defaults: KD's ran at one budget
+    text = report.read_text()
+    # held-out 85.33 -> 88.33: +3, +4, +2 points, beats; 32,000 rows over 320 + 2,880 at 1,000 steps: 10 passes
+    assert (
+        "| unlabelled | kd | share50 | 1,000 (10.0): 85.33; 3,000 (30.0): 88.33 (beats) | 3,000 (30.0 passes) "
+        "(the largest run, still rising) |" in text
+    )
+    # against KD's defaults at 1,000 on held-out: +1, +2, +1 points
+    assert "| unlabelled | kd | share50 | `--labelled_share 0.5` | 84.00 | 85.33 | +1.33 [" in text
+    # at 3,000: KD's defaults did not run there; on dev against no KD at 3,000: +7, +7, +6 points (+8.67 at 1,000)
+    at_3000 = "| unlabelled | kd | share50-steps3000 | `--labelled_share 0.5 --max_steps 3000` | not run | 88.33 |"
+    assert f"{at_3000} | | | +6.67 [" in text
+    data = json.loads(report.with_suffix(".json").read_text())
+    curve = data["budgets"]["unlabelled/kd/share50"]
+    assert [p["steps"] for p in curve["points"]] == [1000, 3000] and curve["chosen_steps"] == 3000
+    assert {a["ablation"]: a["steps"] for a in data["ablations"]} == {"share50": None, "share50-steps3000": 3000}
+    from benchmarks import claims
+
+    (line,) = [row for row in claims.budget_curves_table(data).splitlines() if "share50" in row]
+    assert line.startswith("| unlabelled | kd + share50 (`--labelled_share 0.5`) | 1,000 (10.0): 85.33; 3,000 (30.0)")
+    assert line.endswith("beats) | 3,000 (the largest run, still rising) |")
 
 
 def test_every_look_at_dev_is_written_to_the_ledger(quality, tmp_path, monkeypatch):
@@ -458,7 +526,7 @@ def test_the_full_settings_first_budget_is_labelled_with_its_epochs_steps(qualit
     }
     counts = {"full": 8769, "labelled": 770, "unlabelled": 7999}
     curves = quality.budget_curves([], defaults, [1000, 3000], 3, set(), counts)
-    assert [curves[key]["points"][0]["steps"] for key in defaults] == [275, 1000]  # 8,769 / 32 = 274.03
+    assert [curves[(*key, "")]["points"][0]["steps"] for key in defaults] == [275, 1000]  # 8,769 / 32 = 274.03
 
 
 def test_a_report_covers_its_settings_and_no_kds_shared_runs(quality):

@@ -3,9 +3,10 @@ both paired by seed, the learning rate chosen on held-out (`choose`), and the ch
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import re
+import shlex
 from pathlib import Path
 
 from benchmarks.quality import BATCH_SIZE, METHODS, ROOT
@@ -58,10 +59,11 @@ def write_report(
     shared = {r["setting"] for r in runs}
     summary = choose(with_shared_no_kd(defaults, shared), len(options.seeds))
     curves = budget_curves(runs, summary, budgets, len(options.seeds), shared, counts)
-    summary = {key: curve["chosen"] for key, curve in curves.items()} | {
+    chosen = {key[:2]: curve["chosen"] for key, curve in curves.items() if not key[2]}  # the defaults' curves
+    summary = chosen | {
         key: cell | {"steps": first_budget(key[0], budgets[0], counts)}
         for key, cell in summary.items()
-        if key not in curves
+        if key not in chosen
     }
     settings = [s for s in SETTINGS if any(key[0] == s for key in summary)]
     methods = [m for m in METHODS if any(key[1] == m for key in summary)]
@@ -149,10 +151,10 @@ def write_report(
             )
         lines.append("")
     lines += budget_table(curves, counts)
-    defaults_summary = {
-        key: cell for key, cell in choose(with_shared_no_kd(defaults, shared), len(options.seeds)).items()
-    }
-    lines += ablation_table([r for r in runs if not is_budget(r["variant"])], defaults_summary, options, task.reported)
+    defaults_at = defaults_by_budget(
+        runs, choose(with_shared_no_kd(defaults, shared), len(options.seeds)), len(options.seeds), shared
+    )
+    lines += ablation_table(ablation_runs(runs), defaults_at, task.reported)
     lines += ledger_section(ledger or [])
     lines += [
         "## Every run",
@@ -172,7 +174,7 @@ def write_report(
     analysis = previous[previous.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in previous else ANALYSIS_MARKER + "\n"
     results_md.write_text("\n".join(lines) + "\n" + analysis)
     plot(
-        chart_bars(table_rows, [r for r in runs if not is_budget(r["variant"])]),
+        chart_bars(table_rows, ablation_runs(runs)),
         teacher,
         len(options.seeds),
         chart,
@@ -183,9 +185,12 @@ def write_report(
         "command": command,
         "teacher": teacher,
         "rows": table_rows,
-        "budgets": {f"{s}/{m}": {k: v for k, v in c.items() if k != "chosen"} for (s, m), c in curves.items()},
+        "budgets": {  # "setting/method" (the defaults), "setting/method/ablation"
+            "/".join(filter(None, key)): {"points": c["points"], "chosen_steps": c["chosen"]["steps"]}
+            for key, c in curves.items()
+        },
         "counts": counts,  # the rows of each file, so a budget reads as passes (`passes`)
-        "ablations": ablation_data(runs, defaults_summary),
+        "ablations": ablation_data(ablation_runs(runs), defaults_at),
         "runs": runs,
         "ledger": ledger or [],
     }
@@ -193,9 +198,34 @@ def write_report(
     return table_rows
 
 
-def is_budget(variant: str) -> bool:
-    """A budget variant (`stepsN`, from --budgets) rather than an ablation."""
-    return re.fullmatch(r"steps\d+", variant) is not None
+def own_budget(flags: str) -> tuple[int | None, str]:
+    """The step budget a variant's flags set (`--max_steps N`, read as run_glue_kd.py's argparse reads it: the last
+    one wins; None: the benchmark's) and the rest of its flags, the recipe that budget was spent on."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--max_steps", type=int)
+    known, rest = parser.parse_known_args(shlex.split(flags or ""))
+    return known.max_steps, shlex.join(rest)
+
+
+def is_budget(run: dict) -> bool:
+    """A run of the method's defaults at a larger budget (`stepsN`, from --budgets) rather than an ablation."""
+    steps, recipe = own_budget(run["flags"])
+    return steps is not None and not recipe
+
+
+def ablation_runs(runs: list[dict]) -> list[dict]:
+    """The runs of ablations (their own flags, at any budget), not the defaults at any budget."""
+    return [r for r in runs if r["variant"] and not is_budget(r)]
+
+
+def defaults_by_budget(runs: list[dict], defaults: dict, n_seeds: int, shared: set[str]) -> dict:
+    """The method's defaults at each budget they ran (None: the benchmark's), their learning rate chosen there:
+    what an ablation at that budget is paired against, as it changes nothing else."""
+    cells: dict[int | None, dict] = {None: defaults}
+    for budget in sorted({own_budget(r["flags"])[0] for r in runs if r["variant"] and is_budget(r)}):
+        at_budget = [r for r in runs if r["variant"] and is_budget(r) and own_budget(r["flags"])[0] == budget]
+        cells[budget] = choose(with_shared_no_kd(at_budget, shared), n_seeds)
+    return cells
 
 
 def first_budget(setting: str, steps: int, counts: dict) -> int:
@@ -207,31 +237,43 @@ def first_budget(setting: str, steps: int, counts: dict) -> int:
 def budget_curves(
     runs: list[dict], defaults: dict, budgets: list[int], n_seeds: int, shared: set[str], counts: dict
 ) -> dict:
-    """Per (setting, method) with larger budgets run: held-out at each budget (its learning rate chosen there),
-    each against the one before, paired by seed, and the chosen budget: the first whose next does not beat it
-    (`hf_kd.report.selects`). No KD is chosen the same way."""
+    """Per (setting, method, ablation) with larger budgets run ("": the method's defaults, each ablation by its
+    name at the benchmark's budget): held-out at each budget (its learning rate chosen there), each against the one
+    before, paired by seed, and the chosen budget: the first whose next does not beat it (`hf_kd.report.selects`).
+    No KD is chosen the same way; an ablation's cells need 2 seeds, as in its table."""
     if len(budgets) < 2:
         return {}
-    cells = {budgets[0]: defaults}
-    for budget in budgets[1:]:
-        variant = [r for r in runs if r["variant"] == f"steps{budget}"]
-        cells[budget] = choose(with_shared_no_kd(variant, shared), n_seeds)
+    by_recipe: dict[str, dict[int | None, list[dict]]] = {}  # recipe -> budget -> runs
+    names = {"": ""}  # recipe -> the ablation's name at the benchmark's budget
+    for run in runs:
+        steps, recipe = own_budget(run["flags"])
+        if not run["variant"] or (steps is None and not recipe) or (steps is not None and steps not in budgets[1:]):
+            continue  # the defaults (given), a variant without flags, or a budget this report does not cover
+        by_recipe.setdefault(recipe, {}).setdefault(steps, []).append(run)
+        if steps is None:
+            names.setdefault(recipe, run["variant"])
     curves = {}
-    for key, first in defaults.items():
-        steps = first_budget(key[0], budgets[0], counts)
-        chosen, before, stopped = first | {"steps": steps}, first, False
-        points = [{"steps": steps, "heldout": first["heldout"], "verdict": ""}]
-        for budget in budgets[1:]:
-            cell = cells[budget].get(key)
-            if cell is None:
-                break
-            paired = paired_differences(by_seed(cell, "heldout"), by_seed(before, "heldout"))
-            points.append({"steps": budget, "heldout": cell["heldout"], "verdict": verdict(paired), "paired": paired})
-            stopped = stopped or not selects(paired)
-            if not stopped:
-                chosen = cell | {"steps": budget}
-            before = cell
-        curves[key] = {"points": points, "chosen": chosen}
+    for recipe, name in names.items():
+        cells = {budgets[0]: defaults} if not recipe else {}
+        for steps, found in by_recipe.get(recipe, {}).items():
+            cells[steps or budgets[0]] = choose(with_shared_no_kd(found, shared), n_seeds if not recipe else 2)
+        for key, first in cells.get(budgets[0], {}).items():
+            steps = first_budget(key[0], budgets[0], counts)
+            chosen, before, stopped = first | {"steps": steps}, first, False
+            points = [{"steps": steps, "heldout": first["heldout"], "verdict": ""}]
+            for budget in budgets[1:]:
+                cell = cells.get(budget, {}).get(key)
+                if cell is None:
+                    break
+                paired = paired_differences(by_seed(cell, "heldout"), by_seed(before, "heldout"))
+                points.append(
+                    {"steps": budget, "heldout": cell["heldout"], "verdict": verdict(paired), "paired": paired}
+                )
+                stopped = stopped or not selects(paired)
+                if not stopped:
+                    chosen = cell | {"steps": budget}
+                before = cell
+            curves[(*key, name)] = {"points": points, "chosen": chosen}
     return curves
 
 
@@ -256,14 +298,15 @@ def budget_table(curves: dict, counts: dict) -> list[str]:
     lines = [
         "## Budgets",
         "",
-        "Each method's step budget is chosen on held-out: the first whose next does not beat it (the 95% interval "
-        "of the paired per-seed difference above 0, `hf_kd.report.verdict`); each budget's learning rate is chosen "
-        "there. The tables above report each method at its chosen budget.",
+        "Each method's step budget is chosen on held-out, and so is each ablation's: the first whose next does not "
+        "beat it (the 95% interval of the paired per-seed difference above 0, `hf_kd.report.verdict`); each budget's "
+        "learning rate is chosen there. The tables above report each method's defaults at their chosen budget.",
         "",
-        "| setting | method | held-out by steps (passes over its rows; rule against the budget before) | chosen |",
-        "|---|---|---|---|",
+        "| setting | method | ablation | held-out by steps (passes over its rows; rule against the budget before) "
+        "| chosen |",
+        "|---|---|---|---|---|",
     ]
-    for (setting, method), curve in curves.items():
+    for (setting, method, ablation), curve in curves.items():
         if len(curve["points"]) < 2:  # run at one budget only: no curve, nothing chosen
             continue
         points = "; ".join(
@@ -274,7 +317,8 @@ def budget_table(curves: dict, counts: dict) -> list[str]:
         chosen = curve["chosen"]["steps"]
         rising = " (the largest run, still rising)" if still_rising(curve) else ""
         lines.append(
-            f"| {setting} | {method} | {points} | {chosen:,} ({passes(chosen, setting, method, counts):.1f} passes)"
+            f"| {setting} | {method} | {ablation} | {points} | {chosen:,} "
+            f"({passes(chosen, setting, method, counts):.1f} passes)"
             f"{rising} |"
         )
     return [*lines, ""]
@@ -299,11 +343,17 @@ def ledger_section(entries: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def ablation_data(runs: list[dict], defaults: dict) -> list[dict]:
-    """Each ablation against its method's defaults on held-out, paired by seed, with the rule's verdict."""
+def at_same_budget(defaults_at: dict, cell: dict, setting: str, method: str) -> dict | None:
+    """`method`'s defaults in `setting` at the budget an ablation's cell ran (`defaults_by_budget`), or None."""
+    return defaults_at.get(own_budget(cell["runs"][0]["flags"])[0], {}).get((setting, method))
+
+
+def ablation_data(runs: list[dict], defaults_at: dict) -> list[dict]:
+    """Each ablation against its method's defaults at the same budget on held-out, paired by seed, with the rule's
+    verdict."""
     data = []
-    for (setting, method, variant), cell in ablation_cells([r for r in runs if not is_budget(r["variant"])]).items():
-        default = defaults.get((setting, method))
+    for (setting, method, variant), cell in ablation_cells(runs).items():
+        default = at_same_budget(defaults_at, cell, setting, method)
         paired = None if default is None else paired_differences(by_seed(cell, "heldout"), by_seed(default, "heldout"))
         data.append(
             {
@@ -311,6 +361,7 @@ def ablation_data(runs: list[dict], defaults: dict) -> list[dict]:
                 "method": method,
                 "ablation": variant,
                 "flags": cell["runs"][0]["flags"],
+                "steps": own_budget(cell["runs"][0]["flags"])[0],  # None: the benchmark's
                 "learning_rate": cell["learning_rate"],
                 "heldout": cell["heldout"],
                 "heldout_vs_default": paired,
@@ -351,21 +402,19 @@ def ablation_cells(runs: list[dict]) -> dict[tuple[str, str, str], dict]:
     return cells
 
 
-def ablation_table(
-    runs: list[dict], defaults: dict[tuple[str, str], dict], options, reported: str = "dev"
-) -> list[str]:
-    """Each ablation against the same method's default flags, paired by seed on held-out (where choices
-    are made); dev is shown for the record, not for choosing."""
+def ablation_table(runs: list[dict], defaults_at: dict, reported: str = "dev") -> list[str]:
+    """Each ablation against the same method's default flags at the same budget (`defaults_by_budget`), paired by
+    seed on held-out (where choices are made); dev is shown for the record, not for choosing."""
     import statistics
 
     rows = []
     for (setting, method, variant), cell in ablation_cells(runs).items():
-        no_kd = defaults.get((setting, "normal"))
+        no_kd = at_same_budget(defaults_at, cell, setting, "normal")
         against_no_kd = ""
         if no_kd is not None and method != "normal":
             paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
             against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
-        default = defaults.get((setting, method))
+        default = at_same_budget(defaults_at, cell, setting, method)
         if default is None:  # remedies run without the method's defaults: still compared with no KD
             rows.append(
                 f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | not run "
@@ -386,7 +435,8 @@ def ablation_table(
         "## Ablations",
         "",
         "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
-        "Δ is paired by seed against the same method with its default flags, on held-out, where choices are "
+        "Δ is paired by seed against the same method with its default flags at the same step budget (`not run` "
+        "where the defaults did not run at it), on held-out, where choices are "
         f"made; Δ {reported} is shown for the record, and so is the ablation's {reported} against no KD (paired, 95% interval, "
         "seeds won). `won` counts the seeds (at least 2; the interval needs 3 to mean much).",
         "",

@@ -24,7 +24,7 @@ from benchmarks.quality.models import (
     task_texts,
     train_generator_head,
 )
-from benchmarks.quality.report import DEFAULT_REPORT, first_budget, write_report
+from benchmarks.quality.report import DEFAULT_REPORT, first_budget, own_budget, write_report
 from benchmarks.quality.tasks import SETTINGS, SHARED_DATA, TASKS, Task, per_class_subset, skewed
 from hf_kd.guards import lock_holder
 from hf_kd.outputs import RESULTS_FILE
@@ -176,7 +176,10 @@ def finished_runs(root: Path) -> list[dict]:
                     seed = int(seed_folder.name.removeprefix("seed-"))
                     run = {"setting": setting, "variant": variant.removeprefix("_"), "method": method}
                     flags = variant_folder / ABLATION_FLAGS
-                    run["flags"] = flags.read_text().strip() if flags.is_file() else ""
+                    budget = re.fullmatch(r"_steps(\d+)", variant)  # no KD's budget runs once went without the file
+                    run["flags"] = (
+                        flags.read_text().strip() if flags.is_file() else f"--max_steps {budget[1]}" if budget else ""
+                    )
                     runs.append(run | {"learning_rate": learning_rate, "seed": seed} | result)
     return runs
 
@@ -293,16 +296,23 @@ def parse_options(argv: list[str] | None = None):
         options.variants[name] = flags.strip()
         options.variant_methods[name] = methods
         options.variant_rates[name] = per_run_flags(parser, f"--ablation {name}", flags) or options.learning_rates
-    for budget in options.budgets[1:]:  # each larger budget a variant of every method, at every learning rate
-        options.variants[budget_variant(budget)] = f"--max_steps {budget}"
-        options.variant_methods[budget_variant(budget)] = options.methods
-        options.variant_rates[budget_variant(budget)] = options.learning_rates
+    # each larger budget a variant of the defaults and of every ablation without a budget of its own, for the same
+    # methods at the same learning rates: each configuration gets its own curve
+    for base in [name for name, flags in options.variants.items() if own_budget(flags)[0] is None]:
+        for budget in options.budgets[1:]:
+            name = budget_variant(budget, base)
+            if name in options.variants:
+                parser.error(f"--ablation {name}: --budgets {budget} makes it from --ablation {base}; drop it")
+            options.variants[name] = shlex.join([*shlex.split(options.variants[base]), "--max_steps", str(budget)])
+            options.variant_methods[name] = options.variant_methods[base]
+            options.variant_rates[name] = options.variant_rates[base]
     return options
 
 
-def budget_variant(steps: int) -> str:
-    """The variant (folders `<setting>_stepsN`) of a larger step budget."""
-    return f"steps{steps}"
+def budget_variant(steps: int, ablation: str = "") -> str:
+    """The variant of a larger step budget: folders `<setting>_stepsN` (the defaults), `<setting>_NAME-stepsN`
+    (an ablation's)."""
+    return f"{ablation}-steps{steps}" if ablation else f"steps{steps}"
 
 
 def per_run_flags(parser: argparse.ArgumentParser, where: str, flags: str, sweeps: bool = True) -> list[float]:
@@ -391,9 +401,6 @@ def benchmark(argv: list[str] | None = None) -> None:
         jobs: dict[Path, tuple] = {}  # one job per folder: no KD's runs serve both label settings
         for variant, flags in options.variants.items():
             tag = f"_{variant}" if variant else ""
-            for setting in options.settings if variant else []:  # the report names each ablation's flags
-                (root / f"{setting}{tag}").mkdir(parents=True, exist_ok=True)
-                (root / f"{setting}{tag}" / ABLATION_FLAGS).write_text(flags)
             # jobs start method by method (every setting, every seed), in the order --methods gives
             for method in options.variant_methods[variant]:
                 for setting in options.settings:
@@ -404,6 +411,9 @@ def benchmark(argv: list[str] | None = None) -> None:
                     for learning_rate in options.variant_rates[variant]:
                         for seed in options.seeds:
                             folder = run_folder(root, setting, method, learning_rate, seed, tag)
+                            if variant:  # the report reads each variant's flags beside its runs (no KD's too)
+                                folder.parents[2].mkdir(parents=True, exist_ok=True)
+                                (folder.parents[2] / ABLATION_FLAGS).write_text(flags)
                             if folder not in jobs:
                                 args = ["--method", method, *models, *data, *common]
                                 args += generator_flags if is_adversarial(method) else []
