@@ -45,6 +45,7 @@ def stamps(folder: Path) -> dict[str, int]:
     return {path.parent.name: path.stat().st_mtime_ns for path in sorted(folder.glob("teacher-*/shard-*/" + CHECKSUMS))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kd", "rail_kd", "cilda_minild"])
 def test_cached_run_ends_with_the_uncached_run_weights(bert, sst2_files, tmp_path, method):
     extra = ("--num_train_epochs", "2", "--seed", "3")
@@ -128,6 +129,7 @@ def test_cache_is_reused_and_refused_for_another_teacher(bert, sst2_files, tmp_p
     assert len(list((tmp_path / "cache").glob("teacher-*"))) == 3
 
 
+@pytest.mark.slow
 def test_labelled_share_runs_read_the_cache_a_plain_run_wrote(bert, half_labelled, tmp_path):
     """--labelled_share appends copies of rows the teacher already read: the cache is keyed by the distinct
     rows' token ids, so the run with copies reuses the plain run's shards and trains as it would without one."""

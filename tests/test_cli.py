@@ -58,6 +58,7 @@ def test_adversarial_methods_end_to_end(families, sst2_files, tmp_path, family_n
     check_run(tmp_path / "run", method)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(TRAINERS))
 def test_every_method_on_bart(bart, sst2_files, tmp_path, method):
     main(cli_args(bart, sst2_files, tmp_path / "run", method))
@@ -158,6 +159,7 @@ def test_finished_run_is_not_overwritten_without_flag(bert, sst2_files, tmp_path
     main(cli_args(bert, sst2_files, tmp_path / "run", "kd", "--overwrite_output_dir", "true"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "unlabelled"), [("rail_kd", False), ("cilda_minild", False), ("kd", True)])
 def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(bert, sst2_files, tmp_path, method, unlabelled):
     """12 batches (G G S S | S G G S | S S G G); resuming at checkpoint-4 ends with identical weights."""
@@ -241,6 +243,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc allocator setting")
 def test_keep_freed_memory_stops_refaulting_freed_blocks():
     def faults(mode: str) -> int:

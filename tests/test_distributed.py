@@ -35,6 +35,7 @@ def run_two_processes(dump_dir: Path, arguments: list[str], *options: str) -> No
     ("method", "unlabelled", "cached"),
     [("kd", False, False), ("cilda", False, False), ("cilda_minild", True, False), ("cilda_minild", True, True)],
 )
+@pytest.mark.slow
 def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, unlabelled, cached):
     extra = []
     if cached:  # the teacher-output cache in 6 shards, 3 computed by each process, read memory-mapped by both
@@ -69,6 +70,7 @@ def test_two_processes_keep_weights_in_sync(bert, sst2_files, tmp_path, method, 
         assert writers == [0, 1, 0, 1, 0, 1]  # 96 training rows and 40 unlabelled in shards of 24
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "batch", "accumulation"), [("kd", 8, 1), ("cilda_minild", 4, 2)])
 def test_two_processes_give_the_update_of_one(deterministic_bert, half_labelled, tmp_path, method, batch, accumulation):
     """2 processes x 8 rows (x 1), and 2 x 4 x 2 accumulated, end where one process with batches of 16 does."""

@@ -171,6 +171,7 @@ def test_the_shipped_folder_runs_in_onnxruntime_with_its_own_tokenizer_and_label
     assert set(config.id2label.values()) == set(student.config.id2label.values()) and len(config.id2label) == 2
 
 
+@pytest.mark.slow
 def test_export_command_on_a_finished_run_rewrites_one_section(exported_run):
     result = subprocess.run(
         [sys.executable, "-m", "hf_kd.export", str(exported_run)], capture_output=True, text=True, cwd=ROOT

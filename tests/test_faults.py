@@ -62,6 +62,7 @@ def test_the_lock_is_released_on_any_exit(bert, sst2_files, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- SIGTERM
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_matches_the_uninterrupted_run(bert, sst2_files, tmp_path):
     extra = ("--num_train_epochs", "2", "--save_strategy", "no")
     main(cli_args(bert, sst2_files, tmp_path / "full", "cilda_minild", *extra))

@@ -20,6 +20,7 @@ from tests.conftest import ROOT, cli_args
 EXTRA = ("--save_strategy", "steps", "--save_steps", "3", "--num_train_epochs", "2")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(bert, sst2_files, tmp_path):
     main(cli_args(bert, sst2_files, tmp_path / "full", "cilda_minild", *EXTRA))
     killed = tmp_path / "killed"
@@ -106,6 +107,7 @@ def test_resuming_a_finished_run_changes_nothing(bert, sst2_files, tmp_path, cap
     assert {name: (tmp_path / "run" / name).read_bytes() for name in before} == before
 
 
+@pytest.mark.slow
 def test_a_twin_stopped_by_sigterm_resumes_from_its_own_checkpoint(bert, sst2_files, tmp_path):
     """SIGTERM during the no-KD twin: the resume reads the distilled student back (not trained again) and continues
     the twin from its checkpoint; both end as in an uninterrupted run."""

@@ -79,6 +79,7 @@ def flat(named: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([named[name].flatten() for name in sorted(named)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(TRAINERS))
 def test_every_layout_gives_the_same_update(deterministic_bert, sst2_files, half_labelled, tmp_path, method):
     # half the training rows unlabelled, plus a text-only file (`normal` takes labelled rows only)

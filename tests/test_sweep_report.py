@@ -21,6 +21,7 @@ def sweep_args(bert, files, output_dir, method="kd", *extra):
     return [*args, "--sweep_learning_rates", "1e-3", "3e-4", "--sweep_repetitions", "2"]
 
 
+@pytest.mark.slow
 def test_sweep_layout_table_best_and_resume(bert, sst2_files, tmp_path, capsys):
     rows = run_sweep(sweep_args(bert, sst2_files, tmp_path / "sweep"))
     folders = sorted(os.path.relpath(row["folder"], tmp_path / "sweep") for row in rows)
@@ -67,6 +68,7 @@ def test_empty_learning_rate_list_is_refused(bert, sst2_files, tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_report_tables_and_plots(bert, sst2_files, tmp_path):
     for method in ("normal", "kd", "cilda_minild"):
         run_sweep(

@@ -24,6 +24,7 @@ def pass_args(family, files, tmp_path, folder, *extra: str) -> list[str]:
     return cli_args(family, files, tmp_path / "pass", "rail_kd", *cache, *extra)
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_pass_and_the_run_reads_it(bert, sst2_files, tmp_path):
     one = teacher_pass(pass_args(bert, sst2_files, tmp_path, tmp_path / "one"))
     torchrun_two(
