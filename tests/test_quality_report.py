@@ -87,10 +87,12 @@ def test_report_reads_every_run_and_pairs_ablations_on_heldout(quality, tmp_path
     heldout = [a - b for a, b in zip(NO_CRD[0], DEFAULT[0], strict=True)]
     mean = 100 * statistics.fmean(heldout)
     row = next(line for line in text.splitlines() if "| no_crd |" in line)
-    assert row.startswith(f"| few_labels | cilda_minild | no_crd | `--weight_crd 0` | 84.00 | 84.67 | {mean:+.2f} [")
+    assert row.startswith(
+        f"| few_labels | cilda_minild | no_crd | `--weight_crd 0` | defaults | 84.00 | 84.67 | {mean:+.2f} ["
+    )
     assert "| 2/3 | +0.67 | +3.33 [" in row and row.endswith("(3/3) |")  # and against no KD: +4, +1, +5 on dev
     row = next(line for line in text.splitlines() if "| t2 |" in line)
-    assert "| `` | 83.50 | 84.00 | +0.50 [" in row and "| 1/2 | -1.50 | +1.00 [" in row  # seeds 42, 43 only
+    assert "| `` | defaults | 83.50 | 84.00 | +0.50 [" in row and "| 1/2 | -1.50 | +1.00 [" in row  # seeds 42, 43 only
     assert "| cilda_minild | t4 |" not in text  # (its run is listed under "Every run")
     assert (report.parent / "R.png").is_file() and "![methods](R.png)" in text
 
@@ -138,7 +140,9 @@ def test_a_remedy_run_without_its_methods_defaults_is_still_compared_with_no_kd(
     )
     row = next(line for line in report.read_text().splitlines() if "| share90 |" in line)
     # dev against no KD: +2, +1, +2 points
-    assert row.startswith("| unlabelled | kd | share90 | `--labelled_share 0.9` | not run | 81.00 | | | | +1.67 [")
+    assert row.startswith(
+        "| unlabelled | kd | share90 | `--labelled_share 0.9` | defaults | not run | 81.00 | | | | +1.67 ["
+    )
     assert row.endswith("(3/3) |")
 
 
@@ -430,6 +434,11 @@ def test_an_ablation_gets_its_own_budget_curve_and_is_paired_at_its_own_budget(q
             "--labelled_share 0.5 --max_steps 3000",
             ([0.88, 0.89, 0.88], [0.87, 0.88, 0.86]),
         ),
+        (  # the share and augmented text: paired with the share alone at 3,000, the ablation it extends
+            runs / "unlabelled_aug-steps3000" / "kd",
+            "--labelled_share 0.5 --unlabeled_file aug.csv --max_steps 3000",
+            ([0.89, 0.89, 0.90], [0.88, 0.88, 0.87]),
+        ),
     ]:
         finished_seeds(folder, heldout, dev)
         if flags:
@@ -447,14 +456,24 @@ def test_an_ablation_gets_its_own_budget_curve_and_is_paired_at_its_own_budget(q
         "(the largest run, still rising) |" in text
     )
     # against KD's defaults at 1,000 on held-out: +1, +2, +1 points
-    assert "| unlabelled | kd | share50 | `--labelled_share 0.5` | 84.00 | 85.33 | +1.33 [" in text
+    assert "| unlabelled | kd | share50 | `--labelled_share 0.5` | defaults | 84.00 | 85.33 | +1.33 [" in text
     # at 3,000: KD's defaults did not run there; on dev against no KD at 3,000: +7, +7, +6 points (+8.67 at 1,000)
-    at_3000 = "| unlabelled | kd | share50-steps3000 | `--labelled_share 0.5 --max_steps 3000` | not run | 88.33 |"
+    at_3000 = (
+        "| unlabelled | kd | share50-steps3000 | `--labelled_share 0.5 --max_steps 3000` | defaults | not run | 88.33 |"
+    )
     assert f"{at_3000} | | | +6.67 [" in text
     data = json.loads(report.with_suffix(".json").read_text())
     curve = data["budgets"]["unlabelled/kd/share50"]
     assert [p["steps"] for p in curve["points"]] == [1000, 3000] and curve["chosen_steps"] == 3000
-    assert {a["ablation"]: a["steps"] for a in data["ablations"]} == {"share50": None, "share50-steps3000": 3000}
+    # held-out against the share at 3,000: +1, 0, +2 points
+    extends = "| unlabelled | kd | aug-steps3000 | `--labelled_share 0.5 --unlabeled_file aug.csv --max_steps 3000` "
+    assert f"{extends}| share50-steps3000 | 88.33 | 89.33 | +1.00 [" in text
+    steps = {a["ablation"]: (a["steps"], a["against"]) for a in data["ablations"]}
+    assert steps == {
+        "aug-steps3000": (3000, "share50-steps3000"),
+        "share50": (None, ""),
+        "share50-steps3000": (3000, ""),
+    }
     from benchmarks import claims
 
     (line,) = [row for row in claims.budget_curves_table(data).splitlines() if "share50" in row]

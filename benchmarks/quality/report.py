@@ -348,13 +348,41 @@ def at_same_budget(defaults_at: dict, cell: dict, setting: str, method: str) -> 
     return defaults_at.get(own_budget(cell["runs"][0]["flags"])[0], {}).get((setting, method))
 
 
+def flag_pairs(recipe: str) -> set[tuple[str, str]]:
+    """A recipe's flags as (name, value) pairs (`--x 1`, `--x=1`; a flag without a value pairs with "")."""
+    tokens, pairs = shlex.split(recipe), set()
+    for index, token in enumerate(tokens):
+        if token.startswith("--"):
+            name, equals, value = token.partition("=")
+            follows = index + 1 < len(tokens) and not tokens[index + 1].startswith("--")
+            pairs.add((name, value if equals else tokens[index + 1] if follows else ""))
+    return pairs
+
+
+def base_of(cells: dict, setting: str, method: str, variant: str, defaults_at: dict) -> tuple[str, dict | None]:
+    """What an ablation is paired against: the ablation it extends (at the same budget, every flag of it among
+    this one's, the most such flags; e.g. the labelled share plus augmented text against the share alone), else
+    the method's defaults at its budget ("", None where they did not run)."""
+    budget, recipe = own_budget(cells[(setting, method, variant)]["runs"][0]["flags"])
+    mine, extended = flag_pairs(recipe), []
+    for (s, m, other), cell in cells.items():
+        steps, theirs = own_budget(cell["runs"][0]["flags"])
+        if (s, m, steps) == (setting, method, budget) and set() < flag_pairs(theirs) < mine:
+            extended.append((len(flag_pairs(theirs)), other, cell))
+    if extended:
+        _, other, cell = max(extended, key=lambda found: found[0])
+        return other, cell
+    return "", at_same_budget(defaults_at, cells[(setting, method, variant)], setting, method)
+
+
 def ablation_data(runs: list[dict], defaults_at: dict) -> list[dict]:
     """Each ablation against its method's defaults at the same budget on held-out, paired by seed, with the rule's
     verdict."""
     data = []
-    for (setting, method, variant), cell in ablation_cells(runs).items():
-        default = at_same_budget(defaults_at, cell, setting, method)
-        paired = None if default is None else paired_differences(by_seed(cell, "heldout"), by_seed(default, "heldout"))
+    cells = ablation_cells(runs)
+    for (setting, method, variant), cell in cells.items():
+        against, base = base_of(cells, setting, method, variant, defaults_at)
+        paired = None if base is None else paired_differences(by_seed(cell, "heldout"), by_seed(base, "heldout"))
         data.append(
             {
                 "setting": setting,
@@ -364,7 +392,8 @@ def ablation_data(runs: list[dict], defaults_at: dict) -> list[dict]:
                 "steps": own_budget(cell["runs"][0]["flags"])[0],  # None: the benchmark's
                 "learning_rate": cell["learning_rate"],
                 "heldout": cell["heldout"],
-                "heldout_vs_default": paired,
+                "against": against,  # "": the method's defaults at the same budget
+                "heldout_vs_base": paired,
                 "verdict": None if paired is None else verdict(paired),
                 "selected": paired is not None and selects(paired),
             }
@@ -408,24 +437,23 @@ def ablation_table(runs: list[dict], defaults_at: dict, reported: str = "dev") -
     import statistics
 
     rows = []
-    for (setting, method, variant), cell in ablation_cells(runs).items():
+    cells = ablation_cells(runs)
+    for (setting, method, variant), cell in cells.items():
         no_kd = at_same_budget(defaults_at, cell, setting, "normal")
         against_no_kd = ""
         if no_kd is not None and method != "normal":
             paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
             against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
-        default = at_same_budget(defaults_at, cell, setting, method)
-        if default is None:  # remedies run without the method's defaults: still compared with no KD
-            rows.append(
-                f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | not run "
-                f"| {100 * cell['heldout']:.2f} | | | | {against_no_kd} |"
-            )
+        against, base = base_of(cells, setting, method, variant, defaults_at)
+        named = f"{setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {against or 'defaults'}"
+        if base is None:  # remedies run without the method's defaults: still compared with no KD
+            rows.append(f"| {named} | not run | {100 * cell['heldout']:.2f} | | | | {against_no_kd} |")
             continue
-        heldout, dev = (paired_differences(by_seed(cell, key), by_seed(default, key)) for key in ("heldout", "dev"))
+        heldout, dev = (paired_differences(by_seed(cell, key), by_seed(base, key)) for key in ("heldout", "dev"))
         seeds = heldout["seeds"]  # both means over the seeds they share
-        means = [statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (default, cell)]
+        means = [statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (base, cell)]
         rows.append(
-            f"| {setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {100 * means[0]:.2f} "
+            f"| {named} | {100 * means[0]:.2f} "
             f"| {100 * means[1]:.2f} | {format_difference(heldout)} | {heldout['wins']}/{len(seeds)} "
             f"| {100 * dev['mean']:+.2f} | {against_no_kd} |"
         )
@@ -435,14 +463,15 @@ def ablation_table(runs: list[dict], defaults_at: dict, reported: str = "dev") -
         "## Ablations",
         "",
         "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
-        "Δ is paired by seed against the same method with its default flags at the same step budget (`not run` "
-        "where the defaults did not run at it), on held-out, where choices are "
+        "Δ is paired by seed against what it extends at the same step budget (`against`: the ablation whose flags "
+        "it has plus its own, else the method's defaults; `not run` where those did not run), on held-out, where "
+        "choices are "
         f"made; Δ {reported} is shown for the record, and so is the ablation's {reported} against no KD (paired, 95% interval, "
         "seeds won). `won` counts the seeds (at least 2; the interval needs 3 to mean much).",
         "",
-        "| setting | method | ablation | flags | held-out, default | held-out, ablation | Δ held-out [95% CI] | won "
-        f"| Δ {reported} | {reported} vs no KD [95% CI] (won) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | method | ablation | flags | against | held-out, against | held-out, ablation | Δ held-out [95% CI] "
+        f"| won | Δ {reported} | {reported} vs no KD [95% CI] (won) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
