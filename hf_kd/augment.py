@@ -10,8 +10,8 @@ one mask token (whole-word: a candidate is a whole-word token of letters, never 
 special token or the word itself); the rest of the text, case and spacing included, stays as it was.
 The variants of a text are drawn in one masked-LM pass. Variants that repeat a text already written, and
 any that share a phrase with the `--exclude` files (held-out, validation: `hf_kd.overlap`, by containment),
-are dropped. The same seed gives the same file. The output has the input's text columns and no label: pass
-it as `--unlabeled_file`.
+are dropped. The same seed gives the same file. The output (`.tsv` or `.csv`, written as its suffix says) has
+the input's text columns and no label: pass it as `--unlabeled_file`.
 """
 
 from __future__ import annotations
@@ -137,7 +137,9 @@ def augment_file(
     max_rows: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Write the augmented rows of `path` to `output` (a TSV with its text columns); what was written and dropped."""
+    """Write the augmented rows of `path` to `output` (its text columns, as a TSV or a CSV by its suffix); what
+    was written and dropped."""
+    delimiter = output_delimiter(output)  # before the masked LM's pass, which may take an hour
     columns, rows = read_rows(path)
     rows = rows[:max_rows] if max_rows else rows
     try:
@@ -178,17 +180,31 @@ def augment_file(
                 written.append(new)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
+        if delimiter == "\t":  # GLUE's TSV: no quoting, so a tab inside a text would split it
+            writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
+            written = [{c: new[c].replace("\t", " ") for c in columns} for new in written]
+        else:  # a CSV quotes the texts with commas in them
+            writer = csv.writer(f, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([[new[c].replace("\t", " ") for c in columns] for new in written])
+        writer.writerows([[new[c] for c in columns] for new in written])
     return {"rows": len(rows), "written": len(written), "dropped": dropped, "output": output}
+
+
+def output_delimiter(output: str) -> str:
+    """The delimiter the file's suffix tells a run to read it with: a TSV named `.csv` would be split at its commas."""
+    suffix = Path(output).suffix.lower()
+    if suffix not in (".tsv", ".csv"):
+        raise ArgumentError(f"--output {output}: name it .tsv or .csv (a run reads the file by its suffix).")
+    return "\t" if suffix == ".tsv" else ","
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hf_kd.augment", description=__doc__.splitlines()[0])
     parser.add_argument("input", help="a data file (.tsv / .csv / .json / .jsonl) with GLUE's text columns")
     parser.add_argument("--masked_lm", required=True, help="a masked LM (the generator hf_kd loads will do)")
-    parser.add_argument("--output", required=True, help="the augmented text, a TSV with the input's text columns")
+    parser.add_argument(
+        "--output", required=True, help="the augmented text with the input's text columns: a .tsv or a .csv"
+    )
     parser.add_argument("--variants", type=int, default=20, help="rewrites per text (TinyBERT: 20)")
     parser.add_argument("--probability", type=float, default=0.4, help="chance each word is replaced (TinyBERT: 0.4)")
     parser.add_argument("--top_k", type=int, default=8, help="candidates a replaced word is drawn from")
@@ -200,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.variants < 1 or not 0 < args.probability <= 1 or args.top_k < 1:
         raise ArgumentError("--variants and --top_k must be >= 1 and --probability in (0, 1].")
+    output_delimiter(args.output)
     if Path(args.output).exists():
         raise ArgumentError(f"--output {args.output} exists: pick another file (nothing is overwritten).")
     summary = augment_file(

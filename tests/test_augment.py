@@ -81,3 +81,18 @@ def test_the_command_refuses_bad_flags_and_an_existing_output(bert, source, tmp_
         main([str(source), "--masked_lm", bert.generator, "--output", str(tmp_path / "new.tsv"), "--probability", "0"])
     with pytest.raises(ArgumentError, match="no masked LM loads"):
         main([str(source), "--masked_lm", str(tmp_path / "nothing"), "--output", str(tmp_path / "new.tsv")])
+    with pytest.raises(ArgumentError, match=r"--output .*new.txt: name it .tsv or .csv"):
+        main([str(source), "--masked_lm", bert.generator, "--output", str(tmp_path / "new.txt")])
+
+
+def test_a_csv_output_is_written_as_a_csv_and_read_back_whole(bert, tmp_path):
+    """Texts with commas survive a `.csv` output (quoted), where a TSV named .csv would split them at the commas."""
+    from datasets import load_dataset
+
+    source = tmp_path / "queries.csv"
+    texts = [f"{text}, please, now" for text in TEXTS if "," not in text][:4]
+    source.write_text("text\n" + "".join(f'"{text}"\n' for text in texts))
+    summary = augment_file(str(source), bert.generator, str(tmp_path / "aug.csv"), 3, 0.3, 4, progress=False)
+    read = load_dataset("csv", data_files=str(tmp_path / "aug.csv"), split="train")
+    assert read.column_names == ["text"] and len(read) == summary["written"] > 0
+    assert all(text.count(",") == 2 for text in read["text"])  # each text whole: its commas kept, not split at
