@@ -111,6 +111,30 @@ def budget_curves_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def ablations_table(data: dict) -> str:
+    """Each ablation against what it extends at the same budget (another ablation whose flags it adds to, else the
+    method's defaults), on held-out with the rule's word (where choices are made); the reported set once, against
+    no KD at the same budget."""
+    from hf_kd.report import verdict
+
+    lines = [
+        f"{data['task']}, teacher {points(data['teacher']['dev'])} on the reported set:",
+        "",
+        "| setting | method | ablation | steps | against (same steps) | held-out | Δ held-out [95% CI], won | rule "
+        "| reported (mean ± std) | vs no KD at its steps |",
+        "|---|---|---|---:|---|---:|---|---|---:|---|",
+    ]
+    for row in data["ablations"]:
+        paired, versus = row["heldout_vs_base"], row["dev_vs_no_kd"]
+        lines.append(
+            f"| {row['setting']} | {row['method']} | {row['ablation']} (`{row['flags']}`) | {row['steps']:,} "
+            f"| {row['against'] or 'defaults'}{'' if paired else ' (not run)'} | {points(row['heldout'])} "
+            f"| {interval(paired) if paired else ''} | {row['verdict'] or ''} "
+            f"| {points(row['dev'])} ± {points(row['dev_std'])} | {f'{interval(versus)}, {verdict(versus)}' if versus else ''} |"
+        )
+    return "\n".join(lines)
+
+
 def budgets_and_rows_table(data: dict) -> str:
     """A report with step budgets: every configuration at its chosen budget, then the curves that chose it."""
     return headline_table(data) + "\n\n" + budget_curves_table(data)
@@ -297,6 +321,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "ladder-banking77": ("benchmarks/RESULTS_ladder_banking77.json", ladder_table),
     "ladder-banking77-share50": ("benchmarks/RESULTS_ladder_banking77_share50.json", ladder_table),
     "budgets-banking77": ("benchmarks/RESULTS_budgets_banking77.json", budget_curves_table),
+    "ablations-banking77": ("benchmarks/RESULTS_budgets_banking77.json", ablations_table),
     "ladder-banking77-share50-steps3000": ("benchmarks/RESULTS_ladder_banking77_share50_steps3000.json", ladder_table),
     "ceiling-banking77": ("benchmarks/RESULTS_ceiling_banking77.json", budgets_and_rows_table),
 }

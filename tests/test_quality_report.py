@@ -471,11 +471,26 @@ def test_an_ablation_gets_its_own_budget_curve_and_is_paired_at_its_own_budget(q
     steps = {a["ablation"]: (a["steps"], a["against"]) for a in data["ablations"]}
     assert steps == {
         "aug-steps3000": (3000, "share50-steps3000"),
-        "share50": (None, ""),
+        "share50": (1000, ""),
         "share50-steps3000": (3000, ""),
     }
     from benchmarks import claims
 
+    table = {row.split(" | ")[2]: row for row in claims.ablations_table(data).splitlines()[4:]}
+    # held-out against the share at 3,000: +1, 0, +2 points (t(0.975, 2) = 4.303: +-2.48); test against no KD at
+    # 3,000: +8, +7, +7 points
+    assert (
+        "| 3,000 | share50-steps3000 | 89.33 | +1.00 [-1.48, +3.48], 2/3 |"
+        in table["aug-steps3000 (`--labelled_share 0.5 --unlabeled_file aug.csv --max_steps 3000`)"]
+    )
+    assert table["aug-steps3000 (`--labelled_share 0.5 --unlabeled_file aug.csv --max_steps 3000`)"].endswith(
+        "| 87.67 ± 0.58 | +7.33 [+5.90, +8.77], 3/3, beats |"
+    )
+    assert "| 1,000 | defaults | 85.33 | +1.33 [" in table["share50 (`--labelled_share 0.5`)"]
+    assert (
+        "| 3,000 | defaults (not run) | 88.33 |  |  |"
+        in table["share50-steps3000 (`--labelled_share 0.5 --max_steps 3000`)"]
+    )
     (line,) = [row for row in claims.budget_curves_table(data).splitlines() if "share50" in row]
     assert line.startswith("| unlabelled | kd + share50 (`--labelled_share 0.5`) | 1,000 (10.0): 85.33; 3,000 (30.0)")
     assert line.endswith("beats) | 3,000 (the largest run, still rising) |")

@@ -190,7 +190,7 @@ def write_report(
             for key, c in curves.items()
         },
         "counts": counts,  # the rows of each file, so a budget reads as passes (`passes`)
-        "ablations": ablation_data(ablation_runs(runs), defaults_at),
+        "ablations": ablation_data(ablation_runs(runs), defaults_at, budgets[0], counts),
         "runs": runs,
         "ledger": ledger or [],
     }
@@ -375,27 +375,37 @@ def base_of(cells: dict, setting: str, method: str, variant: str, defaults_at: d
     return "", at_same_budget(defaults_at, cells[(setting, method, variant)], setting, method)
 
 
-def ablation_data(runs: list[dict], defaults_at: dict) -> list[dict]:
-    """Each ablation against its method's defaults at the same budget on held-out, paired by seed, with the rule's
-    verdict."""
+def ablation_data(runs: list[dict], defaults_at: dict, steps: int, counts: dict) -> list[dict]:
+    """Each ablation against what it extends at the same budget (`base_of`) on held-out, paired by seed, with the
+    rule's verdict; its reported set once, against no KD at the same budget."""
+    import statistics
+
     data = []
     cells = ablation_cells(runs)
     for (setting, method, variant), cell in cells.items():
         against, base = base_of(cells, setting, method, variant, defaults_at)
         paired = None if base is None else paired_differences(by_seed(cell, "heldout"), by_seed(base, "heldout"))
+        no_kd = at_same_budget(defaults_at, cell, setting, "normal")
+        reported = [r["dev"] for r in cell["runs"]]
         data.append(
             {
                 "setting": setting,
                 "method": method,
                 "ablation": variant,
                 "flags": cell["runs"][0]["flags"],
-                "steps": own_budget(cell["runs"][0]["flags"])[0],  # None: the benchmark's
+                "steps": own_budget(cell["runs"][0]["flags"])[0] or first_budget(setting, steps, counts),
                 "learning_rate": cell["learning_rate"],
                 "heldout": cell["heldout"],
                 "against": against,  # "": the method's defaults at the same budget
                 "heldout_vs_base": paired,
                 "verdict": None if paired is None else verdict(paired),
                 "selected": paired is not None and selects(paired),
+                # the reported set, for the record: its mean, and paired with no KD at the same budget
+                "dev": statistics.fmean(reported),
+                "dev_std": statistics.stdev(reported) if len(reported) > 1 else 0.0,
+                "dev_vs_no_kd": None
+                if no_kd is None or method == "normal"
+                else paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev")),
             }
         )
     return data
