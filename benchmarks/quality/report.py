@@ -154,7 +154,8 @@ def write_report(
     defaults_at = defaults_by_budget(
         runs, choose(with_shared_no_kd(defaults, shared), len(options.seeds)), len(options.seeds), shared
     )
-    lines += ablation_table(ablation_runs(runs), defaults_at, task.reported)
+    ablations = ablation_data(ablation_runs(runs), defaults_at, budgets[0], counts)
+    lines += ablation_table(ablations, task.reported)
     lines += ledger_section(ledger or [])
     lines += [
         "## Every run",
@@ -190,7 +191,7 @@ def write_report(
             for key, c in curves.items()
         },
         "counts": counts,  # the rows of each file, so a budget reads as passes (`passes`)
-        "ablations": ablation_data(ablation_runs(runs), defaults_at, budgets[0], counts),
+        "ablations": ablations,
         "runs": runs,
         "ledger": ledger or [],
     }
@@ -377,7 +378,8 @@ def base_of(cells: dict, setting: str, method: str, variant: str, defaults_at: d
 
 def ablation_data(runs: list[dict], defaults_at: dict, steps: int, counts: dict) -> list[dict]:
     """Each ablation against what it extends at the same budget (`base_of`) on held-out, paired by seed, with the
-    rule's verdict; its reported set once, against no KD at the same budget."""
+    rule's verdict (the reported set's difference beside it, for the record); its reported set once, against no
+    KD at the same budget."""
     import statistics
 
     data = []
@@ -387,6 +389,7 @@ def ablation_data(runs: list[dict], defaults_at: dict, steps: int, counts: dict)
         paired = None if base is None else paired_differences(by_seed(cell, "heldout"), by_seed(base, "heldout"))
         no_kd = at_same_budget(defaults_at, cell, setting, "normal")
         reported = [r["dev"] for r in cell["runs"]]
+        shared = set(paired["seeds"]) if paired else set()  # both held-out means over the seeds they share
         data.append(
             {
                 "setting": setting,
@@ -398,11 +401,17 @@ def ablation_data(runs: list[dict], defaults_at: dict, steps: int, counts: dict)
                 "heldout": cell["heldout"],
                 "against": against,  # "": the method's defaults at the same budget
                 "heldout_vs_base": paired,
+                "means_on_shared_seeds": None
+                if base is None
+                else [
+                    statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in shared) for side in (base, cell)
+                ],
                 "verdict": None if paired is None else verdict(paired),
                 "selected": paired is not None and selects(paired),
-                # the reported set, for the record: its mean, and paired with no KD at the same budget
+                # the reported set, for the record: its mean, against the base and against no KD at the same budget
                 "dev": statistics.fmean(reported),
                 "dev_std": statistics.stdev(reported) if len(reported) > 1 else 0.0,
+                "dev_vs_base": None if base is None else paired_differences(by_seed(cell, "dev"), by_seed(base, "dev")),
                 "dev_vs_no_kd": None
                 if no_kd is None or method == "normal"
                 else paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev")),
@@ -441,31 +450,24 @@ def ablation_cells(runs: list[dict]) -> dict[tuple[str, str, str], dict]:
     return cells
 
 
-def ablation_table(runs: list[dict], defaults_at: dict, reported: str = "dev") -> list[str]:
-    """Each ablation against the same method's default flags at the same budget (`defaults_by_budget`), paired by
-    seed on held-out (where choices are made); dev is shown for the record, not for choosing."""
-    import statistics
-
+def ablation_table(ablations: list[dict], reported: str = "dev") -> list[str]:
+    """`ablation_data` as a table: each ablation against what it extends at the same budget, paired by seed on
+    held-out (where choices are made); the reported set is shown for the record, not for choosing."""
     rows = []
-    cells = ablation_cells(runs)
-    for (setting, method, variant), cell in cells.items():
-        no_kd = at_same_budget(defaults_at, cell, setting, "normal")
-        against_no_kd = ""
-        if no_kd is not None and method != "normal":
-            paired = paired_differences(by_seed(cell, "dev"), by_seed(no_kd, "dev"))
-            against_no_kd = f"{format_difference(paired)} ({paired['wins']}/{len(paired['seeds'])})"
-        against, base = base_of(cells, setting, method, variant, defaults_at)
-        named = f"{setting} | {method} | {variant} | `{cell['runs'][0]['flags']}` | {against or 'defaults'}"
-        if base is None:  # remedies run without the method's defaults: still compared with no KD
-            rows.append(f"| {named} | not run | {100 * cell['heldout']:.2f} | | | | {against_no_kd} |")
+    for row in ablations:
+        named = f"{row['setting']} | {row['method']} | {row['ablation']} | `{row['flags']}` | {row['against'] or 'defaults'}"
+        versus = row["dev_vs_no_kd"]
+        against_no_kd = (
+            "" if versus is None else f"{format_difference(versus)} ({versus['wins']}/{len(versus['seeds'])})"
+        )
+        paired = row["heldout_vs_base"]
+        if paired is None:  # remedies run without the method's defaults: still compared with no KD
+            rows.append(f"| {named} | not run | {100 * row['heldout']:.2f} | | | | {against_no_kd} |")
             continue
-        heldout, dev = (paired_differences(by_seed(cell, key), by_seed(base, key)) for key in ("heldout", "dev"))
-        seeds = heldout["seeds"]  # both means over the seeds they share
-        means = [statistics.fmean(r["heldout"] for r in side["runs"] if r["seed"] in seeds) for side in (base, cell)]
+        base_mean, mean = row["means_on_shared_seeds"]
         rows.append(
-            f"| {named} | {100 * means[0]:.2f} "
-            f"| {100 * means[1]:.2f} | {format_difference(heldout)} | {heldout['wins']}/{len(seeds)} "
-            f"| {100 * dev['mean']:+.2f} | {against_no_kd} |"
+            f"| {named} | {100 * base_mean:.2f} | {100 * mean:.2f} | {format_difference(paired)} "
+            f"| {paired['wins']}/{len(paired['seeds'])} | {100 * row['dev_vs_base']['mean']:+.2f} | {against_no_kd} |"
         )
     if not rows:
         return []
@@ -475,9 +477,9 @@ def ablation_table(runs: list[dict], defaults_at: dict, reported: str = "dev") -
         "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
         "Δ is paired by seed against what it extends at the same step budget (`against`: the ablation whose flags "
         "it has plus its own, else the method's defaults; `not run` where those did not run), on held-out, where "
-        "choices are "
-        f"made; Δ {reported} is shown for the record, and so is the ablation's {reported} against no KD (paired, 95% interval, "
-        "seeds won). `won` counts the seeds (at least 2; the interval needs 3 to mean much).",
+        f"choices are made; Δ {reported} is shown for the record, and so is the ablation's {reported} against no KD "
+        "at the same budget (paired, 95% interval, seeds won). `won` counts the seeds (at least 2; the interval "
+        "needs 3 to mean much).",
         "",
         "| setting | method | ablation | flags | against | held-out, against | held-out, ablation | Δ held-out [95% CI] "
         f"| won | Δ {reported} | {reported} vs no KD [95% CI] (won) |",
