@@ -180,13 +180,13 @@ def augment_file(
                 written.append(new)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8", newline="") as f:
-        if delimiter == "\t":  # GLUE's TSV: no quoting, so a tab inside a text would split it
-            writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
-            written = [{c: new[c].replace("\t", " ") for c in columns} for new in written]
-        else:  # a CSV quotes the texts with commas in them
+        if delimiter == "\t":  # GLUE's TSV has no quoting: a text's own quotes stay, its tabs and line breaks
+            f.write("\t".join(columns) + "\n")  # would split it, so they become spaces
+            f.writelines("\t".join(" ".join(new[c].split()) for c in columns) + "\n" for new in written)
+        else:  # a CSV quotes the texts with commas, quotes or line breaks in them
             writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[new[c] for c in columns] for new in written])
+            writer.writerow(columns)
+            writer.writerows([[new[c] for c in columns] for new in written])
     return {"rows": len(rows), "written": len(written), "dropped": dropped, "output": output}
 
 
