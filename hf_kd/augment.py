@@ -29,6 +29,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedTokenize
 from hf_kd.errors import ArgumentError, brief
 from hf_kd.overlap import OverlapIndex, normalise
 
+RECOVERY_TEXTS = 200  # the first rows whose masked words tell how well the masked LM knows the text
+
 
 def word_spans(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
     """Each word's span of characters: a word starts at the first token and wherever a space precedes a token
@@ -115,6 +117,33 @@ def augment_text(
     return rewrites
 
 
+@torch.no_grad()
+def word_recovery(
+    texts: list[str], model, tokenizer: PreTrainedTokenizerBase, top_k: int, rng: random.Random, device: torch.device
+) -> tuple[int, int]:
+    """How well the masked LM knows the text: one word of letters (a single token) masked in each text, and how
+    often the word is among its `top_k` candidates there; (found, checked). A masked LM that rarely finds the word
+    draws its rewrites from frequent words ("my my card"), not from what the text says."""
+    found = checked = 0
+    for text in texts:
+        words = [(start, end) for start, end in word_spans(tokenizer, text) if text[start:end].isalpha()]
+        if not words:
+            continue
+        start, end = rng.choice(words)
+        original = tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
+        if len(original) != 1:  # a word of several pieces is masked as one token: nothing single to compare
+            continue
+        batch = tokenizer(text[:start] + tokenizer.mask_token + text[end:], return_tensors="pt")
+        position = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
+        if len(position) != 1:
+            continue
+        inputs = {name: value.to(device) for name, value in batch.items() if name != "token_type_ids"}
+        logits = model(**inputs).logits[0, position[0]].float().cpu()
+        checked += 1
+        found += original[0] in logits.topk(top_k).indices.tolist()
+    return found, checked
+
+
 def read_rows(path: str) -> tuple[list[str], list[dict]]:
     """A data file's text columns (GLUE's names, or `text`) and rows, through hf_kd's own reader."""
     from hf_kd.data import _load_file, text_columns
@@ -156,6 +185,8 @@ def augment_file(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     allowed = candidate_masks(tokenizer, model.get_output_embeddings().weight.size(0))
+    texts = [row[c] for row in rows[:RECOVERY_TEXTS] for c in columns]
+    recovery = word_recovery(texts, model, tokenizer, top_k, random.Random(seed), device)
     excluded = OverlapIndex()
     for name in exclude or []:
         for row in read_rows(name)[1]:
@@ -187,7 +218,14 @@ def augment_file(
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(columns)
             writer.writerows([[new[c] for c in columns] for new in written])
-    return {"rows": len(rows), "written": len(written), "dropped": dropped, "output": output}
+    found, checked = recovery
+    return {
+        "rows": len(rows),
+        "written": len(written),
+        "dropped": dropped,
+        "output": output,
+        "recovery": {"top_k": top_k, "found": found, "checked": checked},
+    }
 
 
 def output_delimiter(output: str) -> str:
@@ -234,6 +272,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{summary['written']:,} rows from {summary['rows']:,} in {summary['output']} (dropped: "
         f"{summary['dropped']['duplicate']:,} duplicates, {summary['dropped']['excluded']:,} sharing a phrase with --exclude)"
     )
+    recovery = summary["recovery"]
+    if recovery["checked"]:
+        print(
+            f"The masked LM had the masked word among its top {recovery['top_k']} in {recovery['found']:,} of "
+            f"{recovery['checked']:,} checks ({100 * recovery['found'] / recovery['checked']:.0f}%; one word of a text "
+            "masked, first rows): the rewrites are only as apt as this. A low share means rewrites from frequent "
+            "words; fine-tune the masked LM on your text first."
+        )
 
 
 if __name__ == "__main__":

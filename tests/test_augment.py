@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from hf_kd.augment import augment_file, augment_text, candidate_masks, main, word_spans
+from hf_kd.augment import augment_file, augment_text, candidate_masks, main, word_recovery, word_spans
 from hf_kd.errors import ArgumentError
 from hf_kd.overlap import OverlapIndex
 from tests.conftest import SST2
@@ -104,3 +104,25 @@ def test_the_output_is_read_back_whole_whatever_the_text_holds(bert, tmp_path, s
     # the words may be rewritten, never the marks: two commas and two quotes each, the line break kept in a CSV
     marks = [(text.count(","), text.count('"'), "\n" in text) for text in read["text"]]
     assert set(marks) == {(2, 2, suffix == ".csv")}
+
+
+def test_word_recovery_counts_the_masked_words_among_the_top_candidates(bert):
+    """Texts of one repeated word: whichever word is masked, the original is that word, so a masked LM that ranks
+    it first finds it in its top 1 every time and one that ranks it last never does, unless its top k is the whole
+    vocabulary; a text without a word of letters is not checked."""
+    tokenizer = AutoTokenizer.from_pretrained(bert.generator)
+    film = tokenizer.convert_tokens_to_ids("film")
+
+    class Ranks:  # a masked LM whose logits rank `film` first (or last) at every position
+        def __init__(self, sign: float):
+            self.sign = sign
+
+        def __call__(self, input_ids, **_):
+            logits = torch.zeros(*input_ids.shape, len(tokenizer))
+            logits[..., film] = self.sign
+            return type("Output", (), {"logits": logits})()
+
+    texts, cpu = ["film film film .", "film", ". ,"], torch.device("cpu")
+    assert word_recovery(texts, Ranks(1.0), tokenizer, 1, random.Random(0), cpu) == (2, 2)
+    assert word_recovery(texts, Ranks(-1.0), tokenizer, 1, random.Random(0), cpu) == (0, 2)
+    assert word_recovery(texts, Ranks(-1.0), tokenizer, len(tokenizer), random.Random(0), cpu) == (2, 2)
