@@ -25,6 +25,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +168,8 @@ def chart(data: dict, path: Path) -> None:
     axes.set_xlabel("ms per sentence, CPU, 1 thread, batch 1 (log)")
     axes.set_ylabel(f"accuracy on {data['reported']}")
     recipe = f"{data['setting']}" + (f", {data['flags']}" if data.get("variant") else "")
-    axes.set_title(f"{data['task']}: students of MiniLM's layers ({recipe})")
+    title = f"{data['task']}: students of MiniLM's layers ({recipe})"
+    axes.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)  # a long recipe must not run off the chart
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
