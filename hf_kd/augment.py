@@ -20,6 +20,7 @@ import argparse
 import csv
 import os
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -213,7 +214,7 @@ def augment_file(
     with open(output, "w", encoding="utf-8", newline="") as f:
         if delimiter == "\t":  # GLUE's TSV has no quoting: a text's own quotes stay, its tabs and line breaks
             f.write("\t".join(columns) + "\n")  # would split it, so they become spaces
-            f.writelines("\t".join(" ".join(new[c].split()) for c in columns) + "\n" for new in written)
+            f.writelines("\t".join(re.sub(r"[\t\r\n]", " ", new[c]) for c in columns) + "\n" for new in written)
         else:  # a CSV quotes the texts with commas, quotes or line breaks in them
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(columns)

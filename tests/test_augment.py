@@ -89,12 +89,13 @@ def test_the_command_refuses_bad_flags_and_an_existing_output(bert, source, tmp_
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
 def test_the_output_is_read_back_whole_whatever_the_text_holds(bert, tmp_path, suffix):
     """Texts with commas, quotes and line breaks (as BANKING77's queries have) come back whole from a `.csv`
-    (quoted) or a `.tsv` (GLUE's, unquoted: a line break becomes a space): the writer once stopped at the
+    (quoted) or a `.tsv` (GLUE's, unquoted: a line break becomes a space, other spacing stays): the writer once
+    stopped at the
     first quote, after the whole masked-LM pass, and a TSV named .csv was split at its commas."""
     from hf_kd.data import _load_file
 
     source = tmp_path / "queries.csv"
-    texts = [f'{text}, "please",\nnow' for text in TEXTS if "," not in text and '"' not in text][:4]
+    texts = [f'{text}, "please",\nnow  or' for text in TEXTS if "," not in text and '"' not in text][:4]
     with open(source, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["text"], *[[text] for text in texts]])
     output = tmp_path / f"aug{suffix}"
@@ -102,8 +103,8 @@ def test_the_output_is_read_back_whole_whatever_the_text_holds(bert, tmp_path, s
     read = _load_file(str(output), None, None, option="--unlabeled_file")  # as a run reads it
     assert read.column_names == ["text"] and len(read) == summary["written"] > 0
     # the words may be rewritten, never the marks: two commas and two quotes each, the line break kept in a CSV
-    marks = [(text.count(","), text.count('"'), "\n" in text) for text in read["text"]]
-    assert set(marks) == {(2, 2, suffix == ".csv")}
+    marks = [(text.count(","), text.count('"'), "\n" in text, "  " in text) for text in read["text"]]
+    assert set(marks) == {(2, 2, suffix == ".csv", True)}  # the double space kept in both
 
 
 def test_word_recovery_counts_the_masked_words_among_the_top_candidates(bert):
