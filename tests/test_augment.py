@@ -90,8 +90,7 @@ def test_the_command_refuses_bad_flags_and_an_existing_output(bert, source, tmp_
 def test_the_output_is_read_back_whole_whatever_the_text_holds(bert, tmp_path, suffix):
     """Texts with commas, quotes and line breaks (as BANKING77's queries have) come back whole from a `.csv`
     (quoted) or a `.tsv` (GLUE's, unquoted: a line break becomes a space, other spacing stays): the writer once
-    stopped at the
-    first quote, after the whole masked-LM pass, and a TSV named .csv was split at its commas."""
+    stopped at the first quote, after the whole masked-LM pass, and a TSV named .csv was split at its commas."""
     from hf_kd.data import _load_file
 
     source = tmp_path / "queries.csv"
