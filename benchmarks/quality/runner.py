@@ -152,10 +152,15 @@ def runs_root(out: Path, student: str) -> Path:
     return out / ("runs" if student == "minilm2" else f"runs_{student}")
 
 
-def run_folder(root: Path, setting: str, method: str, learning_rate: float, seed: int, tag: str = "") -> Path:
-    """No KD learns from labels only, so its `unlabelled` runs are its `few_labels` runs."""
+def variant_folder(root: Path, setting: str, method: str, tag: str = "") -> Path:
+    """Where a variant's runs of `method` go: no KD learns from labels only, so its `unlabelled` runs are its
+    `few_labels` runs."""
     setting = "few_labels" if method == "normal" and setting == "unlabelled" else setting
-    return root / (setting + tag) / method / f"lr-{learning_rate:g}" / f"seed-{seed}"
+    return root / (setting + tag)
+
+
+def run_folder(root: Path, setting: str, method: str, learning_rate: float, seed: int, tag: str = "") -> Path:
+    return variant_folder(root, setting, method, tag) / method / f"lr-{learning_rate:g}" / f"seed-{seed}"
 
 
 def finished_runs(root: Path) -> list[dict]:
@@ -408,12 +413,12 @@ def benchmark(argv: list[str] | None = None) -> None:
                     data += ["--num_train_epochs", "1"] if setting == "full" else ["--max_steps", str(options.steps)]
                     if setting == "unlabelled" and method != "normal":
                         data += ["--unlabeled_file", str(files["unlabelled"])]
+                    if variant:  # the report reads each variant's flags beside its runs (no KD's too)
+                        variant_folder(root, setting, method, tag).mkdir(parents=True, exist_ok=True)
+                        (variant_folder(root, setting, method, tag) / ABLATION_FLAGS).write_text(flags)
                     for learning_rate in options.variant_rates[variant]:
                         for seed in options.seeds:
                             folder = run_folder(root, setting, method, learning_rate, seed, tag)
-                            if variant:  # the report reads each variant's flags beside its runs (no KD's too)
-                                folder.parents[2].mkdir(parents=True, exist_ok=True)
-                                (folder.parents[2] / ABLATION_FLAGS).write_text(flags)
                             if folder not in jobs:
                                 args = ["--method", method, *models, *data, *common]
                                 args += generator_flags if is_adversarial(method) else []
