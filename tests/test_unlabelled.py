@@ -132,7 +132,9 @@ def test_mixed_batch_terms_match_a_hand_computation(bert, half_labelled, tmp_pat
     labelled = [(row, label) for row, label in zip(student, labels, strict=True) if label != IGNORE_LABEL]
     hand_ce = -sum(log_softmax(row)[label] for row, label in labelled) / len(labelled)
     assert terms["ce"].item() == pytest.approx(hand_ce, rel=1e-5)
-    assert terms["kd"].item() == pytest.approx(hand_kl(teacher, student), rel=1e-5)  # every row, labelled or not
+    # every row, labelled or not; the KL is small (~7e-4) and float32 logits of a teacher sharpened 300x differ in
+    # their last bits between thread counts (CI saw 2.6e-5 relative), so 1e-4 relative
+    assert terms["kd"].item() == pytest.approx(hand_kl(teacher, student), rel=1e-4)
 
 
 def test_logged_ce_leaves_out_batches_without_labels(bert, half_labelled, tmp_path):
