@@ -95,13 +95,13 @@ def augment_text(
             last = end
         return "".join([*pieces, text[last:]])
 
-    batch = tokenizer([masked(chosen) for chosen in drafts], padding=True, return_tensors="pt")
+    batch = tokenizer([masked(chosen) for chosen in drafts], padding=True, truncation=True, return_tensors="pt")
     logits = model(**{name: value.to(device) for name, value in batch.items() if name != "token_type_ids"}).logits
     logits = logits.float().cpu()
     rewrites = []
     for row, chosen in enumerate(drafts):
         positions = (batch["input_ids"][row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
-        if len(positions) != len(chosen):  # a word the tokenizer merged with its mask: leave this draft out
+        if len(positions) != len(chosen):  # a word merged with its mask, or cut off a long text: leave it out
             continue
         pieces, last = [], 0
         for position, (start, end) in zip(positions, chosen, strict=True):
@@ -134,9 +134,9 @@ def word_recovery(
         original = tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
         if len(original) != 1:  # a word of several pieces is masked as one token: nothing single to compare
             continue
-        batch = tokenizer(text[:start] + tokenizer.mask_token + text[end:], return_tensors="pt")
+        batch = tokenizer(text[:start] + tokenizer.mask_token + text[end:], truncation=True, return_tensors="pt")
         position = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
-        if len(position) != 1:
+        if len(position) != 1:  # the word lies past the longest input the tokenizer keeps
             continue
         inputs = {name: value.to(device) for name, value in batch.items() if name != "token_type_ids"}
         logits = model(**inputs).logits[0, position[0]].float().cpu()

@@ -1,0 +1,72 @@
+"""Fitting a masked LM to the text it will rewrite (`python -m hf_kd.masked_lm`): the check texts stay out of
+training in every form, the model learns the text (its word recovery rises on texts it never saw), and the
+command refuses what it cannot do before it trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from hf_kd.errors import ArgumentError
+from hf_kd.masked_lm import fit_masked_lm, main, split_for_check
+from hf_kd.overlap import OverlapIndex
+from tests.conftest import SST2
+
+
+def test_the_check_texts_share_no_phrase_with_the_training_texts():
+    texts = ["i lost my card", "i lost my card yesterday", "where is my money", "top up failed", "top up failed"]
+    texts += [f"card number {n} was declined" for n in range(40)]
+    train, check = split_for_check(texts, 0.1, seed=3)
+    assert len(check) == round(0.1 * len(set(texts)))
+    assert split_for_check(texts, 0.1, seed=3) == (train, check)  # the seed decides
+    held = OverlapIndex(check)
+    assert train and not any(held.overlaps(text) for text in train)
+    assert len(train) == len([text for text in texts if not held.overlaps(text)])  # nothing else is dropped
+    both = split_for_check(["i lost my card", "i lost my card yesterday"], 0.5, seed=0)
+    assert both[0] == []  # one contains the other: checking one leaves nothing to train on
+
+
+def test_fitting_raises_word_recovery_on_unseen_text_and_saves_a_masked_lm(bert, tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text((SST2 / "train.tsv").read_text())  # 4,000 real SST-2 sentences
+    original = AutoModelForMaskedLM.from_pretrained(bert.generator)
+    output = tmp_path / "fitted"
+    summary = fit_masked_lm(
+        [str(train)], bert.generator, str(output), max_steps=150, learning_rate=2e-3, progress=False
+    )
+    distinct = {line.split("\t")[0] for line in train.read_text().splitlines()[1:]}
+    assert summary["texts_checked"] == round(0.05 * len(distinct))  # 5% of the distinct texts, kept out
+    assert summary["texts_trained"] <= 4000 - summary["texts_checked"]
+    before, after = summary["before"], summary["after"]
+    assert before["checked"] == after["checked"] > 50  # the same texts, the same masked word, before and after
+    assert after["found"] >= before["found"] + 15  # the tiny random model learnt the text (0 -> 25 of 83)
+    assert json.loads((output / "masked_lm.json").read_text()) == summary
+    fitted = AutoModelForMaskedLM.from_pretrained(output)
+    changed = [
+        name for name, value in fitted.state_dict().items() if not torch.equal(value, original.state_dict()[name])
+    ]
+    assert any("encoder" in name for name in changed) and any("predictions" in name for name in changed)
+
+
+def test_the_command_refuses_bad_flags_a_used_folder_and_a_model_without_a_mask_token(bert, tmp_path, capsys):
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "a fine film indeed\t1\nnot a fine film at all\t0\n")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    for flags, expected in (
+        (["--output_dir", str(used)], "not empty"),
+        (["--output_dir", str(tmp_path / "new"), "--check_share", "1"], "--check_share"),
+        (["--output_dir", str(tmp_path / "new"), "--max_steps", "0"], "--max_steps"),
+        (["--output_dir", str(tmp_path / "new"), "--masked_lm", str(tmp_path / "nothing")], "no masked LM loads"),
+    ):
+        with pytest.raises(ArgumentError, match=expected):
+            main([str(train), "--masked_lm", bert.generator, *flags])
+    assert (used / "keep.txt").read_text() == "mine" and not (tmp_path / "new").exists()
+    one = tmp_path / "one.tsv"
+    one.write_text("sentence\tlabel\nthe same text\t1\nthe same text\t0\n")
+    with pytest.raises(ArgumentError, match="fewer than 2 distinct texts"):
+        main([str(one), "--masked_lm", bert.generator, "--output_dir", str(tmp_path / "new")])
