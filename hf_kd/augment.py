@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
             f"The masked LM had the masked word among its top {recovery['top_k']} in {recovery['found']:,} of "
             f"{recovery['checked']:,} checks ({100 * recovery['found'] / recovery['checked']:.0f}%; one word of a text "
             "masked, first rows): the rewrites are only as apt as this. A low share means rewrites from frequent "
-            "words; fine-tune the masked LM on your text first."
+            "words; fit the masked LM to your text first (python -m hf_kd.masked_lm)."
         )
 
 

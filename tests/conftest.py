@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,30 @@ def generator_model(trainer):
     """The adversarial methods' generator model, or None."""
     generator = getattr(trainer, "generator", None)
     return None if generator is None else generator.model
+
+
+@contextmanager
+def logits_used(trainer):
+    """The logits the student and the teacher returned in the block (each one's first call), as rows of floats by
+    role: exactly what the terms were computed from, for a hand computation to start from."""
+    used: dict[str, list[list[float]]] = {}
+
+    def keep(role: str):
+        def hook(module, args, output) -> None:
+            logits = output.logits if hasattr(output, "logits") else output[0]  # a sequence without return_dict
+            used.setdefault(role, logits.detach().double().tolist())
+
+        return hook
+
+    hooks = [
+        trainer.model.register_forward_hook(keep("student")),
+        trainer.teacher.model.register_forward_hook(keep("teacher")),
+    ]
+    try:
+        yield used
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def student_terms(trainer, batch: dict) -> dict:

@@ -16,7 +16,7 @@ from hf_kd.config import parse_args
 from hf_kd.data import INDEX_COLUMN
 from hf_kd.run import main
 from hf_kd.testing import build_classifier
-from tests.conftest import cli_args, student_terms
+from tests.conftest import cli_args, logits_used, student_terms
 from tests.test_bad_input import replace
 from tests.test_losses import hand_kl
 
@@ -52,7 +52,7 @@ def test_kd_across_tokenizers_equals_each_model_on_its_own_tokens(
             texts, padding=True, truncation=True, max_length=32, return_tensors="pt"
         )
         with torch.no_grad():
-            return model(**encoded).logits
+            return model(**encoded).logits.double().flatten().tolist()
 
     # the tiny random teacher is nearly uniform: scale its head so its logits spread with std 1 whatever the random
     # initialisation, and KD is far from zero (without saturating the teacher, which would hide its tokenization)
@@ -61,15 +61,19 @@ def test_kd_across_tokenizers_equals_each_model_on_its_own_tokens(
         -1
     ]
     with torch.no_grad():
-        scale = 1.0 / own_logits(teacher_path, trainer.teacher.model).std()
+        scale = 1.0 / torch.tensor(own_logits(teacher_path, trainer.teacher.model)).std()
         for parameter in head.parameters():  # weight and bias alike: the logits scale exactly
             parameter.mul_(scale)
-    terms = student_terms(trainer, batch)
-    own = {
-        "student": own_logits(bert.student, trainer.model).tolist(),
-        "teacher": own_logits(teacher_path, trainer.teacher.model).tolist(),
-    }
-    assert terms["kd"].item() == pytest.approx(hand_kl(own["teacher"], own["student"]), rel=1e-5)
+    with logits_used(trainer) as used:
+        terms = student_terms(trainer, batch)
+    # each model read its own tokens: its logits are those of its own tokenizer on the sentences (up to the float
+    # noise of another padding), and the KD term is the KL of exactly the logits the models returned
+    for role, path, model in (
+        ("student", bert.student, trainer.model),
+        ("teacher", teacher_path, trainer.teacher.model),
+    ):
+        assert [value for row in used[role] for value in row] == pytest.approx(own_logits(path, model), abs=1e-5), role
+    assert terms["kd"].item() == pytest.approx(hand_kl(used["teacher"], used["student"]), rel=1e-6)
     assert terms["kd"].item() > 1e-3
 
 
