@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
 import re
@@ -280,6 +281,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{recovery['checked']:,} checks ({100 * recovery['found'] / recovery['checked']:.0f}%; one word of a text "
             "masked, first rows): the rewrites are only as apt as this. A low share means rewrites from frequent "
             "words; fit the masked LM to your text first (python -m hf_kd.masked_lm)."
+        )
+    fitted = Path(args.masked_lm) / "masked_lm.json"
+    if fitted.is_file():  # the check above reads texts the fitted masked LM may have trained on; its own did not
+        after = json.loads(fitted.read_text())["after"]
+        print(
+            f"hf_kd.masked_lm's check on texts its training never saw: {after['found']:,} of {after['checked']:,} "
+            f"({100 * after['found'] / max(after['checked'], 1):.0f}%), in {fitted}."
         )
 
 

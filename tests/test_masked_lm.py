@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
+from hf_kd.augment import main as augment
 from hf_kd.errors import ArgumentError
 from hf_kd.masked_lm import fit_masked_lm, main, split_for_check
 from hf_kd.overlap import OverlapIndex
@@ -29,7 +30,7 @@ def test_the_check_texts_share_no_phrase_with_the_training_texts():
     assert both[0] == []  # one contains the other: checking one leaves nothing to train on
 
 
-def test_fitting_raises_word_recovery_on_unseen_text_and_saves_a_masked_lm(bert, tmp_path):
+def test_fitting_raises_word_recovery_on_unseen_text_and_saves_a_masked_lm(bert, tmp_path, capsys):
     train = tmp_path / "train.tsv"
     train.write_text((SST2 / "train.tsv").read_text())  # 4,000 real SST-2 sentences
     original = AutoModelForMaskedLM.from_pretrained(bert.generator)
@@ -49,6 +50,10 @@ def test_fitting_raises_word_recovery_on_unseen_text_and_saves_a_masked_lm(bert,
         name for name, value in fitted.state_dict().items() if not torch.equal(value, original.state_dict()[name])
     ]
     assert any("encoder" in name for name in changed) and any("predictions" in name for name in changed)
+    # augment rewrites with the folder, and repeats its check on unseen text beside its own
+    augment([str(train), "--masked_lm", str(output), "--output", str(tmp_path / "aug.tsv"), "--max_rows", "3"])
+    assert f"never saw: {after['found']} of {after['checked']} " in capsys.readouterr().out
+    assert len((tmp_path / "aug.tsv").read_text().splitlines()) > 3
 
 
 def test_the_command_refuses_bad_flags_a_used_folder_and_a_model_without_a_mask_token(bert, tmp_path, capsys):
