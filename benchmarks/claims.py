@@ -310,6 +310,22 @@ def teacher_pass_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def masked_lm_table(data: dict) -> str:
+    """`hf_kd.masked_lm`'s check before and after fitting: how often a masked word of a text training never saw
+    is among the masked LM's top candidates, the share augment's rewrites depend on."""
+    before, after = data["before"], data["after"]
+    return "\n".join(
+        [
+            "| masked LM | fitted on | steps | texts checked (never trained on) | masked word in its top "
+            f"{data['top_k']}: before | after |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| {data['masked_lm']} | {data['texts_trained']:,} texts | {data['max_steps']:,} | {after['checked']:,} "
+            f"| {before['found']:,} ({100 * before['found'] / before['checked']:.1f}%) "
+            f"| {after['found']:,} ({100 * after['found'] / after['checked']:.1f}%) |",
+        ]
+    )
+
+
 # name -> (report JSON, renderer); a block whose report is missing is left as it is and named by --check
 RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "headline-sst2": ("benchmarks/RESULTS_headline_sst2.json", headline_table),
@@ -324,6 +340,8 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "ablations-banking77": ("benchmarks/RESULTS_budgets_banking77.json", ablations_table),
     "ladder-banking77-share50-steps3000": ("benchmarks/RESULTS_ladder_banking77_share50_steps3000.json", ladder_table),
     "ceiling-banking77": ("benchmarks/RESULTS_ceiling_banking77.json", budgets_and_rows_table),
+    "masked-lm-banking77": ("benchmarks/RESULTS_masked_lm_banking77.json", masked_lm_table),
+    "augment-banking77": ("benchmarks/RESULTS_augment_banking77.json", ablations_table),
 }
 
 

@@ -131,3 +131,17 @@ def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budg
         "| full | normal | 275 (1.0): 41.00; 1,000 (3.6): 81.50 (+40.50 [+34.15, +46.85], 2/2, beats); "
         "3,000 (10.9): 81.50 (+0.00 [-12.71, +12.71], 1/2, ties) | 1,000 |"
     )
+
+
+def test_the_masked_lm_table_gives_the_check_before_and_after_fitting():
+    data = {
+        "masked_lm": "MiniLM",
+        "texts_trained": 8303,
+        "max_steps": 300,
+        "top_k": 8,
+        "before": {"found": 0, "checked": 429},
+        "after": {"found": 305, "checked": 429},
+    }
+    header, _, row = claims.masked_lm_table(data).splitlines()
+    assert header.endswith("| masked word in its top 8: before | after |")
+    assert row == "| MiniLM | 8,303 texts | 300 | 429 | 0 (0.0%) | 305 (71.1%) |"
