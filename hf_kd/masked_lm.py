@@ -136,7 +136,7 @@ def fit_masked_lm(
     tokenizer.save_pretrained(output_dir)
     summary = {
         "masked_lm": masked_lm,
-        "head_trained_from_scratch": any("predictions" in key or "lm_head" in key for key in loading["missing_keys"]),
+        "newly_initialised": sorted(loading["missing_keys"]),  # a sentence encoder's checkpoint: the whole head
         "texts_trained": len(train),
         "texts_checked": len(check),
         "max_steps": max_steps,

@@ -41,6 +41,7 @@ def test_fitting_raises_word_recovery_on_unseen_text_and_saves_a_masked_lm(bert,
     distinct = {line.split("\t")[0] for line in train.read_text().splitlines()[1:]}
     assert summary["texts_checked"] == round(0.05 * len(distinct))  # 5% of the distinct texts, kept out
     assert summary["texts_trained"] <= 4000 - summary["texts_checked"]
+    assert summary["newly_initialised"] == []  # a masked LM already: its head came with it
     before, after = summary["before"], summary["after"]
     assert before["checked"] == after["checked"] > 50  # the same texts, the same masked word, before and after
     assert after["found"] >= before["found"] + 15  # the tiny random model learnt the text (0 -> 25 of 83)
