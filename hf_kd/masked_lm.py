@@ -129,7 +129,9 @@ def fit_masked_lm(
         disable_tqdm=not progress,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    collator = WholeWordCollator(tokenizer, whole_word_mask=True, mlm_probability=0.15, seed=seed)
+    collator = WholeWordCollator(  # every chosen word becomes mask tokens: random replacement needs pieces
+        tokenizer, whole_word_mask=True, mlm_probability=0.15, mask_replace_prob=1.0, random_replace_prob=0.0, seed=seed
+    )
     Trainer(model=model, args=arguments, train_dataset=features, data_collator=collator).train()
     after = recovery()
     model.save_pretrained(output_dir)

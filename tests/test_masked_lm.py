@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from hf_kd.augment import main as augment
 from hf_kd.errors import ArgumentError
-from hf_kd.masked_lm import fit_masked_lm, main, split_for_check
+from hf_kd.masked_lm import WholeWordCollator, fit_masked_lm, main, split_for_check
 from hf_kd.overlap import OverlapIndex
 from tests.conftest import SST2
 
@@ -28,6 +28,35 @@ def test_the_check_texts_share_no_phrase_with_the_training_texts():
     assert len(train) == len([text for text in texts if not held.overlaps(text)])  # nothing else is dropped
     both = split_for_check(["i lost my card", "i lost my card yesterday"], 0.5, seed=0)
     assert both[0] == []  # one contains the other: checking one leaves nothing to train on
+
+
+def test_the_collator_masks_every_piece_of_a_word_or_none_in_rows_of_any_length(bert):
+    tokenizer = AutoTokenizer.from_pretrained(bert.generator)  # a vocabulary of 600: most words are several pieces
+    texts = [line.split("\t")[0] for line in (SST2 / "train.tsv").read_text().splitlines()[1:41]]
+    rows = [dict(tokenizer(text, return_offsets_mapping=True)) for text in texts]
+    collator = WholeWordCollator(
+        tokenizer, whole_word_mask=True, mlm_probability=0.5, mask_replace_prob=1.0, random_replace_prob=0.0, seed=0
+    )
+    batch = collator(rows)
+    assert batch["input_ids"].shape == batch["labels"].shape == (40, max(len(row["input_ids"]) for row in rows))
+    several = 0
+    for row, inputs, labels in zip(rows, batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True):
+        words: list[list[int]] = []  # token positions by word: a token that starts where the last ended goes on it
+        for position, (start, end) in enumerate(row["offset_mapping"]):
+            if start == end:  # a special token
+                continue
+            if words and start == row["offset_mapping"][words[-1][-1]][1]:
+                words[-1].append(position)
+            else:
+                words.append([position])
+        for word in words:
+            masked = [labels[position] != -100 for position in word]
+            assert all(masked) or not any(masked), (tokenizer.decode(row["input_ids"]), word)
+            if all(masked):
+                several += len(word) > 1
+                assert all(inputs[position] == tokenizer.mask_token_id for position in word)
+                assert [labels[position] for position in word] == [row["input_ids"][p] for p in word]
+    assert several > 10  # words of several pieces were masked, whole
 
 
 def test_fitting_raises_word_recovery_on_unseen_text_and_saves_a_masked_lm(bert, tmp_path, capsys):
