@@ -169,18 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ArgumentError(f"--check_share {args.check_share}: a share in (0, 1), e.g. 0.05.")
     if Path(args.output_dir).exists() and any(Path(args.output_dir).iterdir()):
         raise ArgumentError(f"--output_dir {args.output_dir} is not empty: pick a new folder (nothing is overwritten).")
-    summary = fit_masked_lm(
-        args.inputs,
-        args.masked_lm,
-        args.output_dir,
-        args.max_steps,
-        args.learning_rate,
-        args.batch_size,
-        args.max_length,
-        args.check_share,
-        args.top_k,
-        args.seed,
-    )
+    summary = fit_masked_lm(**vars(args))  # the flags are the function's parameters, name for name
     before, after = Recovery(**summary["before"]), Recovery(**summary["after"])
     print(
         f"Masked word among the top {args.top_k} on {after.checked:,} texts training never saw: "

@@ -105,3 +105,7 @@ def test_the_command_refuses_bad_flags_a_used_folder_and_a_model_without_a_mask_
     one.write_text("sentence\tlabel\nthe same text\t1\nthe same text\t0\n")
     with pytest.raises(ArgumentError, match="fewer than 2 distinct texts"):
         main([str(one), "--masked_lm", bert.generator, "--output_dir", str(tmp_path / "new")])
+    main([str(train), "--masked_lm", bert.generator, "--output_dir", str(tmp_path / "new"), "--max_steps", "2"])
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed.startswith("Masked word among the top 8 on ") and f"Saved to {tmp_path / 'new'}" in printed
+    assert {"masked_lm.json", "config.json", "tokenizer_config.json"} <= {p.name for p in (tmp_path / "new").iterdir()}
