@@ -419,6 +419,15 @@ def test_budgets_make_each_ablation_a_variant_per_budget(quality, capsys):
     assert "--budgets 3000 makes it from --ablation share50; drop it" in capsys.readouterr().err
 
 
+def test_only_ablations_runs_the_ablations_and_none_of_the_defaults(quality, capsys):
+    argv = ["--methods", "kd", "--budgets", "3000", "--ablation", "share50@kd=--labelled_share 0.5", "--only_ablations"]
+    options = quality.parse_options(argv)
+    assert options.variant_methods == {"": [], "share50": ["kd"], "steps3000": [], "share50-steps3000": ["kd"]}
+    with pytest.raises(SystemExit):
+        quality.parse_options(["--methods", "kd", "--only_ablations"])
+    assert "--only_ablations: give the --ablation to run" in capsys.readouterr().err
+
+
 def test_an_ablation_gets_its_own_budget_curve_and_is_paired_at_its_own_budget(quality, tmp_path):
     """KD + share50 at 1,000 and 3,000 steps: its own curve (3,000 beats 1,000 on held-out); at 3,000 it is paired
     with KD's defaults at 3,000 (not run: no pairing) and with no KD at 3,000 on dev, never with a 1,000-step run."""

@@ -226,6 +226,12 @@ def parse_options(argv: list[str] | None = None):
         "--ablation_methods", nargs="+", choices=METHODS, help="the methods every --ablation runs (default: --methods)"
     )
     parser.add_argument(
+        "--only_ablations",
+        action="store_true",
+        help="run the --ablation variants alone, not the methods' default flags (their finished runs still join "
+        "the report): what an ablation adds to a benchmark already run",
+    )
+    parser.add_argument(
         "--student",
         choices=list(STUDENTS),
         default="minilm2",
@@ -311,6 +317,11 @@ def parse_options(argv: list[str] | None = None):
             options.variants[name] = shlex.join([*shlex.split(options.variants[base]), "--max_steps", str(budget)])
             options.variant_methods[name] = options.variant_methods[base]
             options.variant_rates[name] = options.variant_rates[base]
+    if options.only_ablations:
+        if len(options.variants) == 1 + len(options.budgets[1:]):
+            parser.error("--only_ablations: give the --ablation to run")
+        for name in ["", *[budget_variant(budget) for budget in options.budgets[1:]]]:
+            options.variant_methods[name] = []  # the defaults, at every budget: none of their runs start
     return options
 
 
