@@ -61,7 +61,7 @@ class Runner:
     def run(self, name: str, folder: Path, args: list[str], alone: bool = False) -> dict | None:
         """Train (unless finished with the same key), then evaluate on dev; None when the deadline passed first."""
         key = run_key(args)
-        if not is_finished(folder, key, name):
+        if not finished(folder, key, name):
             if self.deadline is not None and time.time() > self.deadline:
                 return None
             folder.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,7 @@ class Runner:
                 print(f"== skipped {name}: {folder} is in use by another run ({holder})", flush=True)
                 return None
             (folder / RESULTS_FILE).unlink(missing_ok=True)
+            (folder / RESTORED).unlink(missing_ok=True)
             start = time.time()
             flags = [*args, "--output_dir", str(folder), "--overwrite_output_dir", "true"]
             if self._call(name, folder / "log.txt", flags, alone) == 0:  # a failed run leaves no timing or key
@@ -80,8 +81,9 @@ class Runner:
         """Dev accuracy of a trained model with the library's own evaluation, in `model_dir/dev`; each evaluation
         of the reported set is written to the ledger (`LEDGER_FILE` beside the runs)."""
         key = {"model": content_hash(model_dir / "model.safetensors"), "dev": content_hash(dev_file)}
-        if is_finished(model_dir / "dev", key, f"{name} [dev]"):
+        if finished(model_dir / "dev", key, f"{name} [dev]"):
             return
+        (model_dir / "dev" / RESTORED).unlink(missing_ok=True)
         if self.ledger is not None:
             entry = {
                 "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -115,6 +117,15 @@ class Runner:
 
 
 LEDGER_FILE = "ledger.jsonl"  # every evaluation on the reported set (dev / test), appended as it happens
+RESTORED = "restored.txt"  # beside results restored by benchmarks/records.py: they have no model to reuse
+
+
+def finished(folder: Path, key: dict, name: str) -> bool:
+    """`is_finished`, except that restored results (no model, no key) are trained again, saying so."""
+    if (folder / RESTORED).is_file():
+        print(f"== re-running {name}: {folder} holds results restored from the records, not a model", flush=True)
+        return False
+    return is_finished(folder, key, name)
 
 
 def ledger(path: Path) -> list[dict]:

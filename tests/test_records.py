@@ -1,0 +1,103 @@
+"""Run records (`benchmarks/records.py`): a benchmark's results survive the loss of its output folder, a
+report rebuilt from them reads the same runs, and a restored run is trained again, never reused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import records
+from benchmarks.quality import runner
+from hf_kd.reuse import RUN_KEY
+
+
+def finished_run(folder: Path, heldout: float, dev: float, key: dict) -> None:
+    """A run as the benchmark leaves it: results, dev results, timing, key, and a model and log besides."""
+    (folder / "dev").mkdir(parents=True)
+    (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": heldout}))
+    (folder / "dev" / "all_results.json").write_text(json.dumps({"eval_accuracy": dev}))
+    (folder / "wall_time.json").write_text(json.dumps({"seconds": 1800.0}))
+    (folder / RUN_KEY).write_text(json.dumps(key))
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "log.txt").write_text("training\n")
+
+
+def benchmark_output(out: Path) -> None:
+    finished_run(out / "teacher", 0.906, 0.893, {"args": ["teacher"]})
+    variant = out / "runs" / "unlabelled_share50"
+    for seed, heldout, dev in [(42, 0.878, 0.8896), (43, 0.885, 0.8877)]:
+        finished_run(variant / "kd" / "lr-0.0001" / f"seed-{seed}", heldout, dev, {"args": [str(seed)]})
+    (variant / runner.ABLATION_FLAGS).write_text("--labelled_share 0.5")
+    (out / "teacher_cache").mkdir()
+    (out / "teacher_cache" / "all_results.json").write_text("{}")  # a cache's file of the same name: not kept
+    (out / "data").mkdir()
+    (out / "data" / "labelled.csv").write_text("text,category\nhi,greeting\n")
+    (out / runner.LEDGER_FILE).write_text('{"run": "teacher"}\n{"run": "kd seed 42"}\n')
+
+
+def test_records_keep_what_reports_read_and_restore_it_without_models_or_keys(tmp_path):
+    out, kept, fresh = tmp_path / "out", tmp_path / "records", tmp_path / "fresh"
+    benchmark_output(out)
+    written = records.save(out, kept)
+    assert len(written) == 4 * 3 + 1 + 1  # results, dev results, timing, key per run; the flags; the ledger
+    assert not list(kept.rglob("*.safetensors")) and not (kept / "teacher_cache").exists()
+    assert not (kept / "data").exists() and (kept / "runs" / "unlabelled_share50" / "kd" / "lr-0.0001").is_dir()
+
+    restored = records.restore(kept, fresh)
+    assert len(restored) == 3 * 3 + 1 + 1 and not list(fresh.rglob(RUN_KEY))  # every file but the keys
+    root = runner.runs_root(fresh, "minilm2")
+    assert runner.finished_runs(root) == runner.finished_runs(runner.runs_root(out, "minilm2"))
+    assert [(r["seed"], r["heldout"], r["dev"], r["flags"]) for r in runner.finished_runs(root)] == [
+        (42, 0.878, 0.8896, "--labelled_share 0.5"),
+        (43, 0.885, 0.8877, "--labelled_share 0.5"),
+    ]
+    assert runner.read_run(fresh / "teacher") == {"heldout": 0.906, "dev": 0.893, "wall_seconds": 1800.0}
+    assert (fresh / "teacher" / runner.RESTORED).is_file() and (fresh / "teacher" / "dev" / runner.RESTORED).is_file()
+
+
+def test_restore_never_overwrites_and_save_only_grows_the_ledger(tmp_path):
+    out, kept = tmp_path / "out", tmp_path / "records"
+    benchmark_output(out)
+    records.save(out, kept)
+    seed_42 = out / "runs" / "unlabelled_share50" / "kd" / "lr-0.0001" / "seed-42" / "all_results.json"
+    seed_42.write_text(json.dumps({"eval_accuracy": 0.5}))  # a run made here since: restore leaves it alone
+    assert Path("runs/unlabelled_share50/kd/lr-0.0001/seed-42/all_results.json") not in records.restore(kept, out)
+    assert json.loads(seed_42.read_text()) == {"eval_accuracy": 0.5}
+    assert not (seed_42.parent / runner.RESTORED).exists()
+
+    elsewhere = tmp_path / "elsewhere"  # another machine's folder, its ledger started afresh
+    elsewhere.mkdir()
+    (elsewhere / runner.LEDGER_FILE).write_text('{"run": "kd seed 44"}\n{"run": "teacher"}\n')
+    records.save(elsewhere, kept)
+    entries = runner.ledger(kept / runner.LEDGER_FILE)
+    assert [entry["run"] for entry in entries] == ["teacher", "kd seed 42", "kd seed 44"]
+    assert (kept / "runs" / "unlabelled_share50" / "kd" / "lr-0.0001" / "seed-43").is_dir()  # still recorded
+
+
+def test_a_restored_run_and_its_dev_result_are_trained_again(tmp_path, monkeypatch, capsys):
+    """Restored results have no model: asked for again, the run trains and its dev evaluation runs, each
+    saying why, and the marker goes."""
+    out, kept, fresh = tmp_path / "out", tmp_path / "records", tmp_path / "fresh"
+    benchmark_output(out)
+    records.save(out, kept)
+    records.restore(kept, fresh)
+    (tmp_path / "dev.csv").write_text("text,category\nhello,greeting\n")
+    calls = []
+
+    def train(args, **_):
+        calls.append(args)
+        folder = Path(args[args.index("--output_dir") + 1])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.9}))
+        (folder / "model.safetensors").write_bytes(b"new weights")
+        return 0
+
+    monkeypatch.setattr(runner.subprocess, "call", train)
+    bench = runner.Runner(jobs=1, deadline=None)
+    folder = fresh / "runs" / "unlabelled_share50" / "kd" / "lr-0.0001" / "seed-42"
+    assert bench.run("kd seed 42", folder, ["--seed", "42"])["heldout"] == 0.9
+    assert len(calls) == 1 and "holds results restored from the records" in capsys.readouterr().out
+    assert not (folder / runner.RESTORED).exists()
+    bench.evaluate("kd seed 42", folder, tmp_path / "dev.csv", tmp_path / "dev.csv")
+    assert len(calls) == 2 and not (folder / "dev" / runner.RESTORED).exists()
+    assert bench.run("kd seed 42", folder, ["--seed", "42"])["heldout"] == 0.9 and len(calls) == 2  # now reused
