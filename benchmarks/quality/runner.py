@@ -329,7 +329,7 @@ def parse_options(argv: list[str] | None = None):
             options.variant_methods[name] = options.variant_methods[base]
             options.variant_rates[name] = options.variant_rates[base]
     if options.only_ablations:
-        if len(options.variants) == 1 + len(options.budgets[1:]):
+        if not options.ablation:
             parser.error("--only_ablations: give the --ablation to run")
         for name in ["", *[budget_variant(budget) for budget in options.budgets[1:]]]:
             options.variant_methods[name] = []  # the defaults, at every budget: none of their runs start
