@@ -11,7 +11,15 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from hf_kd.augment import augment_file, augment_text, candidate_masks, main, word_recovery, word_spans
+from hf_kd.augment import (
+    augment_file,
+    augment_text,
+    candidate_masks,
+    main,
+    one_letter_words,
+    word_recovery,
+    word_spans,
+)
 from hf_kd.errors import ArgumentError
 from hf_kd.overlap import OverlapIndex
 from tests.conftest import SST2
@@ -126,3 +134,30 @@ def test_word_recovery_counts_the_masked_words_among_the_top_candidates(bert):
     assert word_recovery(texts, Ranks(1.0), tokenizer, 1, random.Random(0), cpu) == (2, 2)
     assert word_recovery(texts, Ranks(-1.0), tokenizer, 1, random.Random(0), cpu) == (0, 2)
     assert word_recovery(texts, Ranks(-1.0), tokenizer, len(tokenizer), random.Random(0), cpu) == (2, 2)
+
+
+def test_a_one_letter_candidate_is_one_the_text_uses_as_a_word(bert):
+    """`t` and `s` are whole-word tokens (WordPiece cuts `don't` and `it's` there) but no words of the text: a
+    masked LM that ranks them first still never writes "I t the film"; `a`, a word of the text, stays a candidate."""
+    tokenizer = AutoTokenizer.from_pretrained(bert.generator)
+    texts = ["I don't think it's a good film", "a film"]
+    one_letter = one_letter_words(tokenizer, texts)
+    assert one_letter == {"i", "a"}
+    first, later = candidate_masks(tokenizer, len(tokenizer), one_letter)
+    t, s, a, film = tokenizer.convert_tokens_to_ids(["t", "s", "a", "film"])
+    assert not (first[t] or later[t] or first[s] or later[s]) and first[a] and later[a] and later[film]
+    assert not candidate_masks(tokenizer, len(tokenizer))[1][a]  # no one-letter word given: none at all
+
+    class Prefers:  # a masked LM whose logits rank `t`, then `s`, then `a` above every other token
+        def __call__(self, input_ids, **_):
+            logits = torch.zeros(*input_ids.shape, len(tokenizer))
+            logits[..., [t, s, a]] = torch.tensor([3.0, 2.0, 1.0])
+            return type("Output", (), {"logits": logits})()
+
+    rewrites = augment_text(
+        texts[0], Prefers(), tokenizer, (first, later), 8, 0.5, 1, random.Random(0), torch.device("cpu")
+    )
+    assert rewrites and all(" t " not in f" {r} " and " s " not in f" {r} " for r in rewrites)
+    for rewrite in rewrites:  # top 1 of what is left: each replaced word became `a`, unless it was `a`
+        changed = [(old, new) for old, new in zip(texts[0].split(), rewrite.split(), strict=True) if old != new]
+        assert changed and all(new == "a" or old == "a" for old, new in changed), changed
