@@ -3,11 +3,11 @@ report rebuilt from them reads the same runs, and a restored run is trained agai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from benchmarks import records
-from benchmarks.quality import runner
+from benchmarks.quality import records, runner, tasks
 from hf_kd.reuse import RUN_KEY
 
 
@@ -101,3 +101,26 @@ def test_a_restored_run_and_its_dev_result_are_trained_again(tmp_path, monkeypat
     bench.evaluate("kd seed 42", folder, tmp_path / "dev.csv", tmp_path / "dev.csv")
     assert len(calls) == 2 and not (folder / "dev" / runner.RESTORED).exists()
     assert bench.run("kd seed 42", folder, ["--seed", "42"])["heldout"] == 0.9 and len(calls) == 2  # now reused
+
+
+def test_a_benchmark_with_records_reports_the_restored_runs_on_a_new_machine(tmp_path, monkeypatch):
+    """`--records NAME` on a machine without the runs: the records are restored first, and the report is built
+    from them as it was from the runs themselves."""
+    out, kept = tmp_path / "out", tmp_path / "records"
+    finished_run(out / "teacher", 0.9, 0.88, {"args": ["teacher"]})
+    for seed, heldout, dev in [(42, 0.80, 0.78), (43, 0.81, 0.80), (44, 0.79, 0.77)]:
+        finished_run(out / "runs" / "few_labels" / "normal" / "lr-0.0001" / f"seed-{seed}", heldout, dev, {})
+    records.save(out, kept / "sst2")
+    files = {}
+    for name in ("heldout", "unlabelled", "full", "labelled", "dev"):
+        files[name] = tmp_path / f"{name}.tsv"
+        files[name].write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    sst2 = dataclasses.replace(tasks.TASKS["sst2"], files=lambda options, folder: dict(files))
+    monkeypatch.setitem(runner.TASKS, "sst2", sst2)
+    monkeypatch.setattr(runner, "RECORDS", kept)
+    report = tmp_path / "R.md"
+    fresh = tmp_path / "fresh"
+    flags = ["--output_dir", str(fresh), "--settings", "few_labels", "--methods", "normal", "--report", str(report)]
+    runner.benchmark([*flags, "--report_only", "--records", "sst2"])
+    assert runner.read_run(fresh / "teacher")["heldout"] == 0.9 and (fresh / "teacher" / runner.RESTORED).is_file()
+    assert "| normal | 1,000 | 0.0001 | 80.00 | 78.33 ± " in report.read_text()  # the three seeds' means

@@ -7,7 +7,8 @@
 
 (`python -m benchmarks.quality` is the same command.) The package: `tasks.py` (each task declared as data:
 its files, carving, teacher budget, settings), `models.py` (MiniLM, generators, the from-scratch student),
-`runner.py` (options, jobs, finished runs, the benchmark) and `report.py` (RESULTS.md and the chart).
+`runner.py` (options, jobs, finished runs, the benchmark), `report.py` (RESULTS.md and the chart) and
+`records.py` (each run's results kept in the repository, `--records NAME`).
 
 Settings (students always see the same labelled rows: the bundled 4,000 of `data/sst2/train.tsv` but the
 492 that are phrases of held-out sentences, 3,508):

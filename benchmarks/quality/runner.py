@@ -24,6 +24,7 @@ from benchmarks.quality.models import (
     task_texts,
     train_generator_head,
 )
+from benchmarks.quality.records import ABLATION_FLAGS, LEDGER_FILE, RECORDS, RESTORED, restore, save
 from benchmarks.quality.report import DEFAULT_REPORT, first_budget, own_budget, write_report
 from benchmarks.quality.tasks import SETTINGS, SHARED_DATA, TASKS, Task, per_class_subset, skewed
 from hf_kd.guards import lock_holder
@@ -42,8 +43,6 @@ PRESETS = {
 }
 
 SCRIPT = ROOT / "scripts" / "run_glue_kd.py"
-
-ABLATION_FLAGS = "ablation_flags.txt"  # in each <setting>_<ablation> folder: the flags that ablation adds
 
 
 class Runner:
@@ -114,10 +113,6 @@ class Runner:
         with self.lock:
             print(f"== {'done' if code == 0 else f'FAILED ({code}), see ' + str(log)} {name}", flush=True)
         return code
-
-
-LEDGER_FILE = "ledger.jsonl"  # every evaluation on the reported set (dev / test), appended as it happens
-RESTORED = "restored.txt"  # beside results restored by benchmarks/records.py: they have no model to reuse
 
 
 def finished(folder: Path, key: dict, name: str) -> bool:
@@ -279,6 +274,12 @@ def parse_options(argv: list[str] | None = None):
         help="the Markdown report, its chart beside it (default: benchmarks/RESULTS.md, RESULTS_banking77.md)",
     )
     parser.add_argument("--report_only", action="store_true", help="rewrite RESULTS.md from the finished runs")
+    parser.add_argument(
+        "--records",
+        metavar="NAME",
+        help="keep the runs' results in the repository, benchmarks/records/NAME (records.py): restored into "
+        "--output_dir first (never over a file there), saved after every run, so a new machine loses no result",
+    )
     options = parser.parse_args(argv)
     if options.report is None:
         options.report = str(
@@ -372,6 +373,9 @@ def per_run_flags(parser: argparse.ArgumentParser, where: str, flags: str, sweep
 def benchmark(argv: list[str] | None = None) -> None:
     options = parse_options(argv)
     out = Path(options.output_dir)
+    records = RECORDS / options.records if options.records else None
+    if records is not None and records.is_dir():
+        print(f"== restored {len(restore(records, out))} files of {records} into {out}", flush=True)
     task = TASKS[options.task]
     files = task.files(options, out / "data")
     files["teacher"] = files["full"]
@@ -408,6 +412,8 @@ def benchmark(argv: list[str] | None = None) -> None:
         if runner.run("teacher", out / "teacher", teacher_args, alone=True) is None:
             sys.exit(f"The teacher did not train (see {out / 'teacher' / 'log.txt'}): no student can start without it.")
         runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
+        if records is not None:
+            save(out, records)
         texts = task_texts(labelled)
         if layers := minilm_layers(options.student):
             student_init = out / ("student_init" if options.student == "minilm2" else f"student_init_{options.student}")
@@ -456,6 +462,8 @@ def benchmark(argv: list[str] | None = None) -> None:
             with results_lock:
                 teacher = read_run(out / "teacher")
                 (out / results_name).write_text(json.dumps({"teacher": teacher, "runs": finished_runs(root)}, indent=2))
+                if records is not None:
+                    save(out, records)
 
         with ThreadPoolExecutor(options.jobs) as pool:
             for future in [pool.submit(job, *spec) for spec in jobs.values()]:
