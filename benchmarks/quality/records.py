@@ -45,8 +45,8 @@ def merged_ledger(kept: Path, new: Path) -> str:
     """The kept ledger's entries, then the new one's that it lacks: a ledger only grows, whichever folder
     (restored or fresh) the new entries were written in."""
     lines = kept.read_text().splitlines() if kept.is_file() else []
-    lines += [line for line in new.read_text().splitlines() if line not in set(lines)]
-    return "".join(line + "\n" for line in lines)
+    lines += new.read_text().splitlines()
+    return "".join(f"{line}\n" for line in dict.fromkeys(lines))  # in order, each entry once
 
 
 def save(output_dir: Path, records: Path) -> list[Path]:
