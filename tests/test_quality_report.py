@@ -297,6 +297,12 @@ def test_an_ablated_adversarial_method_gets_its_generator(quality):
     assert [m for m in quality.METHODS if quality.is_adversarial(m)] == ["mate_kd", "cilda", "cilda_minild"]
 
 
+def test_token_level_methods_run_without_the_teacher_cache(quality):
+    """The cache keeps the teacher's logits and pooled features: TinyBERT and MiniLM, which hf_kd refuses with it,
+    get the teacher's pass instead; every other method keeps reading the cache (and its runs keep their keys)."""
+    assert [m for m in quality.METHODS if not quality.reads_the_cache(m)] == ["tinybert", "minilm"]
+
+
 def test_an_imbalanced_file_keeps_every_negative_and_the_first_positives(quality, tmp_path):
     """`--minority_share 0.3`: positives cut to 30% of a labelled TSV and of unlabelled text alike, in file order."""
     labelled = tmp_path / "train.tsv"

@@ -30,6 +30,7 @@ from benchmarks.quality.tasks import SETTINGS, SHARED_DATA, TASKS, Task, per_cla
 from hf_kd.guards import lock_holder
 from hf_kd.outputs import RESULTS_FILE
 from hf_kd.reuse import RUN_KEY, content_hash, is_finished, run_key
+from hf_kd.terms import TOKEN_LEVEL, feature_kinds
 from hf_kd.trainers import AdversarialTrainer, trainer_class
 
 PRESETS = {
@@ -151,6 +152,12 @@ def needs_generator(options) -> bool:
 def is_adversarial(method: str) -> bool:
     """Whether `method` perturbs text with the masked-LM generator."""
     return issubclass(trainer_class(method), AdversarialTrainer)
+
+
+def reads_the_cache(method: str) -> bool:
+    """Whether `method`'s terms can read the teacher-output cache, which keeps logits and pooled features: the
+    token-level ones (TinyBERT's hidden states and attention, MiniLM's relations) need the teacher's pass."""
+    return not feature_kinds(trainer_class(method).default_weights) & set(TOKEN_LEVEL)
 
 
 def runs_root(out: Path, student: str) -> Path:
@@ -428,7 +435,7 @@ def benchmark(argv: list[str] | None = None) -> None:
             teacher_texts = task_texts(files["full"])
             student_init, generator = scratch_student(out, teacher_texts, needs_generator(options))
         models = ["--model_name_or_path", str(student_init), "--teacher_name_or_path", str(out / "teacher")]
-        models += ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(out / "teacher_cache")]
+        cache = ["--cache_teacher_outputs", "true", "--teacher_cache_dir", str(out / "teacher_cache")]
         # only the methods that read a generator are given (and keyed by) one: training it reruns nothing else
         generator_flags = ["--generator_name_or_path", str(generator)]
         jobs: dict[Path, tuple] = {}  # one job per folder: no KD's runs serve both label settings
@@ -448,7 +455,8 @@ def benchmark(argv: list[str] | None = None) -> None:
                         for seed in options.seeds:
                             folder = run_folder(root, setting, method, learning_rate, seed, tag)
                             if folder not in jobs:
-                                args = ["--method", method, *models, *data, *common]
+                                args = ["--method", method, *models, *(cache if reads_the_cache(method) else [])]
+                                args += [*data, *common]
                                 args += generator_flags if is_adversarial(method) else []
                                 args += ["--learning_rate", str(learning_rate), "--seed", str(seed)]
                                 args += [*shlex.split(options.extra_args), *shlex.split(flags)]
