@@ -511,6 +511,48 @@ def test_an_ablation_gets_its_own_budget_curve_and_is_paired_at_its_own_budget(q
     assert line.endswith("beats) | 3,000 (the largest run, still rising) |")
 
 
+def test_a_method_run_without_its_defaults_is_paired_with_kd_under_the_same_flags(quality, tmp_path):
+    """TinyBERT run only as `share50-steps3000` (`--only_ablations`): its own defaults never ran, so it is paired on
+    held-out with KD's run of the same ablation, the question it answers (what its layer terms add to KD); KD's own
+    run stays against KD's defaults, and no KD is never given a KD base."""
+    runs = tmp_path / "runs"
+    share = "--labelled_share 0.5 --max_steps 3000"
+    for folder, flags, (heldout, dev) in [
+        (runs / "few_labels" / "normal", "", NO_KD),
+        (runs / "unlabelled" / "kd", "", DEFAULT),
+        (runs / "unlabelled_share50-steps3000" / "kd", share, ([0.88, 0.89, 0.88], [0.87, 0.88, 0.86])),
+        (runs / "unlabelled_share50-steps3000" / "tinybert", share, ([0.87, 0.86, 0.88], [0.86, 0.85, 0.86])),
+    ]:
+        finished_seeds(folder, heldout, dev)
+        if flags:
+            (folder.parent / quality.ABLATION_FLAGS).write_text(flags)
+    found = quality.finished_runs(quality.runs_root(tmp_path, "minilm2"))
+    options = Namespace(
+        seeds=[42, 43, 44], steps=1000, budgets=[1000], report=str(tmp_path / "R.md"), student="minilm2"
+    )
+    counts = {"full": 6400, "labelled": 320, "unlabelled": 2880}
+    quality.write_report(found, {"heldout": 0.9, "dev": 0.88}, options, counts, "c")
+    data = json.loads((tmp_path / "R.json").read_text())
+    rows = {(a["method"], a["ablation"]): a for a in data["ablations"]}
+    tinybert = rows[("tinybert", "share50-steps3000")]
+    # held-out 88.33 (KD) -> 87.00: -1, -3, 0 points; t(0.975, 2) = 4.303, sd 1.53: -1.33 +- 3.79
+    assert tinybert["against"] == "kd share50-steps3000" and tinybert["means_on_shared_seeds"] == pytest.approx(
+        [0.8833333, 0.87]
+    )
+    assert 100 * tinybert["heldout_vs_base"]["mean"] == pytest.approx(-1.3333333)
+    assert 100 * tinybert["heldout_vs_base"]["low"] == pytest.approx(-5.1280, abs=1e-3)
+    assert tinybert["verdict"] == "ties" and not tinybert["selected"]
+    assert (
+        rows[("kd", "share50-steps3000")]["against"] == ""
+        and rows[("kd", "share50-steps3000")]["heldout_vs_base"] is None
+    )
+    text = (tmp_path / "R.md").read_text()
+    assert (
+        "| unlabelled | tinybert | share50-steps3000 | `--labelled_share 0.5 --max_steps 3000` | kd share50-steps3000 |"
+        in text
+    )
+
+
 def test_every_look_at_dev_is_written_to_the_ledger(quality, tmp_path, monkeypatch):
     """The benchmark's dev evaluation appends one line per look, naming the run and what it decided."""
     calls = []

@@ -363,7 +363,8 @@ def flag_pairs(recipe: str) -> set[tuple[str, str]]:
 def base_of(cells: dict, setting: str, method: str, variant: str, defaults_at: dict) -> tuple[str, dict | None]:
     """What an ablation is paired against: the ablation it extends (at the same budget, every flag of it among
     this one's, the most such flags; e.g. the labelled share plus augmented text against the share alone), else
-    the method's defaults at its budget ("", None where they did not run)."""
+    the method's defaults at its budget ("", None where they did not run), else, for a method that adds terms to
+    KD (TinyBERT's layers, say), KD's run of the same ablation ("kd NAME"): what its own terms add."""
     budget, recipe = own_budget(cells[(setting, method, variant)]["runs"][0]["flags"])
     mine, extended = flag_pairs(recipe), []
     for (s, m, other), cell in cells.items():
@@ -373,7 +374,11 @@ def base_of(cells: dict, setting: str, method: str, variant: str, defaults_at: d
     if extended:
         _, other, cell = max(extended, key=lambda found: found[0])
         return other, cell
-    return "", at_same_budget(defaults_at, cells[(setting, method, variant)], setting, method)
+    defaults = at_same_budget(defaults_at, cells[(setting, method, variant)], setting, method)
+    if defaults is None and method not in ("normal", "kd") and (setting, "kd", variant) in cells:
+        # run without its defaults: a method that adds its own terms to KD against KD with the same flags
+        return f"kd {variant}", cells[(setting, "kd", variant)]
+    return "", defaults
 
 
 def ablation_data(runs: list[dict], defaults_at: dict, steps: int, counts: dict) -> list[dict]:
