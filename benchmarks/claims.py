@@ -342,6 +342,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "ceiling-banking77": ("benchmarks/RESULTS_ceiling_banking77.json", budgets_and_rows_table),
     "masked-lm-banking77": ("benchmarks/RESULTS_masked_lm_banking77.json", masked_lm_table),
     "augment-banking77": ("benchmarks/RESULTS_augment_banking77.json", ablations_table),
+    "levers-banking77": ("benchmarks/RESULTS_levers_banking77.json", ablations_table),
 }
 
 
