@@ -481,7 +481,8 @@ def ablation_table(ablations: list[dict], reported: str = "dev") -> list[str]:
         "",
         "Each ablation (`--ablation NAME=FLAGS`) adds its flags to the method's defaults and changes nothing else. "
         "Δ is paired by seed against what it extends at the same step budget (`against`: the ablation whose flags "
-        "it has plus its own, else the method's defaults; `not run` where those did not run), on held-out, where "
+        "it has plus its own, else the method's defaults, else, for a method run without its defaults, KD with the "
+        "same flags, `kd NAME`; `not run` where none ran), on held-out, where "
         f"choices are made; Δ {reported} is shown for the record, and so is the ablation's {reported} against no KD "
         "at the same budget (paired, 95% interval, seeds won). `won` counts the seeds (at least 2; the interval "
         "needs 3 to mean much).",
