@@ -165,6 +165,12 @@ def feature_kinds(*weight_sets: dict[str, float]) -> set[str]:
     return {term.reads for weights in weight_sets for term in weighted(weights) if term.reads != "logits"}
 
 
+def token_level_kinds(*weight_sets: dict[str, float]) -> list[str]:
+    """The token-level features the weighted terms read: neither another tokenization nor the teacher-output
+    cache (logits and pooled features) has them."""
+    return sorted(feature_kinds(*weight_sets) & set(TOKEN_LEVEL))
+
+
 def layer_kind(*weight_sets: dict[str, float]) -> str | None:
     """The layer features the weighted terms read ("pooled" or "sentence"), or None for logits alone. Terms of
     both kinds in one run are refused: they would share one pair of projections."""

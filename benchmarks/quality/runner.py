@@ -30,7 +30,7 @@ from benchmarks.quality.tasks import SETTINGS, SHARED_DATA, TASKS, Task, per_cla
 from hf_kd.guards import lock_holder
 from hf_kd.outputs import RESULTS_FILE
 from hf_kd.reuse import RUN_KEY, content_hash, is_finished, run_key
-from hf_kd.terms import TOKEN_LEVEL, feature_kinds
+from hf_kd.terms import token_level_kinds
 from hf_kd.trainers import AdversarialTrainer, trainer_class
 
 PRESETS = {
@@ -157,7 +157,7 @@ def is_adversarial(method: str) -> bool:
 def reads_the_cache(method: str) -> bool:
     """Whether `method`'s terms can read the teacher-output cache, which keeps logits and pooled features: the
     token-level ones (TinyBERT's hidden states and attention, MiniLM's relations) need the teacher's pass."""
-    return not feature_kinds(trainer_class(method).default_weights) & set(TOKEN_LEVEL)
+    return not token_level_kinds(trainer_class(method).default_weights)
 
 
 def runs_root(out: Path, student: str) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hf_kd.errors import ArgumentError
 from hf_kd.roles import StudentRole, TeacherRole
-from hf_kd.terms import TOKEN_LEVEL, feature_kinds, layer_kind, weighted
+from hf_kd.terms import feature_kinds, layer_kind, token_level_kinds, weighted
 from hf_kd.trainers.features import projection_sizes
 
 HIDDEN_KINDS = ("pooled", "sentence", "tokens")  # the kinds that read the layers' outputs
@@ -39,7 +39,7 @@ class LayerPlan:
             self.kind = layer_kind(weights, generator_weights)
         except ValueError as error:
             raise ArgumentError(f"Method '{method}' with these weights: {error}.") from None
-        token_level = sorted(self.kinds & set(TOKEN_LEVEL))
+        token_level = token_level_kinds(weights, generator_weights)
         if token_level and isinstance(teacher, TeacherRole) and not teacher.reads_student_tokens:
             raise ArgumentError(
                 f"Method '{method}' compares teacher and student token by token ({', '.join(token_level)}), and the "
