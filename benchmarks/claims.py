@@ -228,6 +228,12 @@ def ladder_table(data: dict) -> str:
             f"{points(statistics.fmean(point['heldout'].values()))} | {mean_std(kd)} | {versus} | {share} | {step} "
             f"| {shipped} | {times} | {faster} | {same} |"
         )
+    if carried := [size for size, point in data["students"].items() if point.get("carried")]:
+        lines += [
+            "",
+            f"{' and '.join(carried)} layers: as an earlier run of `ladder.py` measured them (their runs are not in "
+            "this output folder, and the records keep no model to export); each step up is paired again.",
+        ]
     for size, point in data["students"].items():
         if shorter := point.get("over_benchmark_budget"):
             name = f"`{shorter['variant']}`" if shorter["variant"] else "the defaults"

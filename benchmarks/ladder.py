@@ -109,11 +109,43 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
     return point
 
 
-def ladder(output_dir: Path, task: str, setting: str, method: str, variant: str = "", export: bool = True) -> dict:
+def carried_point(previous: dict | None, size: int, teacher: dict | None, recipe: tuple[str, str, str]) -> dict | None:
+    """`size`'s point from an earlier ladder of the same recipe and teacher, for a size whose runs are not in this
+    output folder (a machine lost them; the records keep no model to export): measured, so kept, and marked.
+    Its step up is paired again against today's size below."""
+    if previous is None or str(size) not in previous["students"] or teacher is None:
+        return None
+    if (previous["setting"], previous["method"], previous["variant"]) != recipe or not same_teacher(
+        previous["teacher"], teacher
+    ):
+        return None
+    point = {key: value for key, value in previous["students"][str(size)].items() if key != "over_smaller"}
+    point["heldout"] = {int(seed): value for seed, value in point["heldout"].items()}  # JSON made the seeds strings
+    point["reported"] = {int(seed): value for seed, value in point["reported"].items()}
+    return point | {"carried": True}
+
+
+def same_teacher(one: dict, other: dict) -> bool:
+    return (one["heldout"], one["dev"]) == (other["heldout"], other["dev"])
+
+
+def ladder(
+    output_dir: Path,
+    task: str,
+    setting: str,
+    method: str,
+    variant: str = "",
+    export: bool = True,
+    previous: dict | None = None,
+) -> dict:
+    """The ladder from the runs in `output_dir`; a size without runs there keeps its point from `previous` (the
+    JSON this command wrote before) when that ran the same recipe with the same teacher."""
     teacher = (results_of(output_dir, "minilm2") or {}).get("teacher")
     students = {}
     for size in LADDER:
         point = student_point(output_dir, size, setting, method, variant, export)
+        if point is None:
+            point = carried_point(previous, size, teacher, (setting, method, variant))
         if point is not None:
             students[str(size)] = point
     if teacher is None or not students:
@@ -184,9 +216,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--setting", default="unlabelled")
     parser.add_argument("--method", default="kd")
     parser.add_argument("--variant", default="", help="an --ablation's name: its runs instead of the defaults'")
-    parser.add_argument("--json", type=Path, required=True, help="the chart is written beside it (.png)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        required=True,
+        help="the chart is written beside it (.png); a size it holds whose runs are not in --output_dir is kept",
+    )
+    parser.add_argument("--fresh", action="store_true", help="build the ladder from --output_dir's runs alone")
     options = parser.parse_args(argv)
-    data = ladder(options.output_dir, options.task, options.setting, options.method, options.variant)
+    previous = None if options.fresh or not options.json.is_file() else json.loads(options.json.read_text())
+    data = ladder(options.output_dir, options.task, options.setting, options.method, options.variant, previous=previous)
+    for size, point in data["students"].items():
+        if point.get("carried"):
+            print(f"{size} layers: no runs in {options.output_dir}; kept from {options.json} (--fresh drops it)")
     options.json.write_text(json.dumps(data, indent=1) + "\n")
     chart(data, options.json.with_suffix(".png"))
     print(ladder_table(data))

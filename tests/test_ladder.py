@@ -143,3 +143,36 @@ def test_a_variant_with_more_steps_is_paired_on_held_out_with_its_flags_at_the_b
     path.write_text(json.dumps(results))
     data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", "long", export=False)
     assert data["students"]["2"]["over_benchmark_budget"]["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.06])
+
+
+def test_a_size_without_runs_here_keeps_its_earlier_point_and_is_paired_again(benchmark_folder):
+    """A machine lost size 4's runs: the JSON written before keeps its point (marked, said under the table), its
+    step up is paired again against today's size 3; another recipe or teacher keeps nothing."""
+    earlier = json.loads(json.dumps(ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)))
+    earlier["students"]["4"] = {
+        "layers": [1, 2, 3, 5],
+        "flags": "",
+        "heldout": {"42": 0.78, "43": 0.76},
+        "reported": {"42": 0.81, "43": 0.82},
+        "over_smaller": {"size": "2"},  # paired against the ladder of that day: replaced
+    }
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False, previous=earlier)
+    four = data["students"]["4"]
+    assert four["carried"] and four["reported"] == {42: 0.81, 43: 0.82} and "carried" not in data["students"]["3"]
+    assert four["over_smaller"]["size"] == "3"
+    assert four["over_smaller"]["paired"]["differences"] == pytest.approx([0.03, 0.01])  # 0.78-0.75, 0.76-0.75
+    assert "4 layers: as an earlier run of `ladder.py` measured them" in ladder_table(json.loads(json.dumps(data)))
+    other_teacher = earlier | {"teacher": {"heldout": 0.5, "dev": 0.5, "wall_seconds": 1.0}}
+    assert (
+        "4"
+        not in ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False, previous=other_teacher)[
+            "students"
+        ]
+    )
+    other_recipe = earlier | {"variant": "share50"}
+    assert (
+        "4"
+        not in ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False, previous=other_recipe)[
+            "students"
+        ]
+    )
