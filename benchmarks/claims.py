@@ -6,9 +6,10 @@
 
 A block sits between `<!-- claims:NAME -->` and `<!-- /claims:NAME -->`. Its numbers and verdict words come
 from a report's JSON (`benchmarks/quality/report.py` writes it beside the Markdown) through the one
-selection rule (`hf_kd.report.verdict`): a configuration "beats" its baseline only when the paired 95%
-interval is above 0, and only such a configuration is listed as a recommendation. Prose outside the blocks
-cites them and adds no number.
+selection rule (`hf_kd.report.verdict`, applied here to the paired numbers, never read back from a report, so
+a block follows the rule as it is today): a configuration "beats" its baseline only when the paired 95%
+interval is above 0 over at least three seeds, and only such a configuration is listed as a recommendation.
+Prose outside the blocks cites them and adds no number.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def budget_curves_table(data: dict) -> str:
     the report has their counts), each against the budget before by the rule, and the budget the rule chose: the
     first whose next does not beat it."""
     from benchmarks.quality.report import passes, still_rising
+    from hf_kd.report import verdict
 
     counts = data.get("counts")
     flags = {row["ablation"]: row["flags"] for row in data.get("ablations", [])}  # each ablation at its own budget
@@ -103,7 +105,7 @@ def budget_curves_table(data: dict) -> str:
             ran = f"{point['steps']:,}" + (
                 f" ({passes(point['steps'], setting, method, counts):.1f})" if counts else ""
             )
-            against = f" ({interval(point['paired'])}, {point['verdict']})" if point.get("paired") else ""
+            against = f" ({interval(point['paired'])}, {verdict(point['paired'])})" if point.get("paired") else ""
             cells.append(f"{ran}: {points(point['heldout'])}{against}")
         chosen = f"{curve['chosen_steps']:,}" + (" (the largest run, still rising)" if still_rising(curve) else "")
         named = f"{method} + {ablation[0]} (`{flags[ablation[0]]}`)" if ablation else method
@@ -129,7 +131,7 @@ def ablations_table(data: dict) -> str:
         lines.append(
             f"| {row['setting']} | {row['method']} | {row['ablation']} (`{row['flags']}`) | {row['steps']:,} "
             f"| {row['against'] or 'defaults'}{'' if paired else ' (not run)'} | {points(row['heldout'])} "
-            f"| {interval(paired) if paired else ''} | {row['verdict'] or ''} "
+            f"| {interval(paired) if paired else ''} | {verdict(paired) if paired else ''} "
             f"| {points(row['dev'])} ± {points(row['dev_std'])} | {f'{interval(versus)}, {verdict(versus)}' if versus else ''} |"
         )
     return "\n".join(lines)
@@ -190,6 +192,8 @@ def mean_std(values: list[float]) -> str:
 def ladder_table(data: dict) -> str:
     """The ladder (benchmarks/ladder.py): each size's accuracy beside what shipping it costs, the teacher's gap it
     leaves, and each step up worded by the selection rule on held-out."""
+    from hf_kd.report import verdict
+
     teacher = data["teacher"]
     reported = data["reported"]
     lines = [
@@ -209,11 +213,11 @@ def ladder_table(data: dict) -> str:
         versus = share = step = ""
         if "versus_no_kd" in point:
             against = point["versus_no_kd"]
-            versus = f"{interval(against['paired'])}, {against['verdict']}"
+            versus = f"{interval(against['paired'])}, {verdict(against['paired'])}"
             share = f"{100 * against['gap_closed']:.0f}%"
         if "over_smaller" in point:
             above = point["over_smaller"]
-            step = f"{interval(above['paired'])}, {above['verdict']} {above['size']} layers"
+            step = f"{interval(above['paired'])}, {verdict(above['paired'])} {above['size']} layers"
         shipped = times = faster = same = ""
         if "latency_ms_per_sentence" in point:
             ms = point["latency_ms_per_sentence"]
@@ -240,7 +244,7 @@ def ladder_table(data: dict) -> str:
             lines += [
                 "",
                 f"{size} layers, these steps against the same flags at the benchmark's budget ({name}), paired on "
-                f"held-out: {interval(shorter['paired'])}, {shorter['verdict']}.",
+                f"held-out: {interval(shorter['paired'])}, {verdict(shorter['paired'])}.",
             ]
     return "\n".join(lines)
 

@@ -124,17 +124,26 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float], con
     }
 
 
+MIN_SEEDS_TO_DECIDE = 3  # fewer seeds can lean, never beat: a quality claim needs three (five for a headline)
+
+
 def verdict(paired: dict) -> str:
     """The one selection rule, in words. A setting (a method, a flag, a budget) replaces the default it is paired
-    with only when it "beats" it: the 95% interval of the per-seed differences is above 0 (`selects`). Otherwise
-    it "loses" (interval below 0), "leans above" / "leans below" (the interval crosses 0 but every seed falls
-    on one side), or "ties"; a single seed has no interval ("one seed"). Words in the docs follow this."""
+    with only when it "beats" it: the 95% interval of the per-seed differences is above 0 (`selects`), over at
+    least `MIN_SEEDS_TO_DECIDE` seeds that do not all differ by the same amount. Otherwise it "loses" (interval
+    below 0, on the same terms), "leans above" / "leans below" (every seed on one side, but the interval crosses
+    0, or too few seeds, or no spread to measure one: equal differences, common on a metric in steps of one row,
+    make the t-interval zero wide), or "ties"; a single seed has no interval ("one seed"). Words in the docs
+    follow this."""
     seeds = len(paired["seeds"])
     if seeds < 2 or paired["low"] != paired["low"]:
         return "one seed"
-    if paired["low"] > 0:
+    differences = paired["differences"]
+    spread = max(differences) - min(differences) > 1e-9 * max(1.0, *map(abs, differences))
+    decided = seeds >= MIN_SEEDS_TO_DECIDE and spread
+    if decided and paired["low"] > 0:
         return "beats"
-    if paired["high"] < 0:
+    if decided and paired["high"] < 0:
         return "loses"
     if paired["wins"] == seeds:
         return "leans above"

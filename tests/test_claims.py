@@ -94,7 +94,11 @@ def test_the_export_table_gives_each_models_checks_and_speed_ratios():
 def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budget():
     """A curve 275 -> 1,000 -> 3,000 steps over 8,800 labelled rows: passes are steps x 32 / 8,800, each budget is
     worded against the one before, and the chosen budget is the curve's."""
-    before, longer, longest = {42: 0.40, 43: 0.42}, {42: 0.80, 43: 0.83}, {42: 0.81, 43: 0.82}
+    before, longer, longest = (
+        {42: 0.40, 43: 0.42, 44: 0.41},
+        {42: 0.80, 43: 0.83, 44: 0.815},
+        {42: 0.81, 43: 0.82, 44: 0.815},
+    )
     up, flat = paired_differences(longer, before), paired_differences(longest, longer)
     data = report_data()
     data["rows"] = {"full/normal": data["rows"]["few_labels/normal"] | {"steps": 1000}}
@@ -125,12 +129,16 @@ def test_the_budget_curves_give_passes_each_step_by_the_rule_and_the_chosen_budg
     }
     assert claims.budget_curves_table(data).splitlines()[2].endswith("| 1,000 (the largest run, still rising) |")
     row = claims.budgets_and_rows_table(data).splitlines()[-1]
-    # by hand: t(0.975, 1 df) = 12.706; differences (0.40, 0.41): 40.5 +- 12.706 x 0.707 / sqrt 2 = 6.35 points;
-    # (+0.01, -0.01): 0 +- 12.706 x 1.414 / sqrt 2 = 12.71 points
+    # by hand: t(0.975, 2 df) = 4.3027; differences (0.40, 0.41, 0.405): 40.5 +- 4.3027 x 0.5 / sqrt 3 = 1.24 points;
+    # (+0.01, -0.01, 0): 0 +- 4.3027 x 1.0 / sqrt 3 = 2.48 points
     assert row == (
-        "| full | normal | 275 (1.0): 41.00; 1,000 (3.6): 81.50 (+40.50 [+34.15, +46.85], 2/2, beats); "
-        "3,000 (10.9): 81.50 (+0.00 [-12.71, +12.71], 1/2, ties) | 1,000 |"
+        "| full | normal | 275 (1.0): 41.00; 1,000 (3.6): 81.50 (+40.50 [+39.26, +41.74], 3/3, beats); "
+        "3,000 (10.9): 81.50 (+0.00 [-2.48, +2.48], 1/3, ties) | 1,000 |"
     )
+    # the words come from the rule as it is, not from the report: two seeds lean, they never beat
+    two_seeds = paired_differences({42: 0.80, 43: 0.83}, {42: 0.40, 43: 0.42})
+    data["budgets"]["full/normal"]["points"][1] |= {"verdict": "beats", "paired": two_seeds}
+    assert "(+40.50 [+34.15, +46.85], 2/2, leans above)" in claims.budgets_and_rows_table(data)
 
 
 def test_the_masked_lm_table_gives_the_check_before_and_after_fitting():

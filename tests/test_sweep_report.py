@@ -207,6 +207,10 @@ def test_sweep_reads_equals_forms_and_refuses_a_folder_of_other_arguments(bert, 
         ([-0.001, -0.04, -0.002], "leans below"),
         ([0.03, -0.01, 0.03], "ties"),
         ([0.05], "one seed"),
+        ([0.02, 0.021], "leans above"),  # an interval above 0, but two seeds cannot decide
+        ([-0.02, -0.021], "leans below"),
+        ([0.006, 0.006, 0.006], "leans above"),  # no spread: the t-interval is zero wide, not certain
+        ([0.006, 0.006, 0.007], "beats"),
     ],
 )
 def test_the_selection_rule_in_words(differences, expected):
