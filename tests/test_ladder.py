@@ -161,7 +161,8 @@ def test_a_size_without_runs_here_keeps_its_earlier_point_and_is_paired_again(be
     assert four["carried"] and four["reported"] == {42: 0.81, 43: 0.82} and "carried" not in data["students"]["3"]
     assert four["over_smaller"]["size"] == "3"
     assert four["over_smaller"]["paired"]["differences"] == pytest.approx([0.03, 0.01])  # 0.78-0.75, 0.76-0.75
-    assert "4 layers: as an earlier run of `ladder.py` measured them" in ladder_table(json.loads(json.dumps(data)))
+    line = ladder_table(json.loads(json.dumps(data))).splitlines()[-1]
+    assert line.startswith("4 layers: as an earlier run of `ladder.py` measured them") and "that call's" in line
     other_teacher = earlier | {"teacher": {"heldout": 0.5, "dev": 0.5, "wall_seconds": 1.0}}
     assert (
         "4"
