@@ -144,8 +144,12 @@ def ladder(
     students = {}
     for size in LADDER:
         point = student_point(output_dir, size, setting, method, variant, export)
+        earlier = carried_point(previous, size, teacher, (setting, method, variant))
         if point is None:
-            point = carried_point(previous, size, teacher, (setting, method, variant))
+            point = earlier
+        elif earlier and earlier["heldout"] == point["heldout"] and "over_benchmark_budget" in earlier.keys() - point:
+            # the same runs, but the shorter ones they were paired with are gone from this folder: keep that pairing
+            point["over_benchmark_budget"] = earlier["over_benchmark_budget"]
         if point is not None:
             students[str(size)] = point
     if teacher is None or not students:

@@ -177,3 +177,16 @@ def test_a_size_without_runs_here_keeps_its_earlier_point_and_is_paired_again(be
             "students"
         ]
     )
+
+
+def test_a_pairing_whose_shorter_runs_are_gone_is_kept_only_for_the_same_runs(benchmark_folder):
+    """Size 2's runs are here but the benchmark-budget runs they were paired with are not: the earlier ladder's
+    pairing stays when its held-out results are these runs' own, and goes when the runs differ."""
+    earlier = json.loads(json.dumps(ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)))
+    pairing = {"variant": "share50", "paired": {"seeds": [42, 43, 44]}, "verdict": "beats"}
+    earlier["students"]["2"]["over_benchmark_budget"] = pairing
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False, previous=earlier)
+    assert data["students"]["2"]["over_benchmark_budget"] == pairing and "carried" not in data["students"]["2"]
+    earlier["students"]["2"]["heldout"]["44"] = 0.5  # another run of seed 44 made that pairing
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False, previous=earlier)
+    assert "over_benchmark_budget" not in data["students"]["2"]
