@@ -108,7 +108,9 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float], con
     differences = [values[seed] - baseline[seed] for seed in seeds]
     n = len(differences)
     low = high = float("nan")
-    if n > 1:
+    if n > 1 and not has_spread(differences):  # the t-interval is zero wide (scipy warns of precision loss)
+        low = high = statistics.fmean(differences)
+    elif n > 1:
         interval = stats.ttest_rel([values[s] for s in seeds], [baseline[s] for s in seeds]).confidence_interval(
             confidence
         )
@@ -122,6 +124,12 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float], con
         "high": high,
         "wins": sum(d > 0 for d in differences),
     }
+
+
+def has_spread(differences: list[float]) -> bool:
+    """Whether the differences are not all equal (beyond float noise): a metric in steps of one row often moves
+    every seed by the same amount, and then a t-interval says nothing."""
+    return max(differences) - min(differences) > 1e-9 * max(1.0, *map(abs, differences))
 
 
 MIN_SEEDS_TO_DECIDE = 3  # fewer seeds can lean, never beat: a quality claim needs three (five for a headline)
@@ -138,9 +146,7 @@ def verdict(paired: dict) -> str:
     seeds = len(paired["seeds"])
     if seeds < 2 or paired["low"] != paired["low"]:
         return "one seed"
-    differences = paired["differences"]
-    spread = max(differences) - min(differences) > 1e-9 * max(1.0, *map(abs, differences))
-    decided = seeds >= MIN_SEEDS_TO_DECIDE and spread
+    decided = seeds >= MIN_SEEDS_TO_DECIDE and has_spread(paired["differences"])
     if decided and paired["low"] > 0:
         return "beats"
     if decided and paired["high"] < 0:
