@@ -147,7 +147,12 @@ def ladder(
         earlier = carried_point(previous, size, teacher, (setting, method, variant))
         if point is None:
             point = earlier
-        elif earlier and earlier["heldout"] == point["heldout"] and "over_benchmark_budget" in earlier.keys() - point:
+        elif (
+            earlier
+            and earlier["heldout"] == point["heldout"]
+            and "over_benchmark_budget" in earlier
+            and "over_benchmark_budget" not in point
+        ):
             # the same runs, but the shorter ones they were paired with are gone from this folder: keep that pairing
             point["over_benchmark_budget"] = earlier["over_benchmark_budget"]
         if point is not None:

@@ -280,8 +280,9 @@ def budget_curves(
 
 def still_rising(curve: dict) -> bool:
     """Whether a budget curve's largest budget still beat the one before: chosen because nothing larger ran, not
-    because held-out stopped rising."""
-    return curve["points"][-1].get("verdict") == "beats"
+    because held-out stopped rising. The rule is applied to the paired numbers, as the claims blocks apply it."""
+    last = curve["points"][-1]
+    return "paired" in last and verdict(last["paired"]) == "beats"
 
 
 def passes(steps: int, setting: str, method: str, counts: dict) -> float:
