@@ -108,13 +108,13 @@ def paired_differences(values: dict[int, float], baseline: dict[int, float], con
     differences = [values[seed] - baseline[seed] for seed in seeds]
     n = len(differences)
     low = high = float("nan")
-    if n > 1 and not has_spread(differences):  # the t-interval is zero wide (scipy warns of precision loss)
-        low = high = statistics.fmean(differences)
-    elif n > 1:
+    if n > 1 and has_spread(differences):
         interval = stats.ttest_rel([values[s] for s in seeds], [baseline[s] for s in seeds]).confidence_interval(
             confidence
         )
         low, high = float(interval.low), float(interval.high)
+    elif n > 1:  # every seed moved by the same amount: the interval is zero wide (scipy would warn of precision loss)
+        low = high = statistics.fmean(differences)
     return {
         "seeds": seeds,
         "differences": differences,
