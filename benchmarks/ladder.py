@@ -99,6 +99,8 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
         seed = min(reported)
         tag = f"_{variant}" if variant else ""
         folder = run_folder(runs_root(output_dir, student), setting, method, runs[0]["learning_rate"], seed, tag)
+        if not (folder / "config.json").is_file():  # results restored from the records: no model to export
+            return point | {"model_missing": str(folder)}
         findings = export_student(str(folder))
         point |= {
             "exported_seed": seed,
@@ -125,6 +127,15 @@ def carried_point(previous: dict | None, size: int, teacher: dict | None, recipe
     return point | {"carried": True}
 
 
+def ladder_teacher(output_dir: Path) -> dict | None:
+    """The teacher every size's results were scored against (one teacher: a ladder compares students of it)."""
+    teachers = {size: results["teacher"] for size in LADDER if (results := results_of(output_dir, f"minilm{size}"))}
+    if any(not same_teacher(teacher, next(iter(teachers.values()))) for teacher in teachers.values()):
+        sizes = ", ".join(f"{size} layers {teacher['dev']:.4f}" for size, teacher in teachers.items())
+        sys.exit(f"{output_dir}: the sizes' results name different teachers ({sizes}); rerun the report of each.")
+    return next(iter(teachers.values()), None)
+
+
 def same_teacher(one: dict, other: dict) -> bool:
     return (one["heldout"], one["dev"]) == (other["heldout"], other["dev"])
 
@@ -138,21 +149,26 @@ def ladder(
     export: bool = True,
     previous: dict | None = None,
 ) -> dict:
-    """The ladder from the runs in `output_dir`; a size without runs there keeps its point from `previous` (the
-    JSON this command wrote before) when that ran the same recipe with the same teacher."""
-    teacher = (results_of(output_dir, "minilm2") or {}).get("teacher")
+    """The ladder from the runs in `output_dir`; a size without runs there, or whose runs were restored from the
+    records without a model to export, keeps its point from `previous` (the JSON this command wrote before) when
+    that ran the same recipe with the same teacher (and, for restored runs, measured these very runs)."""
+    teacher = ladder_teacher(output_dir)
     students = {}
     for size in LADDER:
         point = student_point(output_dir, size, setting, method, variant, export)
         earlier = carried_point(previous, size, teacher, (setting, method, variant))
-        if point is None:
-            point = earlier
-        elif (
-            earlier
-            and earlier["heldout"] == point["heldout"]
-            and "over_benchmark_budget" in earlier
-            and "over_benchmark_budget" not in point
-        ):
+        same_runs = (
+            earlier and point and (earlier["heldout"], earlier["reported"]) == (point["heldout"], point["reported"])
+        )
+        if point is None or ("model_missing" in point and same_runs):
+            point = earlier  # the same runs, measured when their model was on a machine
+        elif "model_missing" in point:
+            sys.exit(
+                f"{size} layers: {point['model_missing']} holds results restored from the records, not a model, and "
+                f"the ladder in --json did not measure these runs: train seed {min(point['reported'])} again "
+                f"(quality_sst2.py ... --student minilm{size} --seeds {min(point['reported'])}) to export it."
+            )
+        elif same_runs and "over_benchmark_budget" in earlier and "over_benchmark_budget" not in point:
             # the same runs, but the shorter ones they were paired with are gone from this folder: keep that pairing
             point["over_benchmark_budget"] = earlier["over_benchmark_budget"]
         if point is not None:

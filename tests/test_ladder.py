@@ -190,3 +190,40 @@ def test_a_pairing_whose_shorter_runs_are_gone_is_kept_only_for_the_same_runs(be
     earlier["students"]["2"]["heldout"]["44"] = 0.5  # another run of seed 44 made that pairing
     data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False, previous=earlier)
     assert "over_benchmark_budget" not in data["students"]["2"]
+
+
+def restored_run_folder(folder, size: int, seed: int):
+    """Where quality_sst2.py keeps a default KD run of `size` in `unlabelled`; restored: results and no model."""
+    from benchmarks.quality.runner import run_folder, runs_root
+
+    run = run_folder(runs_root(folder, f"minilm{size}"), "unlabelled", "kd", 1e-4, seed, "")
+    run.mkdir(parents=True)
+    (run / "restored.txt").write_text("results only\n")
+    return run
+
+
+def test_restored_runs_keep_the_export_an_earlier_ladder_measured_of_them_or_are_refused(benchmark_folder):
+    """A fresh machine restored size 3's results from the records but has no model to export: the earlier JSON's
+    point stands when it measured these very runs; other runs are refused in one line naming the seed to train."""
+    restored_run_folder(benchmark_folder, 3, 42)
+    earlier = json.loads(json.dumps(ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)))
+    earlier["students"]["3"] |= {"exported_seed": 42, "size_on_disk_mb": {"onnx int8": 16.8}}
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", previous=earlier)
+    three = data["students"]["3"]
+    assert three["carried"] and three["size_on_disk_mb"] == {"onnx int8": 16.8} and "model_missing" not in three
+    assert three["over_smaller"]["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.06])  # paired again
+    earlier["students"]["3"]["reported"]["44"] = 0.5  # an earlier run of seed 44, not today's
+    with pytest.raises(SystemExit, match=r"3 layers: .*seed-42 holds results restored.*--seeds 42\)"):
+        ladder(benchmark_folder, "banking77", "unlabelled", "kd", previous=earlier)
+    with pytest.raises(SystemExit, match="did not measure these runs"):
+        ladder(benchmark_folder, "banking77", "unlabelled", "kd")
+
+
+def test_the_teacher_comes_from_any_sizes_results_and_must_be_one(benchmark_folder):
+    (benchmark_folder / "results.json").unlink()  # size 2 never ran here: size 3's results name the teacher
+    data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)
+    assert list(data["students"]) == ["3"] and data["teacher"]["dev"] == 0.91
+    other = {"teacher": {"heldout": 0.5, "dev": 0.6, "wall_seconds": 1.0}, "runs": []}
+    (benchmark_folder / "results_minilm4.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"different teachers .*3 layers 0\.9100, 4 layers 0\.6000"):
+        ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)
