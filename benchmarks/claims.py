@@ -235,9 +235,16 @@ def ladder_table(data: dict) -> str:
     if carried := [size for size, point in data["students"].items() if point.get("carried")]:
         lines += [
             "",
-            f"{' and '.join(carried)} layers: as an earlier run of `ladder.py` measured them (their models are not in "
-            "this output folder: the records keep results, not models); each step up is paired again, and their "
+            f"{' and '.join(carried)} layers: as an earlier run of `ladder.py` measured them (their runs are not in "
+            "this output folder, and the records keep no model to export); each step up is paired again, and their "
             "milliseconds are that call's: across rows compare the speed against the teacher, timed in each call.",
+        ]
+    if timed_earlier := [size for size, point in data["students"].items() if point.get("timed_earlier")]:
+        lines += [
+            "",
+            f"{' and '.join(timed_earlier)} layers: exported and timed by an earlier run of `ladder.py` (the exported "
+            "run's model is not in this output folder; its findings were kept): across rows compare the speed against "
+            "the teacher, timed in each call.",
         ]
     for size, point in data["students"].items():
         if shorter := point.get("over_benchmark_budget"):

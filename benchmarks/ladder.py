@@ -34,10 +34,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.claims import ONE, ladder_table  # noqa: E402
 from benchmarks.quality.models import LADDER, minilm_layers  # noqa: E402
+from benchmarks.quality.records import EXPORT_FINDINGS  # noqa: E402
 from benchmarks.quality.report import own_budget, with_shared_no_kd  # noqa: E402
 from benchmarks.quality.runner import budget_variant, run_folder, runs_root  # noqa: E402
 from benchmarks.quality.tasks import TASKS  # noqa: E402
 from hf_kd.report import paired_differences, verdict  # noqa: E402
+
+EXPORTED = ("exported_seed", "size_on_disk_mb", "latency_ms_per_sentence", "agreement")  # what shipping costs
 
 
 def results_of(output_dir: Path, student: str) -> dict | None:
@@ -99,16 +102,38 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
         seed = min(reported)
         tag = f"_{variant}" if variant else ""
         folder = run_folder(runs_root(output_dir, student), setting, method, runs[0]["learning_rate"], seed, tag)
-        if not (folder / "config.json").is_file():  # results restored from the records: no model to export
-            return point | {"model_missing": str(folder)}
-        findings = export_student(str(folder))
-        point |= {
-            "exported_seed": seed,
-            "size_on_disk_mb": findings["size_on_disk_mb"],
-            "latency_ms_per_sentence": findings["latency_ms_per_sentence"],
-            "agreement": findings.get("agreement"),
-        }
+        if (folder / "config.json").is_file():
+            findings = export_student(str(folder))
+            point |= {
+                "exported_seed": seed,
+                "size_on_disk_mb": findings["size_on_disk_mb"],
+                "latency_ms_per_sentence": findings["latency_ms_per_sentence"],
+                "agreement": findings.get("agreement"),
+            }
+            (folder / EXPORT_FINDINGS).write_text(json.dumps({field: point[field] for field in EXPORTED}) + "\n")
+        elif (folder / EXPORT_FINDINGS).is_file():  # restored from the records: measured by an earlier call
+            point |= json.loads((folder / EXPORT_FINDINGS).read_text()) | {"timed_earlier": True}
+        else:
+            point["model_missing"] = str(folder)
     return point
+
+
+def with_earlier_export(point: dict, earlier: dict | None, size: int) -> dict:
+    """`point`, whose model is not here, with the export an earlier ladder measured of the same seed's same run;
+    without one, the run must be trained again (one line naming the seed)."""
+    folder, seed = point.pop("model_missing"), min(point["reported"])
+    if (
+        earlier
+        and earlier.get("exported_seed") == seed
+        and (earlier["heldout"].get(seed), earlier["reported"].get(seed))
+        == (point["heldout"][seed], point["reported"][seed])
+    ):
+        return point | {field: earlier[field] for field in EXPORTED} | {"timed_earlier": True}
+    sys.exit(
+        f"{size} layers: {folder} holds no model (a run restored from the records keeps its results only), and no "
+        f"earlier measurement of that run was kept: train seed {seed} again (quality_sst2.py ... --student minilm{size} "
+        f"--seeds {seed}) to export it."
+    )
 
 
 def carried_point(previous: dict | None, size: int, teacher: dict | None, recipe: tuple[str, str, str]) -> dict | None:
@@ -149,26 +174,25 @@ def ladder(
     export: bool = True,
     previous: dict | None = None,
 ) -> dict:
-    """The ladder from the runs in `output_dir`; a size without runs there, or whose runs were restored from the
-    records without a model to export, keeps its point from `previous` (the JSON this command wrote before) when
-    that ran the same recipe with the same teacher (and, for restored runs, measured these very runs)."""
+    """The ladder from the runs in `output_dir`; a size without runs there keeps its point from `previous` (the
+    JSON this command wrote before) when that ran the same recipe with the same teacher. A size whose exported run
+    was restored from the records (no model) keeps the export measured of that run before: the records' findings,
+    else `previous`'s."""
     teacher = ladder_teacher(output_dir)
     students = {}
     for size in LADDER:
         point = student_point(output_dir, size, setting, method, variant, export)
         earlier = carried_point(previous, size, teacher, (setting, method, variant))
-        same_runs = (
-            earlier and point and (earlier["heldout"], earlier["reported"]) == (point["heldout"], point["reported"])
-        )
-        if point is None or ("model_missing" in point and same_runs):
-            point = earlier  # the same runs, measured when their model was on a machine
-        elif "model_missing" in point:
-            sys.exit(
-                f"{size} layers: {point['model_missing']} holds results restored from the records, not a model, and "
-                f"the ladder in --json did not measure these runs: train seed {min(point['reported'])} again "
-                f"(quality_sst2.py ... --student minilm{size} --seeds {min(point['reported'])}) to export it."
-            )
-        elif same_runs and "over_benchmark_budget" in earlier and "over_benchmark_budget" not in point:
+        if point is not None and "model_missing" in point:
+            point = with_earlier_export(point, earlier, size)
+        if point is None:
+            point = earlier
+        elif (
+            earlier
+            and earlier["heldout"] == point["heldout"]
+            and "over_benchmark_budget" in earlier
+            and "over_benchmark_budget" not in point
+        ):
             # the same runs, but the shorter ones they were paired with are gone from this folder: keep that pairing
             point["over_benchmark_budget"] = earlier["over_benchmark_budget"]
         if point is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -202,21 +203,47 @@ def restored_run_folder(folder, size: int, seed: int):
     return run
 
 
-def test_restored_runs_keep_the_export_an_earlier_ladder_measured_of_them_or_are_refused(benchmark_folder):
-    """A fresh machine restored size 3's results from the records but has no model to export: the earlier JSON's
-    point stands when it measured these very runs; other runs are refused in one line naming the seed to train."""
-    restored_run_folder(benchmark_folder, 3, 42)
+def test_a_restored_run_keeps_the_export_measured_of_it_or_is_refused(benchmark_folder):
+    """A fresh machine restored size 3's results from the records but has no model to export: the findings the
+    records kept beside the run stand, else the earlier JSON's when it exported the same seed's same run (seeds
+    added since do not matter); otherwise one line names the seed to train. The table says they are another
+    call's timings."""
+    folder = restored_run_folder(benchmark_folder, 3, 42)
     earlier = json.loads(json.dumps(ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)))
-    earlier["students"]["3"] |= {"exported_seed": 42, "size_on_disk_mb": {"onnx int8": 16.8}}
+    one = {"1 thread, batch 1": 1.0}
+    latency = {"pytorch teacher": one, "pytorch student": one, "onnx int8": one}
+    export = {"size_on_disk_mb": {"pytorch student": 66.5, "onnx int8": 16.8}, "latency_ms_per_sentence": latency}
+    export["agreement"] = None
+    two = restored_run_folder(benchmark_folder, 2, 42) / "export_findings.json"  # size 2: the records kept its export
+    two.write_text(
+        json.dumps({"exported_seed": 42, **export, "size_on_disk_mb": {"pytorch student": 59.7, "onnx int8": 15.0}})
+    )
+    earlier["students"]["3"] |= {"exported_seed": 42, **export, "reported": {"42": 0.80}}  # before 43 and 44 ran
     data = ladder(benchmark_folder, "banking77", "unlabelled", "kd", previous=earlier)
     three = data["students"]["3"]
-    assert three["carried"] and three["size_on_disk_mb"] == {"onnx int8": 16.8} and "model_missing" not in three
-    assert three["over_smaller"]["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.06])  # paired again
-    earlier["students"]["3"]["reported"]["44"] = 0.5  # an earlier run of seed 44, not today's
-    with pytest.raises(SystemExit, match=r"3 layers: .*seed-42 holds results restored.*--seeds 42\)"):
+    assert three["timed_earlier"] and three["size_on_disk_mb"]["onnx int8"] == 16.8 and "carried" not in three
+    two_point = data["students"]["2"]
+    assert two_point["timed_earlier"] and two_point["size_on_disk_mb"]["pytorch student"] == 59.7
+    assert three["reported"] == {42: 0.80, 43: 0.80, 44: 0.80} and "model_missing" not in three
+    assert three["over_smaller"]["paired"]["differences"] == pytest.approx([0.05, 0.04, 0.06])  # today's runs
+    assert "2 and 3 layers: exported and timed by an earlier run" in ladder_table(json.loads(json.dumps(data)))
+    earlier["students"]["3"]["reported"]["42"] = 0.5  # another run of seed 42 was exported
+    with pytest.raises(SystemExit, match=r"3 layers: .*seed-42 holds no model .*--seeds 42\) to export it"):
         ladder(benchmark_folder, "banking77", "unlabelled", "kd", previous=earlier)
-    with pytest.raises(SystemExit, match="did not measure these runs"):
-        ladder(benchmark_folder, "banking77", "unlabelled", "kd")
+    (folder / "export_findings.json").write_text(json.dumps({"exported_seed": 42, **export}))  # the records' copy
+    assert ladder(benchmark_folder, "banking77", "unlabelled", "kd")["students"]["3"]["timed_earlier"]
+
+
+def test_the_records_keep_the_export_findings_and_give_them_back(tmp_path):
+    from benchmarks.quality.records import restore, save
+
+    run = tmp_path / "out" / "runs" / "unlabelled" / "kd" / "seed-42"
+    run.mkdir(parents=True)
+    (run / "export_findings.json").write_text('{"exported_seed": 42}')
+    (run / "model.safetensors").write_text("weights")  # not a record
+    assert save(tmp_path / "out", tmp_path / "records") == [Path("runs/unlabelled/kd/seed-42/export_findings.json")]
+    restore(tmp_path / "records", tmp_path / "fresh")
+    assert (tmp_path / "fresh" / "runs" / "unlabelled" / "kd" / "seed-42" / "export_findings.json").is_file()
 
 
 def test_the_teacher_comes_from_any_sizes_results_and_must_be_one(benchmark_folder):

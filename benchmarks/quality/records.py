@@ -3,7 +3,7 @@
 A benchmark's output folder (models, caches, logs: gigabytes) lives on one machine; a fresh machine starts
 without it. `save` copies the small files every report is built from into `benchmarks/records/NAME/`, laid
 out as the output folder is: each run's held-out and dev results, wall time and run key (its exact flags and
-the hashes of its files), each ablation's flags and the ledger of looks at the reported set. `restore` copies
+the hashes of its files), what the ladder measured of an exported student, each ablation's flags and the ledger of looks at the reported set. `restore` copies
 them back into an output folder, never over a file that is there. A restored run has no model: a report reads
 it (`--report_only`), and a benchmark that asks for it trains it again, so add a seed with `--seeds 44` and
 report with `--seeds 42 43 44 --report_only`.
@@ -27,7 +27,8 @@ RECORDS = ROOT / "benchmarks" / "records"
 ABLATION_FLAGS = "ablation_flags.txt"  # in each <setting>_<ablation> folder: the flags that ablation adds
 LEDGER_FILE = "ledger.jsonl"  # every evaluation on the reported set (dev / test), appended as it happens
 RESTORED = "restored.txt"  # beside results restored from the records: they have no model to reuse
-RECORD_FILES = {RESULTS_FILE, "wall_time.json", RUN_KEY, ABLATION_FLAGS, LEDGER_FILE}
+EXPORT_FINDINGS = "export_findings.json"  # beside a run `benchmarks/ladder.py` exported: size, timings, agreement
+RECORD_FILES = {RESULTS_FILE, "wall_time.json", RUN_KEY, ABLATION_FLAGS, LEDGER_FILE, EXPORT_FINDINGS}
 SKIPPED_FOLDERS = {"teacher_cache", "data"}  # caches, and the split (carved again from the shared data)
 
 
