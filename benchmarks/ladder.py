@@ -154,7 +154,9 @@ def carried_point(previous: dict | None, size: int, teacher: dict | None, recipe
 
 def ladder_teacher(output_dir: Path) -> dict | None:
     """The teacher every size's results were scored against (one teacher: a ladder compares students of it)."""
-    teachers = {size: results["teacher"] for size in LADDER if (results := results_of(output_dir, f"minilm{size}"))}
+    teachers = {
+        size: teacher for size in LADDER if (teacher := (results_of(output_dir, f"minilm{size}") or {}).get("teacher"))
+    }
     if any(not same_teacher(teacher, next(iter(teachers.values()))) for teacher in teachers.values()):
         sizes = ", ".join(f"{size} layers {teacher['dev']:.4f}" for size, teacher in teachers.items())
         sys.exit(f"{output_dir}: the sizes' results name different teachers ({sizes}); rerun the report of each.")

@@ -3,10 +3,10 @@
 A benchmark's output folder (models, caches, logs: gigabytes) lives on one machine; a fresh machine starts
 without it. `save` copies the small files every report is built from into `benchmarks/records/NAME/`, laid
 out as the output folder is: each run's held-out and dev results, wall time and run key (its exact flags and
-the hashes of its files), what the ladder measured of an exported student, each ablation's flags and the ledger of looks at the reported set. `restore` copies
-them back into an output folder, never over a file that is there. A restored run has no model: a report reads
-it (`--report_only`), and a benchmark that asks for it trains it again, so add a seed with `--seeds 44` and
-report with `--seeds 42 43 44 --report_only`.
+the hashes of its files), what the ladder measured of a student it exported, each ablation's flags and the
+ledger of looks at the reported set. `restore` copies them back into an output folder, never over a file that
+is there. A restored run has no model: a report reads it (`--report_only`), and a benchmark that asks for it
+trains it again, so add a seed with `--seeds 44` and report with `--seeds 42 43 44 --report_only`.
 
     python benchmarks/quality_sst2.py ... --output_dir $RUNS --records banking77   # restore, then save each run
     python benchmarks/records.py save --output_dir $RUNS --name banking77           # by hand
