@@ -232,20 +232,16 @@ def ladder_table(data: dict) -> str:
             f"{points(statistics.fmean(point['heldout'].values()))} | {mean_std(kd)} | {versus} | {share} | {step} "
             f"| {shipped} | {times} | {faster} | {same} |"
         )
-    if carried := [size for size, point in data["students"].items() if point.get("carried")]:
-        lines += [
-            "",
-            f"{' and '.join(carried)} layers: as an earlier run of `ladder.py` measured them (their runs are not in "
-            "this output folder, and the records keep no model to export); each step up is paired again, and their "
-            "milliseconds are that call's: across rows compare the speed against the teacher, timed in each call.",
-        ]
-    if timed_earlier := [size for size, point in data["students"].items() if point.get("timed_earlier")]:
-        lines += [
-            "",
-            f"{' and '.join(timed_earlier)} layers: exported and timed by an earlier run of `ladder.py` (the exported "
-            "run's model is not in this output folder; its findings were kept): across rows compare the speed against "
-            "the teacher, timed in each call.",
-        ]
+    measured_before = {  # rows (or their timings) another call of ladder.py measured, each said under the table
+        "carried": "as an earlier run of `ladder.py` measured them (their runs are not in this output folder, and "
+        "the records keep no model to export); each step up is paired again, and their milliseconds are that call's",
+        "timed_earlier": "exported and timed by an earlier run of `ladder.py` (the exported run's model is not in "
+        "this output folder; its findings were kept)",
+    }
+    for marker, how in measured_before.items():
+        if sizes := [size for size, point in data["students"].items() if point.get(marker)]:
+            lines += ["", f"{' and '.join(sizes)} layers: {how}: across rows compare the speed against the teacher, "
+                      "timed in each call."]  # fmt: skip
     for size, point in data["students"].items():
         if shorter := point.get("over_benchmark_budget"):
             name = f"`{shorter['variant']}`" if shorter["variant"] else "the defaults"
