@@ -7,6 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.quality import records, runner, tasks
 from hf_kd.reuse import RUN_KEY
 
@@ -33,6 +35,16 @@ def benchmark_output(out: Path) -> None:
     (out / "data").mkdir()
     (out / "data" / "labelled.csv").write_text("text,category\nhi,greeting\n")
     (out / runner.LEDGER_FILE).write_text('{"run": "teacher"}\n{"run": "kd seed 42"}\n')
+
+
+def tiny_sst2(tmp_path: Path, monkeypatch) -> None:
+    """SST-2 as the benchmark sees it, two rows a split, without the data set's files."""
+    files = {}
+    for name in ("heldout", "unlabelled", "full", "labelled", "dev"):
+        files[name] = tmp_path / f"{name}.tsv"
+        files[name].write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    sst2 = dataclasses.replace(tasks.TASKS["sst2"], files=lambda options, folder: dict(files))
+    monkeypatch.setitem(runner.TASKS, "sst2", sst2)
 
 
 def test_records_keep_what_reports_read_and_restore_it_without_models_or_keys(tmp_path):
@@ -111,12 +123,7 @@ def test_a_benchmark_with_records_reports_the_restored_runs_on_a_new_machine(tmp
     for seed, heldout, dev in [(42, 0.80, 0.78), (43, 0.81, 0.80), (44, 0.79, 0.77)]:
         finished_run(out / "runs" / "few_labels" / "normal" / "lr-0.0001" / f"seed-{seed}", heldout, dev, {})
     records.save(out, kept / "sst2")
-    files = {}
-    for name in ("heldout", "unlabelled", "full", "labelled", "dev"):
-        files[name] = tmp_path / f"{name}.tsv"
-        files[name].write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
-    sst2 = dataclasses.replace(tasks.TASKS["sst2"], files=lambda options, folder: dict(files))
-    monkeypatch.setitem(runner.TASKS, "sst2", sst2)
+    tiny_sst2(tmp_path, monkeypatch)
     monkeypatch.setattr(runner, "RECORDS", kept)
     report = tmp_path / "R.md"
     fresh = tmp_path / "fresh"
@@ -124,3 +131,31 @@ def test_a_benchmark_with_records_reports_the_restored_runs_on_a_new_machine(tmp
     runner.benchmark([*flags, "--report_only", "--records", "sst2"])
     assert runner.read_run(fresh / "teacher")["heldout"] == 0.9 and (fresh / "teacher" / runner.RESTORED).is_file()
     assert "| normal | 1,000 | 0.0001 | 80.00 | 78.33 ± " in report.read_text()  # the three seeds' means
+
+
+def test_teacher_only_trains_and_records_the_teacher_and_starts_no_student(tmp_path, monkeypatch, capsys):
+    """A new machine's first call: the teacher alone (all threads), evaluated and recorded, then a stop, so the
+    student benchmarks can start side by side and find it finished."""
+    tiny_sst2(tmp_path, monkeypatch)
+    monkeypatch.setattr(runner, "RECORDS", tmp_path / "records")
+    outputs = []
+
+    def train(args, **_):
+        folder = Path(args[args.index("--output_dir") + 1])
+        outputs.append(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.9}))
+        (folder / "model.safetensors").write_bytes(b"weights")
+        return 0
+
+    monkeypatch.setattr(runner.subprocess, "call", train)
+    out, report = tmp_path / "out", tmp_path / "R.md"
+    flags = ["--output_dir", str(out), "--base_model", "base", "--report", str(report), "--records", "sst2"]
+    runner.benchmark([*flags, "--settings", "unlabelled", "--methods", "kd", "--teacher_only"])
+    assert outputs == [out / "teacher", out / "teacher" / "dev"]  # trained, then scored on the reported set
+    assert not (out / "runs").exists() and not report.exists()
+    assert "the teacher is ready" in capsys.readouterr().out
+    assert json.loads((tmp_path / "records" / "sst2" / "teacher" / "all_results.json").read_text())["eval_accuracy"]
+    with pytest.raises(SystemExit):
+        runner.parse_options([*flags, "--teacher_only", "--report_only"])
+    assert "give one of them" in capsys.readouterr().err

@@ -282,6 +282,12 @@ def parse_options(argv: list[str] | None = None):
     )
     parser.add_argument("--report_only", action="store_true", help="rewrite RESULTS.md from the finished runs")
     parser.add_argument(
+        "--teacher_only",
+        action="store_true",
+        help="train and evaluate the teacher (with every thread OMP_NUM_THREADS gives) and stop: on a new machine, "
+        "before student benchmarks run side by side with one thread each",
+    )
+    parser.add_argument(
         "--records",
         metavar="NAME",
         help="keep the runs' results in the repository, benchmarks/records/NAME (records.py): restored into "
@@ -297,6 +303,8 @@ def parse_options(argv: list[str] | None = None):
             setattr(options, key, value)
     if options.jobs < 1 or options.steps < 1 or options.unlabelled < 1 or (options.teacher_steps or 1) < 1:
         parser.error("--jobs, --steps, --unlabelled and --teacher_steps must be >= 1")
+    if options.teacher_only and options.report_only:
+        parser.error("--teacher_only trains the teacher and --report_only trains nothing: give one of them")
     if not all(0 < rate < 1 for rate in options.learning_rates):
         parser.error(f"--learning_rates {options.learning_rates}: each a learning rate in (0, 1)")
     if options.unlabelled_phrases and options.task != "sst2":
@@ -421,6 +429,9 @@ def benchmark(argv: list[str] | None = None) -> None:
         runner.evaluate("teacher", out / "teacher", dev, labelled, alone=True)
         if records is not None:
             save(out, records)
+        if options.teacher_only:
+            print(f"== the teacher is ready in {out / 'teacher'}: start the student benchmarks", flush=True)
+            return
         texts = task_texts(labelled)
         if layers := minilm_layers(options.student):
             student_init = out / ("student_init" if options.student == "minilm2" else f"student_init_{options.student}")
