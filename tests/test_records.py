@@ -47,6 +47,22 @@ def tiny_sst2(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(runner.TASKS, "sst2", sst2)
 
 
+def fake_training(monkeypatch) -> list[list[str]]:
+    """Every hf_kd call the benchmark makes, recorded; each leaves results (accuracy 0.9) and weights behind."""
+    calls = []
+
+    def train(args, **_):
+        calls.append(args)
+        folder = Path(args[args.index("--output_dir") + 1])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.9}))
+        (folder / "model.safetensors").write_bytes(b"new weights")
+        return 0
+
+    monkeypatch.setattr(runner.subprocess, "call", train)
+    return calls
+
+
 def test_records_keep_what_reports_read_and_restore_it_without_models_or_keys(tmp_path):
     out, kept, fresh = tmp_path / "out", tmp_path / "records", tmp_path / "fresh"
     benchmark_output(out)
@@ -94,17 +110,7 @@ def test_a_restored_run_and_its_dev_result_are_trained_again(tmp_path, monkeypat
     records.save(out, kept)
     records.restore(kept, fresh)
     (tmp_path / "dev.csv").write_text("text,category\nhello,greeting\n")
-    calls = []
-
-    def train(args, **_):
-        calls.append(args)
-        folder = Path(args[args.index("--output_dir") + 1])
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.9}))
-        (folder / "model.safetensors").write_bytes(b"new weights")
-        return 0
-
-    monkeypatch.setattr(runner.subprocess, "call", train)
+    calls = fake_training(monkeypatch)
     bench = runner.Runner(jobs=1, deadline=None)
     folder = fresh / "runs" / "unlabelled_share50" / "kd" / "lr-0.0001" / "seed-42"
     assert bench.run("kd seed 42", folder, ["--seed", "42"])["heldout"] == 0.9
@@ -138,24 +144,16 @@ def test_teacher_only_trains_and_records_the_teacher_and_starts_no_student(tmp_p
     student benchmarks can start side by side and find it finished."""
     tiny_sst2(tmp_path, monkeypatch)
     monkeypatch.setattr(runner, "RECORDS", tmp_path / "records")
-    outputs = []
-
-    def train(args, **_):
-        folder = Path(args[args.index("--output_dir") + 1])
-        outputs.append(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.9}))
-        (folder / "model.safetensors").write_bytes(b"weights")
-        return 0
-
-    monkeypatch.setattr(runner.subprocess, "call", train)
+    calls = fake_training(monkeypatch)
     out, report = tmp_path / "out", tmp_path / "R.md"
     flags = ["--output_dir", str(out), "--base_model", "base", "--report", str(report), "--records", "sst2"]
     runner.benchmark([*flags, "--settings", "unlabelled", "--methods", "kd", "--teacher_only"])
+    outputs = [Path(args[args.index("--output_dir") + 1]) for args in calls]
     assert outputs == [out / "teacher", out / "teacher" / "dev"]  # trained, then scored on the reported set
     assert not (out / "runs").exists() and not report.exists()
     assert "the teacher is ready" in capsys.readouterr().out
-    assert json.loads((tmp_path / "records" / "sst2" / "teacher" / "all_results.json").read_text())["eval_accuracy"]
+    recorded = json.loads((tmp_path / "records" / "sst2" / "teacher" / "all_results.json").read_text())
+    assert recorded["eval_accuracy"] == 0.9
     with pytest.raises(SystemExit):
         runner.parse_options([*flags, "--teacher_only", "--report_only"])
     assert "give one of them" in capsys.readouterr().err
