@@ -145,6 +145,8 @@ def budgets_and_rows_table(data: dict) -> str:
 def export_table(data: dict) -> str:
     """Per student (benchmarks/export_students.py): PyTorch, ONNX fp32 and int8 side by side with the teacher,
     the metric and agreement on the validation rows, CPU latency and its ratios, measured in one process."""
+    from hf_kd.footprint import all_threads_column
+
     lines = [
         f"Measured on {data['machine']} in one process (ratios compare like with like):",
         "",
@@ -156,11 +158,7 @@ def export_table(data: dict) -> str:
     for name, student in data["students"].items():
         checks, times = student["agreement"], student["latency_ms_per_sentence"]
         one = ONE
-        many = next(
-            column
-            for column in times["pytorch student"]
-            if column.endswith("batch 32") and column != "1 thread, batch 32"
-        )
+        many = all_threads_column(times["pytorch student"])
         for model in ("pytorch teacher", "pytorch student", "onnx fp32", "onnx int8"):
             if model not in times:
                 continue
