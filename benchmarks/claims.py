@@ -241,6 +241,10 @@ def ladder_table(data: dict) -> str:
             lines += ["", f"{' and '.join(sizes)} layers: {how}: across rows compare the speed against the teacher, "
                       "timed in each call."]  # fmt: skip
     for size, point in data["students"].items():
+        if "exported_seed" in point and str(point["exported_seed"]) != str(min(map(int, point["reported"]))):
+            lines += ["", f"{size} layers: seed {point['exported_seed']}'s student exported and timed, the first "
+                      "seed's model not being in this output folder."]  # fmt: skip
+    for size, point in data["students"].items():
         if shorter := point.get("over_benchmark_budget"):
             name = f"`{shorter['variant']}`" if shorter["variant"] else "the defaults"
             lines += [

@@ -9,7 +9,7 @@
 For each size that has finished runs of `--method` in `--setting` (every seed the benchmark ran), the held-out and
 reported-set accuracies per seed; no KD's at the same size and step budget where it ran (points and the share of
 the gap between no KD and the teacher that KD closes; a variant that sets `--max_steps N` is paired with no KD's
-`--budgets N` runs); and, for the first seed's student, what shipping it costs: exported to ONNX
+`--budgets N` runs); and, for the first seed's student (the first whose model is here), what shipping it costs: exported to ONNX
 fp32 and int8 and checked against PyTorch on held-out (`hf_kd.export.export_student`), size on disk, and ms per
 sentence at batch 1 and 32 beside the teacher timed in the same call (ratios compare like with like). Each step up
 the ladder is paired by seed with the size below on held-out and worded by the selection rule
@@ -99,9 +99,14 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
     if export:
         from hf_kd.export import export_student
 
-        seed = min(reported)
         tag = f"_{variant}" if variant else ""
-        folder = run_folder(runs_root(output_dir, student), setting, method, runs[0]["learning_rate"], seed, tag)
+        folders = {
+            seed: run_folder(runs_root(output_dir, student), setting, method, runs[0]["learning_rate"], seed, tag)
+            for seed in sorted(reported)
+        }
+        # the first seed whose model is here, timed now; with none, the first seed's export as measured before
+        seed = next((seed for seed, folder in folders.items() if (folder / "config.json").is_file()), min(reported))
+        folder = folders[seed]
         if (folder / "config.json").is_file():
             findings = export_student(str(folder))
             point |= {
@@ -177,9 +182,9 @@ def ladder(
     previous: dict | None = None,
 ) -> dict:
     """The ladder from the runs in `output_dir`; a size without runs there keeps its point from `previous` (the
-    JSON this command wrote before) when that ran the same recipe with the same teacher. A size whose exported run
-    was restored from the records (no model) keeps the export measured of that run before: the records' findings,
-    else `previous`'s."""
+    JSON this command wrote before) when that ran the same recipe with the same teacher. Each size exports its first
+    seed whose model is here; a size whose runs were all restored from the records (no model) keeps the export
+    measured of its first seed before: the records' findings, else `previous`'s."""
     teacher = ladder_teacher(output_dir)
     students = {}
     for size in LADDER:

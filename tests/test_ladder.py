@@ -254,3 +254,31 @@ def test_the_teacher_comes_from_any_sizes_results_and_must_be_one(benchmark_fold
     (benchmark_folder / "results_minilm4.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match=r"different teachers .*3 layers 0\.9100, 4 layers 0\.6000"):
         ladder(benchmark_folder, "banking77", "unlabelled", "kd", export=False)
+
+
+def test_a_seed_whose_model_is_here_is_exported_before_an_earlier_measurement(benchmark_folder, monkeypatch):
+    """Seed 42 of size 3 was restored (its export measured before, in the records) and seed 43 trained here: 43
+    is exported and timed now, and the table names it."""
+    import hf_kd.export
+
+    one = {"1 thread, batch 1": 2.0}
+    findings = {
+        "size_on_disk_mb": {"pytorch student": 66.5, "onnx int8": 16.8},
+        "latency_ms_per_sentence": {"pytorch teacher": one, "pytorch student": one, "onnx int8": one},
+        "agreement": None,
+    }
+    exported = []
+    monkeypatch.setattr(hf_kd.export, "export_student", lambda folder: exported.append(folder) or findings)
+    for size in (2, 3):
+        restored = restored_run_folder(benchmark_folder, size, 42)
+        (restored / "export_findings.json").write_text(json.dumps({"exported_seed": 42, **findings}))
+    trained = restored_run_folder(benchmark_folder, 3, 43)
+    (trained / "config.json").write_text("{}")
+    three = ladder(benchmark_folder, "banking77", "unlabelled", "kd")["students"]["3"]
+    assert exported == [str(trained)] and three["exported_seed"] == 43 and "timed_earlier" not in three
+    assert json.loads((trained / "export_findings.json").read_text())["exported_seed"] == 43
+    data = json.loads(json.dumps(ladder(benchmark_folder, "banking77", "unlabelled", "kd")))
+    assert "3 layers: seed 43's student exported and timed, the first seed's model not being" in ladder_table(data)
+    (trained / "config.json").unlink()  # no model here at all: the first seed's earlier export stands
+    three = ladder(benchmark_folder, "banking77", "unlabelled", "kd")["students"]["3"]
+    assert three["exported_seed"] == 42 and three["timed_earlier"] and len(exported) == 2
