@@ -9,9 +9,10 @@
 For each size that has finished runs of `--method` in `--setting` (every seed the benchmark ran), the held-out and
 reported-set accuracies per seed; no KD's at the same size and step budget where it ran (points and the share of
 the gap between no KD and the teacher that KD closes; a variant that sets `--max_steps N` is paired with no KD's
-`--budgets N` runs); and, for the first seed's student (the first whose model is here), what shipping it costs: exported to ONNX
-fp32 and int8 and checked against PyTorch on held-out (`hf_kd.export.export_student`), size on disk, and ms per
-sentence at batch 1 and 32 beside the teacher timed in the same call (ratios compare like with like). Each step up
+`--budgets N` runs); and, for the first seed's student (the first whose model is here), what shipping it costs:
+exported to ONNX fp32 and int8 and checked against PyTorch on held-out (`hf_kd.export.export_student`), size on
+disk, and ms per sentence at batch 1 and 32 beside the teacher timed in the same call (ratios compare like with
+like). Each step up
 the ladder is paired by seed with the size below on held-out and worded by the selection rule
 (`hf_kd.report.verdict`). Writes the JSON (`benchmarks/claims.py` renders it into README.md) and the chart beside it.
 """
