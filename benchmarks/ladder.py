@@ -76,7 +76,18 @@ def per_seed(runs: list[dict], column: str) -> dict[int, float]:
     return {run["seed"]: run[column] for run in runs}
 
 
-def student_point(output_dir: Path, size: int, setting: str, method: str, variant: str, export: bool) -> dict | None:
+def student_point(
+    output_dir: Path,
+    size: int,
+    setting: str,
+    method: str,
+    variant: str,
+    export: bool,
+    exported_before: int | None = None,
+) -> dict | None:
+    """`size`'s runs of the recipe, paired with no KD and with the benchmark's budget, and what shipping one seed's
+    student costs: the first seed whose model is here, exported and timed now; with none, the seed an earlier
+    ladder exported (`exported_before`), else the first, as measured before."""
     student = f"minilm{size}"
     results = results_of(output_dir, student)
     if results is None:
@@ -105,8 +116,8 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
             seed: run_folder(runs_root(output_dir, student), setting, method, runs[0]["learning_rate"], seed, tag)
             for seed in sorted(reported)
         }
-        # the first seed whose model is here, timed now; with none, the first seed's export as measured before
-        seed = next((seed for seed, folder in folders.items() if (folder / "config.json").is_file()), min(reported))
+        measured_before = exported_before if exported_before in reported else min(reported)
+        seed = next((seed for seed, folder in folders.items() if (folder / "config.json").is_file()), measured_before)
         folder = folders[seed]
         if (folder / "config.json").is_file():
             findings = export_student(str(folder))
@@ -120,14 +131,14 @@ def student_point(output_dir: Path, size: int, setting: str, method: str, varian
         elif (folder / EXPORT_FINDINGS).is_file():  # restored from the records: measured by an earlier call
             point |= json.loads((folder / EXPORT_FINDINGS).read_text()) | {"timed_earlier": True}
         else:
-            point["model_missing"] = str(folder)
+            point["model_missing"] = (str(folder), seed)
     return point
 
 
 def with_earlier_export(point: dict, earlier: dict | None, size: int) -> dict:
     """`point`, whose model is not here, with the export an earlier ladder measured of the same seed's same run;
     without one, the run must be trained again (one line naming the seed)."""
-    folder, seed = point.pop("model_missing"), min(point["reported"])
+    folder, seed = point.pop("model_missing")
     if (
         earlier
         and earlier.get("exported_seed") == seed
@@ -185,12 +196,13 @@ def ladder(
     """The ladder from the runs in `output_dir`; a size without runs there keeps its point from `previous` (the
     JSON this command wrote before) when that ran the same recipe with the same teacher. Each size exports its first
     seed whose model is here; a size whose runs were all restored from the records (no model) keeps the export
-    measured of its first seed before: the records' findings, else `previous`'s."""
+    measured before of the seed `previous` exported (else its first): the records' findings, else `previous`'s."""
     teacher = ladder_teacher(output_dir)
     students = {}
     for size in LADDER:
-        point = student_point(output_dir, size, setting, method, variant, export)
         earlier = carried_point(previous, size, teacher, (setting, method, variant))
+        exported_before = (earlier or {}).get("exported_seed")
+        point = student_point(output_dir, size, setting, method, variant, export, exported_before)
         if point is not None and "model_missing" in point:
             point = with_earlier_export(point, earlier, size)
         if point is None:

@@ -258,7 +258,8 @@ def test_the_teacher_comes_from_any_sizes_results_and_must_be_one(benchmark_fold
 
 def test_a_seed_whose_model_is_here_is_exported_before_an_earlier_measurement(benchmark_folder, monkeypatch):
     """Seed 42 of size 3 was restored (its export measured before, in the records) and seed 43 trained here: 43
-    is exported and timed now, and the table names it."""
+    is exported and timed now, and the table names it; once 43's model is gone too, the next ladder keeps 43's
+    export, the one the last ladder made."""
     import hf_kd.export
 
     one = {"1 thread, batch 1": 2.0}
@@ -279,6 +280,8 @@ def test_a_seed_whose_model_is_here_is_exported_before_an_earlier_measurement(be
     assert json.loads((trained / "export_findings.json").read_text())["exported_seed"] == 43
     data = json.loads(json.dumps(ladder(benchmark_folder, "banking77", "unlabelled", "kd")))
     assert "3 layers: seed 43's student exported and timed, the first seed's model not being" in ladder_table(data)
-    (trained / "config.json").unlink()  # no model here at all: the first seed's earlier export stands
-    three = ladder(benchmark_folder, "banking77", "unlabelled", "kd")["students"]["3"]
+    (trained / "config.json").unlink()  # no model here at all: the export the last ladder made stands, its seed's
+    three = ladder(benchmark_folder, "banking77", "unlabelled", "kd", previous=data)["students"]["3"]
+    assert three["exported_seed"] == 43 and three["timed_earlier"] and len(exported) == 2
+    three = ladder(benchmark_folder, "banking77", "unlabelled", "kd")["students"]["3"]  # no earlier ladder: the first
     assert three["exported_seed"] == 42 and three["timed_earlier"] and len(exported) == 2
