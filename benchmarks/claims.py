@@ -199,7 +199,7 @@ def ladder_table(data: dict) -> str:
         + (f" with `{data['flags']}`" if data.get("variant") else "")
         + f", one teacher (held-out "
         f"{points(teacher['heldout'])}, {reported} {points(teacher['dev'])}); measured on {data['machine']}; latency "
-        "and size of the first seed's student, the teacher timed in the same call.",
+        "and size of the first seed's student unless a line below names another, the teacher timed in the same call.",
         "",
         f"| layers of MiniLM's 6 | seeds | held-out | {reported} (mean ± std) | vs no KD of its size and steps ({reported}) "
         "| share of the no KD-teacher gap closed | step up vs the size below (held-out) | size on disk, PyTorch / int8 "
