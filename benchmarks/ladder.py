@@ -9,11 +9,10 @@
 For each size that has finished runs of `--method` in `--setting` (every seed the benchmark ran), the held-out and
 reported-set accuracies per seed; no KD's at the same size and step budget where it ran (points and the share of
 the gap between no KD and the teacher that KD closes; a variant that sets `--max_steps N` is paired with no KD's
-`--budgets N` runs); and, for the first seed's student (the first whose model is here), what shipping it costs:
+`--budgets N` runs); and, for one seed's student (the first seed whose model is here), what shipping it costs:
 exported to ONNX fp32 and int8 and checked against PyTorch on held-out (`hf_kd.export.export_student`), size on
-disk, and ms per sentence at batch 1 and 32 beside the teacher timed in the same call (ratios compare like with
-like). Each step up
-the ladder is paired by seed with the size below on held-out and worded by the selection rule
+disk, and ms per sentence at batch 1 and 32 timed in turn beside the teacher (ratios compare like with like).
+Each step up the ladder is paired by seed with the size below on held-out and worded by the selection rule
 (`hf_kd.report.verdict`). Writes the JSON (`benchmarks/claims.py` renders it into README.md) and the chart beside it.
 """
 
@@ -117,9 +116,10 @@ def student_point(
             for seed in sorted(reported)
         }
         measured_before = exported_before if exported_before in reported else min(reported)
-        seed = next((seed for seed, folder in folders.items() if (folder / "config.json").is_file()), measured_before)
+        here = [seed for seed, folder in folders.items() if (folder / "config.json").is_file()]
+        seed = here[0] if here else measured_before
         folder = folders[seed]
-        if (folder / "config.json").is_file():
+        if here:
             findings = export_student(str(folder))
             point |= {
                 "exported_seed": seed,
