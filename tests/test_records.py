@@ -12,6 +12,8 @@ import pytest
 from benchmarks.quality import records, runner, tasks
 from hf_kd.reuse import RUN_KEY
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def finished_run(folder: Path, heldout: float, dev: float, key: dict) -> None:
     """A run as the benchmark leaves it: results, dev results, timing, key, and a model and log besides."""
@@ -137,6 +139,20 @@ def test_a_benchmark_with_records_reports_the_restored_runs_on_a_new_machine(tmp
     runner.benchmark([*flags, "--report_only", "--records", "sst2"])
     assert runner.read_run(fresh / "teacher")["heldout"] == 0.9 and (fresh / "teacher" / runner.RESTORED).is_file()
     assert "| normal | 1,000 | 0.0001 | 80.00 | 78.33 ± " in report.read_text()  # the three seeds' means
+
+
+def test_a_report_not_named_goes_to_the_output_folder_and_leaves_the_committed_ones_alone(tmp_path, monkeypatch):
+    """Any run may be partial (one seed, one ablation): without `--report` its report is written beside its runs,
+    and the repository's reports are rewritten only when named."""
+    out = tmp_path / "out"
+    finished_run(out / "teacher", 0.9, 0.88, {"args": ["teacher"]})
+    finished_run(out / "runs" / "few_labels" / "normal" / "lr-0.0001" / "seed-42", 0.80, 0.78, {})
+    tiny_sst2(tmp_path, monkeypatch)
+    committed = {path: path.read_bytes() for path in (ROOT / "benchmarks").glob("RESULTS*")}
+    runner.benchmark(["--output_dir", str(out), "--settings", "few_labels", "--methods", "normal", "--report_only"])
+    assert "| few_labels |  | normal | 0.0001 | 42 | 80.00 | 78.00 |" in (out / "RESULTS.md").read_text()
+    assert (out / "RESULTS.png").is_file() and (out / "RESULTS.json").is_file()
+    assert {path: path.read_bytes() for path in (ROOT / "benchmarks").glob("RESULTS*")} == committed
 
 
 def test_teacher_only_trains_and_records_the_teacher_and_starts_no_student(tmp_path, monkeypatch, capsys):

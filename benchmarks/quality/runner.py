@@ -25,7 +25,7 @@ from benchmarks.quality.models import (
     train_generator_head,
 )
 from benchmarks.quality.records import ABLATION_FLAGS, LEDGER_FILE, RECORDS, RESTORED, restore, save
-from benchmarks.quality.report import DEFAULT_REPORT, first_budget, own_budget, write_report
+from benchmarks.quality.report import first_budget, own_budget, write_report
 from benchmarks.quality.tasks import SETTINGS, SHARED_DATA, TASKS, Task, per_class_subset, skewed
 from hf_kd.guards import lock_holder
 from hf_kd.outputs import RESULTS_FILE
@@ -278,7 +278,8 @@ def parse_options(argv: list[str] | None = None):
     )
     parser.add_argument(
         "--report",
-        help="the Markdown report, its chart beside it (default: benchmarks/RESULTS.md, RESULTS_banking77.md)",
+        help="the Markdown report, its chart beside it (default: RESULTS.md in --output_dir; give "
+        "benchmarks/RESULTS.md to rewrite the repository's report)",
     )
     parser.add_argument("--report_only", action="store_true", help="rewrite RESULTS.md from the finished runs")
     parser.add_argument(
@@ -294,10 +295,8 @@ def parse_options(argv: list[str] | None = None):
         "--output_dir first (never over a file there), saved after every run, so a new machine loses no result",
     )
     options = parser.parse_args(argv)
-    if options.report is None:
-        options.report = str(
-            DEFAULT_REPORT if options.task == "sst2" else DEFAULT_REPORT.with_name(f"RESULTS_{options.task}.md")
-        )
+    if options.report is None:  # a committed report is rewritten only when named: any run may be partial
+        options.report = str(Path(options.output_dir) / "RESULTS.md")
     for key, value in PRESETS[options.preset].items():
         if getattr(options, key) is None:
             setattr(options, key, value)
